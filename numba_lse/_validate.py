@@ -1,0 +1,104 @@
+"""Every user error is raised here, from shapes and dtypes alone, before any kernel runs.
+
+Pure Python: axis normalisation, the dtype policy, broadcasting of weights.
+"""
+
+import operator
+
+import numpy as np
+from numpy.exceptions import AxisError
+
+# float16 is computed in float32 (Numba has no float16 arithmetic on the CPU) and returned as
+# float16; integers and booleans become float64, as in SciPy.
+_COMPUTE_DTYPE = {
+    np.dtype(np.float16): np.dtype(np.float32),
+    np.dtype(np.float32): np.dtype(np.float32),
+    np.dtype(np.float64): np.dtype(np.float64),
+    np.dtype(np.complex64): np.dtype(np.complex64),
+    np.dtype(np.complex128): np.dtype(np.complex128),
+}
+
+
+def check_dtype(dtype, what="input"):
+    """Raise TypeError unless ``dtype`` is one numba_lse computes with (or promotes from)."""
+    if dtype.kind in "biu" or dtype in _COMPUTE_DTYPE:
+        return
+    if dtype.kind in "fc":
+        raise TypeError(
+            f"unsupported dtype {dtype.name} for {what}: numba_lse computes in float32 or "
+            f"float64 (Numba has no long double); convert it with .astype(np.float64)"
+        )
+    raise TypeError(
+        f"unsupported dtype {dtype.name} for {what}: expected a real or complex floating, "
+        f"integer or boolean array"
+    )
+
+
+def result_dtype(*values):
+    """The floating dtype of the result, as SciPy promotes: NumPy's rules, then int -> float64.
+
+    Python scalars are weak (NEP 50): float32 data with ``b=2`` stays float32.
+    """
+    dtype = np.result_type(*values)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    return dtype
+
+
+def compute_dtype(dtype):
+    """The dtype the kernels run in for a result of ``dtype``."""
+    return _COMPUTE_DTYPE[np.dtype(dtype)]
+
+
+def normalize_axes(axis, ndim):
+    """``axis`` (None, int or tuple of ints) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    normalized = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"axis must be None, an integer or a tuple of integers, got {axis!r}")
+        try:
+            index = operator.index(item)
+        except TypeError:
+            raise TypeError(
+                f"axis must be None, an integer or a tuple of integers, got {axis!r}"
+            ) from None
+        if not -ndim <= index < ndim:
+            raise AxisError(index, ndim)
+        normalized.append(index % ndim)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"repeated axis in axis={axis!r}")
+    return tuple(sorted(normalized))
+
+
+def broadcast_weights(a, b, name="b"):
+    """a and b broadcast to their common shape (views), or a ValueError naming both shapes."""
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} with shape {b.shape} does not broadcast against a with shape {a.shape}"
+        ) from None
+    return np.broadcast_to(a, shape), np.broadcast_to(b, shape)
+
+
+def logsumexp_args(a, b, axis):
+    """Validated (a, b, axes, result dtype) for logsumexp; a and b as compute-dtype arrays."""
+    a_array = np.asarray(a)
+    check_dtype(a_array.dtype, "a")
+    if b is None:
+        dtype = result_dtype(a_array)
+        b_array = None
+    else:
+        b_array = np.asarray(b)
+        check_dtype(b_array.dtype, "b")
+        dtype = result_dtype(a if np.isscalar(a) and not isinstance(a, np.generic) else a_array,
+                             b if np.isscalar(b) and not isinstance(b, np.generic) else b_array)
+    work = compute_dtype(dtype)
+    a_array = np.atleast_1d(a_array).astype(work, copy=False)
+    if b_array is not None:
+        a_array, b_array = broadcast_weights(a_array, np.atleast_1d(b_array).astype(work, copy=False))
+    axes = normalize_axes(axis, a_array.ndim)
+    return a_array, b_array, axes, dtype

@@ -1,0 +1,145 @@
+"""The (max, ties, sum) partial of a log-sum-exp, and the one rule that merges two partials.
+
+A partial of the weighted terms w_j exp(x_j) (w_j = 1 without weights) is three numbers:
+
+    m  the max of the x_j whose weight is not zero (nan never wins: it reaches s instead),
+    c  the sum of the weights of the entries equal to m (the count of ties, unweighted),
+    s  the sum of w_j exp(x_j - m) over the other entries.
+
+so that sum_j w_j exp(x_j) = exp(m) (c + s). Keeping the ties out of s is what makes
+lse = m + log(c) + log1p(s / c) accurate when s is small (Blanchard, Higham & Higham 2021,
+Thm 4.2; SciPy gh-18295). Threads, blocks, chunks and Dask blocks all combine partials with
+``merge``; every backend loops differently but uses these functions.
+"""
+
+import math
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .exp import exp_nonpositive
+from .intrinsics import add_reassoc, maxnum
+from .jit import inline
+
+
+def weight_at(w, index):
+    """w[index] (an int or a tuple), or 1.0 when there are no weights (w is None)."""
+
+
+def row_of(w, r):
+    """Row r of the 2-D weights w, or None when there are none."""
+
+
+def slice_of(w, lo, hi):
+    """w[lo:hi] of the 1-D weights w, or None when there are none."""
+
+
+# No weights is a type (NoneType): each helper compiles to the plain or the weighted form,
+# so the unweighted loops carry no weight at all.
+@overload(weight_at, inline="always")
+def _weight_at(w, index):
+    if isinstance(w, types.NoneType):
+        return lambda w, index: 1.0
+    return lambda w, index: w[index]
+
+
+@overload(row_of, inline="always")
+def _row_of(w, r):
+    if isinstance(w, types.NoneType):
+        return lambda w, r: None
+    return lambda w, r: w[r]
+
+
+@overload(slice_of, inline="always")
+def _slice_of(w, lo, hi):
+    if isinstance(w, types.NoneType):
+        return lambda w, lo, hi: None
+    return lambda w, lo, hi: w[lo:hi]
+
+
+@inline
+def max_with(current, x, w):
+    """The running max after seeing x; an entry with zero weight takes no part."""
+    return maxnum(current, np.float64(x) if w != 0 else -np.inf)
+
+
+@inline
+def add_term(c, s, x, w, m):
+    """Add the term w exp(x - m) to the ties c or the sum s of a partial whose max is m.
+
+    A tie adds its weight to c exactly. A zero weight adds nothing, even where x is inf or nan
+    (SciPy's rule). A nan x reaches s and makes the result nan.
+    """
+    x = np.float64(x)
+    tie = x == m
+    c = add_reassoc(c, w if tie else 0.0)
+    s = add_reassoc(s, 0.0 if (tie or w == 0) else w * exp_nonpositive(x - m))
+    return c, s
+
+
+@inline
+def merge(m1, c1, s1, m2, c2, s2):
+    """The partial of the union of two sets of terms.
+
+    (m1, c1, s1) + (m2, c2, s2) = (m, c, s) with m = max(m1, m2); the ties of the smaller
+    max become ordinary terms, rescaled by exp(m_small - m). -inf maxima (empty partials)
+    merge to exactly the other partial, since exp(-inf) = 0.
+    """
+    if m1 == m2:
+        return m1, c1 + c2, s1 + s2
+    if m1 > m2:
+        return m1, c1, s1 + (c2 + s2) * exp_nonpositive(m2 - m1)
+    return m2, c2, s2 + (c1 + s1) * exp_nonpositive(m1 - m2)
+
+
+@inline
+def log_abs_sum(m, c, s):
+    """(log |exp(m) (c + s)|, sign of c + s) of a partial: the log-sum-exp and its sign.
+
+    Special values as SciPy: nan anywhere -> nan; a +inf max -> +inf (nan if its weights
+    cancel); every term -inf or weighted 0 -> (-inf, 0); exact cancellation -> (-inf, 0).
+    """
+    if s != s or c != c:
+        return np.nan, np.nan
+    if m == -np.inf:
+        return -np.inf, 0.0
+    if c == 0:
+        # The weights at the max cancel exactly; what is left is s alone.
+        if m == np.inf:
+            return np.nan, np.nan
+        if s == 0:
+            return -np.inf, 0.0
+        return m + math.log(abs(s)), math.copysign(1.0, s)
+    t = s / c
+    sign = math.copysign(1.0, c)
+    if t < -1:
+        # c + s has the opposite sign of c: log|c + s| = log|c| + log(-1 - t).
+        return m + math.log(abs(c)) + math.log(-1.0 - t), -sign
+    if t == -1:
+        return -np.inf, 0.0
+    return m + math.log(abs(c)) + math.log1p(t), sign
+
+
+# Elements per block: a block is read twice (max, then sum) while it sits in L1.
+BLOCK = 1024
+
+
+@inline
+def partial_of_slice(x, w):
+    """The partial of the 1-D slice x (weights w, same length, or None), block by block."""
+    m = -np.inf
+    c = 0.0
+    s = 0.0
+    n = x.shape[0]
+    for lo in range(0, n, BLOCK):
+        hi = min(lo + BLOCK, n)
+        block_max = m
+        for i in range(lo, hi):
+            block_max = max_with(block_max, x[i], weight_at(w, i))
+        block_c = 0.0
+        block_s = 0.0
+        for i in range(lo, hi):
+            block_c, block_s = add_term(block_c, block_s, x[i], weight_at(w, i), block_max)
+        m, c, s = merge(m, c, s, block_max, block_c, block_s)
+    return m, c, s
