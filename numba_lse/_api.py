@@ -99,6 +99,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     if keepdims:
         out = np.expand_dims(out, axes)
         sign = np.expand_dims(sign, axes)
+    if dtype.kind == "c":
+        if return_sign:
+            return _as_result(out.real, out.real.dtype), _as_result(sign, dtype)
+        return _as_result(out, dtype)
     if return_sign:
         return _as_result(out, dtype), _as_result(sign, dtype)
     # Without a sign to return, the log of a negative sum is nan, as SciPy.
