@@ -3,10 +3,10 @@
 Reducing some axes of an array is, after a permutation of its axes, reducing the middle axis
 of a 3-D array (outer, n, inner): n the product of the reduced axes, outer and inner the kept
 axes before and after them. The permutation follows the array's memory order (axes sorted by
-decreasing stride), so a transposed or Fortran-ordered array is walked the way it is stored;
-then ``reshape`` merges neighbouring axes, which is a view whenever their strides allow and a
-copy only when they do not (e.g. two axes each sliced with a step, or reduced axes that are
-not neighbours in memory).
+decreasing stride), so a transposed or Fortran-ordered array is walked the way it is stored,
+unless another order gives a view where memory order would not. ``reshape`` then merges
+neighbouring axes: a view whenever their strides allow, a copy only when no order does (e.g.
+two reduced axes each sliced with a step).
 """
 
 import math
@@ -14,26 +14,46 @@ import math
 import numpy as np
 
 
+def _mergeable(shape, strides, group):
+    """Whether the axes ``group`` (in this order) reshape into one axis without a copy."""
+    group = [ax for ax in group if shape[ax] != 1]
+    return all(strides[a] == strides[b] * shape[b] for a, b in zip(group, group[1:]))
+
+
+def _permutation(shape, strides, axes):
+    """Axis order kept_outer + reduced + kept_inner, and where the reduced block starts.
+
+    Preferred: the array's memory order, reduced axes where they lie. Then any split of the
+    kept axes into an outer and an inner group that each merge without a copy (a view beats
+    memory order). Failing both, reduced axes go innermost and ``reshape`` copies.
+    """
+    order = sorted(range(len(shape)), key=lambda ax: -abs(strides[ax]))
+    reduced = [ax for ax in order if ax in axes]
+    kept = [ax for ax in order if ax not in axes]
+    positions = [i for i, ax in enumerate(order) if ax in axes]
+    in_memory_order = len(kept) if not positions else positions[0]
+    if _mergeable(shape, strides, reduced):
+        splits = [in_memory_order] + [p for p in range(len(kept), -1, -1) if p != in_memory_order]
+        for p in splits:
+            if _mergeable(shape, strides, kept[:p]) and _mergeable(shape, strides, kept[p:]):
+                return kept[:p] + reduced + kept[p:], p
+    if positions and positions[-1] - positions[0] + 1 == len(positions):
+        return order, in_memory_order
+    return kept + reduced, len(kept)
+
+
 class CanonicalView:
     """How an array of ``shape``/``strides`` with ``axes`` reduced maps onto (outer, n, inner)."""
 
     def __init__(self, shape, strides, axes):
         self.shape = tuple(shape)
-        reduced = set(axes)
-        order = sorted(range(len(shape)), key=lambda ax: -abs(strides[ax]))
-        positions = [i for i, ax in enumerate(order) if ax in reduced]
-        if positions and positions[-1] - positions[0] + 1 != len(positions):
-            # The reduced axes are not neighbours in memory: put them innermost.
-            order = [ax for ax in order if ax not in reduced] + [ax for ax in order if ax in reduced]
-            positions = list(range(len(order) - len(positions), len(order)))
-        start = positions[0] if positions else len(order)
-        stop = start + len(positions)
+        order, start = _permutation(self.shape, strides, set(axes))
+        stop = start + len(axes)
         self.perm = tuple(order)
         self.kept_perm = tuple(order[:start] + order[stop:])
         self.outer = math.prod(shape[ax] for ax in order[:start])
         self.n = math.prod(shape[ax] for ax in order[start:stop])
         self.inner = math.prod(shape[ax] for ax in order[stop:])
-
     def view(self, array):
         """``array`` (of this shape) as (outer, n, inner): a view when strides allow."""
         return array.transpose(self.perm).reshape(self.outer, self.n, self.inner)

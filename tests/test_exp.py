@@ -1,0 +1,91 @@
+"""The vectorisable exp of cpu/exp.py: error bound in ulps, special values, domain edges.
+
+Reference: NumPy's long double exp (x87 80-bit, 64-bit significand, i.e. 11 more bits than
+float64), checked against mpmath below. The exhaustive float32 sweep is perf/exp_accuracy.py.
+"""
+
+import mpmath
+import numpy as np
+import pytest
+from numba import njit
+
+from numba_lse.cpu.exp import exp_nonpositive
+
+HAS_LONG_DOUBLE = np.finfo(np.longdouble).nmant >= 63
+needs_long_double = pytest.mark.skipif(
+    not HAS_LONG_DOUBLE, reason="long double is not wider than double on this platform"
+)
+
+
+@njit
+def exp_array(x):
+    out = np.empty(x.shape, np.float64)
+    for i in range(x.size):
+        out[i] = exp_nonpositive(x[i])
+    return out
+
+
+def ulp_errors(x):
+    """|exp_nonpositive(x) - exp(x)| in units of the float64 ulp of exp(x)."""
+    computed = exp_array(x)
+    exact = np.exp(x.astype(np.longdouble))
+    spacing = np.spacing(exact.astype(np.float64)).astype(np.longdouble)
+    return (np.abs(computed.astype(np.longdouble) - exact) / spacing).astype(np.float64)
+
+
+def dense_sample(rng, n):
+    """n points spread over the whole domain: uniform, log-uniform near 0, subnormal range."""
+    return np.concatenate([
+        rng.uniform(-745.2, 0.0, n // 2),
+        -np.exp(rng.uniform(np.log(1e-300), np.log(700.0), n // 4)),
+        rng.uniform(-745.2, -708.0, n - n // 2 - n // 4),  # results in the subnormal range
+    ])
+
+
+@needs_long_double
+def test_long_double_reference_agrees_with_mpmath():
+    x = np.array([-1e-10, -0.5, -1.0, -20.0, -100.5, -700.0, -740.0], np.float64)
+    mpmath.mp.dps = 40
+    for value in x:
+        exact = mpmath.exp(mpmath.mpf(float(value)))
+        ld = np.exp(np.longdouble(value))
+        assert abs(mpmath.mpf(np.format_float_scientific(ld, unique=True)) - exact) <= abs(exact) * 2.0**-60 + mpmath.mpf(2) ** -1074
+
+
+@needs_long_double
+def test_float64_dense_sample_within_one_ulp():
+    x = dense_sample(np.random.default_rng(0), 1_000_000)
+    errors = ulp_errors(x)
+    worst = int(np.argmax(errors))
+    assert errors[worst] < 1.0, f"exp({x[worst]!r}) is off by {errors[worst]:.3f} ulp"
+
+
+@needs_long_double
+def test_float32_inputs_dense_sample_within_one_ulp():
+    # float32 data is computed in float64: the same exp on float32-representable arguments.
+    x = dense_sample(np.random.default_rng(1), 1_000_000).astype(np.float32).astype(np.float64)
+    errors = ulp_errors(x)
+    worst = int(np.argmax(errors))
+    assert errors[worst] < 1.0, f"exp({x[worst]!r}) is off by {errors[worst]:.3f} ulp"
+
+
+def test_special_values():
+    x = np.array([0.0, -0.0, -np.inf, np.nan, -745.2, -746.0, -1e308, -5e-324])
+    out = exp_array(x)
+    assert out[0] == 1.0 and out[1] == 1.0, "exp(0) must be exactly 1 (ties contribute 1)"
+    assert out[2] == 0.0
+    assert np.isnan(out[3])
+    assert out[4] == 0.0 and out[5] == 0.0 and out[6] == 0.0
+    assert out[7] == 1.0
+
+
+def test_smallest_results_round_like_libm():
+    # Around the underflow threshold the result is a subnormal, rounded once.
+    x = np.linspace(-745.13, -740.0, 10_001)
+    np.testing.assert_array_equal(exp_array(x), np.exp(x))
+
+
+def test_integers_and_halves_match_numpy_exactly_or_within_one_ulp():
+    x = -np.arange(0.0, 745.0, 0.5)
+    computed, expected = exp_array(x), np.exp(x)
+    assert np.all(np.abs(computed - expected) <= np.spacing(expected))

@@ -1,0 +1,99 @@
+"""Properties of the CPU kernels that no reference library can check: threads, size, layout."""
+
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+from scipy import special
+
+import numba_lse as nl
+from numba_lse._layout import CanonicalView
+from numba_lse.cpu.reduce import CHUNK
+
+
+def test_result_does_not_depend_on_thread_count():
+    x = np.random.default_rng(0).normal(size=5 * CHUNK + 17)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = nl.logsumexp(x)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = nl.logsumexp(x)
+    finally:
+        numba.set_num_threads(before)
+    assert one == many
+
+
+def test_eight_threads_at_once():
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(64, 3000)) * (i + 1) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda x: nl.logsumexp(x, axis=1), inputs * 4))
+    for x, got in zip(inputs * 4, results):
+        np.testing.assert_allclose(got, special.logsumexp(x, axis=1), rtol=1e-14)
+
+
+def test_eight_threads_under_the_workqueue_layer():
+    # Numba's workqueue layer aborts the process on concurrent parallel launches; numba_lse
+    # must serialise its launches there instead.
+    script = textwrap.dedent("""
+        from concurrent.futures import ThreadPoolExecutor
+        import numba, numpy as np, numba_lse as nl
+        x = np.random.default_rng(0).normal(size=(64, 3000))
+        expected = nl.logsumexp(x, axis=1)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: nl.logsumexp(x, axis=1), range(64)))
+        assert all((r == expected).all() for r in results)
+        print(numba.threading_layer())
+    """)
+    env = {"NUMBA_THREADING_LAYER": "workqueue", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "workqueue"
+
+
+@pytest.mark.slow
+def test_more_than_2_to_the_31_elements():
+    # A broadcast (zero-stride) view: 2**31 + 3 elements without the memory.
+    n = 2**31 + 3
+    x = np.broadcast_to(np.float32(0.25), (n,))
+    # Every entry ties at the max: lse = 0.25 + log(n), the count n exact in float64.
+    assert nl.logsumexp(x) == np.float32(0.25 + np.log(n))
+
+
+class TestCanonicalView:
+    @pytest.mark.parametrize(
+        "shape, axes, expected",
+        [
+            ((3, 4, 5), (2,), (12, 5, 1)),
+            ((3, 4, 5), (0,), (1, 3, 20)),
+            ((3, 4, 5), (1,), (3, 4, 5)),
+            ((3, 4, 5), (0, 1), (1, 12, 5)),
+            ((3, 4, 5), (0, 2), (4, 15, 1)),
+            ((3, 4, 5), (), (60, 1, 1)),
+        ],
+    )
+    def test_shape(self, shape, axes, expected):
+        x = np.zeros(shape)
+        layout = CanonicalView(x.shape, x.strides, axes)
+        assert (layout.outer, layout.n, layout.inner) == expected
+
+    @pytest.mark.parametrize("make", [
+        lambda x: x, lambda x: x.T, lambda x: np.asfortranarray(x), lambda x: x[::-1, :, ::-1],
+        lambda x: x.transpose(1, 2, 0),
+    ], ids=["C", "T", "F", "reversed", "rolled"])
+    @pytest.mark.parametrize("axes", [(0,), (1,), (2,), (0, 1), (1, 2)])
+    def test_contiguous_axes_give_a_view_and_round_trip(self, make, axes):
+        x = make(np.arange(60.0).reshape(3, 4, 5))
+        layout = CanonicalView(x.shape, x.strides, axes)
+        view = layout.view(x)
+        if len(axes) == 1 or x.flags.c_contiguous or x.flags.f_contiguous:
+            assert np.shares_memory(view, x)
+        np.testing.assert_array_equal(layout.full(view.copy()), x)
+        reduced = view.sum(axis=1)
+        np.testing.assert_array_equal(layout.reduced(reduced), x.sum(axis=axes))
