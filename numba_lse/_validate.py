@@ -84,8 +84,39 @@ def broadcast_weights(a, b, name="b"):
     return np.broadcast_to(a, shape), np.broadcast_to(b, shape)
 
 
-def logsumexp_args(a, b, axis):
-    """Validated (a, b, axes, result dtype) for logsumexp; a and b as compute-dtype arrays."""
+def where_mask(where, shape):
+    """``where`` as a boolean array broadcast to ``shape`` (a view), or None."""
+    if where is None:
+        return None
+    mask = np.asarray(where)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {mask.dtype.name}")
+    try:
+        return np.broadcast_to(mask, shape)
+    except ValueError:
+        raise ValueError(
+            f"where with shape {mask.shape} does not broadcast to the input's shape {shape}"
+        ) from None
+
+
+def softmax_args(x, axis, where):
+    """Validated (x, axes, mask, result dtype) for the softmax family (real input only)."""
+    x_array = np.asarray(x)
+    check_dtype(x_array.dtype, "x")
+    if x_array.dtype.kind == "c":
+        raise TypeError(f"unsupported dtype {x_array.dtype.name} for x: softmax functions are real")
+    dtype = result_dtype(x_array)
+    x_array = x_array.astype(compute_dtype(dtype), copy=False)
+    mask = where_mask(where, x_array.shape)
+    axes = normalize_axes(axis, x_array.ndim)
+    return x_array, axes, mask, dtype
+
+
+def logsumexp_args(a, b, axis, where=None):
+    """Validated (a, b, axes, result dtype) for logsumexp; a and b as compute-dtype arrays.
+
+    ``where`` is folded into the weights: a masked-out entry is one of weight 0.
+    """
     a_array = np.asarray(a)
     check_dtype(a_array.dtype, "a")
     if b is None:
@@ -100,5 +131,8 @@ def logsumexp_args(a, b, axis):
     a_array = np.atleast_1d(a_array).astype(work, copy=False)
     if b_array is not None:
         a_array, b_array = broadcast_weights(a_array, np.atleast_1d(b_array).astype(work, copy=False))
+    if where is not None:
+        mask = where_mask(where, a_array.shape)
+        b_array = mask if b_array is None else np.where(mask, b_array, 0)
     axes = normalize_axes(axis, a_array.ndim)
     return a_array, b_array, axes, dtype

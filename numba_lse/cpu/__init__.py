@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from .._layout import CanonicalView
-from . import reduce
+from . import reduce, softmax
 
 # Numba's fallback threading layer ("workqueue", used when neither TBB nor OpenMP loads) aborts
 # the process when two threads launch parallel kernels at once. With it, launches take turns;
@@ -49,6 +49,24 @@ def logsumexp(a, b, axes):
     else:
         _launch(reduce.lse_inner, x, w, out, sign)
     return layout.reduced(out), layout.reduced(sign)
+
+
+_OPS = {"softmax": softmax.SOFTMAX, "log_softmax": softmax.LOG_SOFTMAX,
+        "log1m_softmax": softmax.LOG1M_SOFTMAX}
+
+
+def softmax_family(name, x, where, axes):
+    """softmax, log_softmax or log1m_softmax of x over ``axes``; same shape and dtype as x."""
+    layout = CanonicalView(x.shape, x.strides, axes)
+    view = layout.view(x)
+    mask = None if where is None else layout.view(where)
+    out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
+    if layout.inner == 1:
+        _launch(softmax.softmax_rows, _OPS[name], view[:, :, 0],
+                None if mask is None else mask[:, :, 0], out[:, :, 0])
+    else:
+        _launch(softmax.softmax_inner, _OPS[name], view, mask, out)
+    return layout.full(out)
 
 
 def _complex_logsumexp(a, b, axes):

@@ -35,6 +35,10 @@ def slice_of(w, lo, hi):
     """w[lo:hi] of the 1-D weights w, or None when there are none."""
 
 
+def column_of(w, o, j):
+    """Column w[o, :, j] of the 3-D weights w, or None when there are none."""
+
+
 # No weights is a type (NoneType): each helper compiles to the plain or the weighted form,
 # so the unweighted loops carry no weight at all.
 @overload(weight_at, inline="always")
@@ -73,6 +77,7 @@ def add_term(c, s, x, w, m):
     """
     x = np.float64(x)
     tie = x == m
+    w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
     s = add_reassoc(s, 0.0 if (tie or w == 0) else w * exp_nonpositive(x - m))
     return c, s
@@ -143,3 +148,10 @@ def partial_of_slice(x, w):
             block_c, block_s = add_term(block_c, block_s, x[i], weight_at(w, i), block_max)
         m, c, s = merge(m, c, s, block_max, block_c, block_s)
     return m, c, s
+
+
+@overload(column_of, inline="always")
+def _column_of(w, o, j):
+    if isinstance(w, types.NoneType):
+        return lambda w, o, j: None
+    return lambda w, o, j: w[o, :, j]

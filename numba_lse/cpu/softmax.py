@@ -1,0 +1,137 @@
+"""softmax, log_softmax and log(1 - softmax) over the canonical (outer, n, inner) view.
+
+Two reads of the input: the partials of ``reduce.py`` (one blocked pass: each block is read
+twice while in L1), then one pass that writes each output once. From a row's partial
+(m, c, s) each function needs two constants, then one expression per element:
+
+    softmax_i      = exp(x_i - m) / (c + s)                  (Blanchard et al., Thm 4.3)
+    log_softmax_i  = (x_i - m) - (log c + log1p(s / c))      (never log(softmax))
+    log1m_softmax_i = log1p(-softmax_i)                      where softmax_i <= 1/2
+                    = log(sum_{j != i} e^(x_j - m)) - log1p(s)  for the one entry above 1/2
+
+The entry above 1/2 is the unique max (c = 1, s < 1). Its sum over the others is s, which
+underflows when the max dominates by more than ~745; so for those rows only, one more pass
+computes that sum shifted by the runner-up: log(sum_{j != i} e^(x_j - m2)) + (m2 - m).
+
+Special rows, as SciPy: a nan gives a row of nan; softmax of a row with +inf or of all -inf is
+nan; log_softmax of a row with +inf is nan at the infs and -inf elsewhere, of all -inf nan.
+Masked-out entries (weight 0, from ``where``) give 0, -inf, 0.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from .exp import exp_nonpositive
+from .intrinsics import maxnum
+from .jit import inline, kernel
+from .partials import add_term, column_of, row_of, slice_of, weight_at
+from .reduce import CHUNK, inner_partials, row_partials
+
+SOFTMAX = 0
+LOG_SOFTMAX = 1
+LOG1M_SOFTMAX = 2
+
+
+@inline
+def row_constants(op, m, c, s):
+    """(shift, scale) of a row whose partial is (m, c, s), for the element formulas."""
+    if s != s:
+        return 0.0, np.nan
+    if op == LOG_SOFTMAX:
+        if m == np.inf or m == -np.inf:
+            # shift 0 and log-sum inf / -inf give SciPy's nan at the infs, -inf elsewhere.
+            return 0.0, m
+        return m, math.log(c) + math.log1p(s / c)
+    if m == np.inf or m == -np.inf:
+        return 0.0, np.nan
+    return m, c + s
+
+
+@inline
+def element(op, x, w, shift, scale, dominant):
+    """The output for entry x (weight w) of a row with constants (shift, scale, dominant)."""
+    x = np.float64(x)
+    if op == SOFTMAX:
+        return exp_nonpositive(x - shift) / scale if w != 0 else 0.0
+    if op == LOG_SOFTMAX:
+        return (x - shift) - scale if w != 0 else -np.inf
+    if w == 0:
+        return 0.0
+    if x == shift and dominant == dominant:
+        return dominant
+    return math.log1p(-(exp_nonpositive(x - shift) / scale))
+
+
+@inline
+def is_dominant(op, m, c, s):
+    """Whether log1m_softmax of this row needs the runner-up pass (one entry above 1/2)."""
+    return op == LOG1M_SOFTMAX and c == 1 and s < 1 and np.isfinite(m)
+
+
+@inline
+def log_sum_below(x, w, m):
+    """log(sum of exp(x_j - m) over the weighted entries below m), without underflow."""
+    runner_up = -np.inf
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        if weight_at(w, i) != 0 and xi < m:
+            runner_up = maxnum(runner_up, xi)
+    if runner_up == -np.inf:
+        return -np.inf
+    c = 0.0
+    s = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        wi = weight_at(w, i) if xi < m else 0.0
+        c, s = add_term(c, s, xi, wi, runner_up)
+    return (runner_up - m) + math.log(c) + math.log1p(s / c)
+
+
+@kernel(parallel=True)
+def softmax_rows(op, x, w, out):
+    """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n)."""
+    rows, n = x.shape
+    m, c, s = row_partials(x, w)
+    shift = np.empty(rows)
+    scale = np.empty(rows)
+    dominant = np.full(rows, np.nan)
+    for r in prange(rows):
+        shift[r], scale[r] = row_constants(op, m[r], c[r], s[r])
+        if is_dominant(op, m[r], c[r], s[r]):
+            dominant[r] = log_sum_below(x[r], row_of(w, r), m[r]) - math.log1p(s[r])
+    n_chunks = max(1, -(-n // CHUNK))
+    for task in prange(rows * n_chunks):
+        r = task // n_chunks
+        lo = (task - r * n_chunks) * CHUNK
+        hi = min(n, lo + CHUNK)
+        xr = x[r, lo:hi]
+        wr = slice_of(row_of(w, r), lo, hi)
+        outr = out[r, lo:hi]
+        for i in range(hi - lo):
+            outr[i] = element(op, xr[i], weight_at(wr, i), shift[r], scale[r], dominant[r])
+
+
+@kernel(parallel=True)
+def softmax_inner(op, x, w, out):
+    """out[o, k, j] = the op's value at x[o, k, j], along axis 1 of x (outer, n, inner)."""
+    outer, n, inner = x.shape
+    m, c, s = inner_partials(x, w)
+    shift = np.empty((outer, inner))
+    scale = np.empty((outer, inner))
+    dominant = np.full((outer, inner), np.nan)
+    for t in prange(outer * inner):
+        o = t // inner
+        j = t - o * inner
+        shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
+        if is_dominant(op, m[o, j], c[o, j], s[o, j]):
+            dominant[o, j] = log_sum_below(x[o, :, j], column_of(w, o, j), m[o, j]) - math.log1p(s[o, j])
+    for t in prange(outer * n):
+        o = t // n
+        k = t - o * n
+        for j in range(inner):
+            out[o, k, j] = element(
+                op, x[o, k, j], weight_at(w, (o, k, j)), shift[o, j], scale[o, j], dominant[o, j]
+            )
+
