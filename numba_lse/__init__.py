@@ -1,6 +1,6 @@
 """numba_lse: log-sum-exp, softmax and cross-entropy, exact at any scale, compiled with Numba."""
 
-from ._api import log1m_softmax, log_softmax, logsumexp, softmax
+from ._api import cross_entropy, log1m_softmax, log_softmax, logsumexp, nll_loss, softmax
 
-__all__ = ["logsumexp", "softmax", "log_softmax", "log1m_softmax"]
+__all__ = ["logsumexp", "softmax", "log_softmax", "log1m_softmax", "nll_loss", "cross_entropy"]
 __version__ = "0.1.0.dev0"

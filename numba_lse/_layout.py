@@ -64,6 +64,11 @@ class CanonicalView:
         back = np.argsort(self.kept_perm)
         return out.reshape(kept_shape).transpose(back)
 
+    def kept_view(self, array):
+        """An array shaped like the kept axes (original order) as (outer, inner)."""
+        kept = sorted(self.kept_perm)
+        return array.transpose([kept.index(ax) for ax in self.kept_perm]).reshape(self.outer, self.inner)
+
     def full(self, out):
         """An (outer, n, inner) result as an array of the original shape and axis order."""
         return out.reshape([self.shape[ax] for ax in self.perm]).transpose(np.argsort(self.perm))

@@ -136,3 +136,66 @@ def logsumexp_args(a, b, axis, where=None):
         b_array = mask if b_array is None else np.where(mask, b_array, 0)
     axes = normalize_axes(axis, a_array.ndim)
     return a_array, b_array, axes, dtype
+
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.0,
+              probabilities_allowed=False):
+    """Validated (input, target, weight, result dtype, unbatched) for nll_loss/cross_entropy.
+
+    Messages follow torch's. A (C,) input with a 0-d target comes back as (1, C) and (1,),
+    with ``unbatched`` True.
+    """
+    x = np.asarray(input)
+    if x.dtype.kind != "f":
+        raise TypeError(f"expected a floating-point input, got dtype {x.dtype.name}")
+    check_dtype(x.dtype, "input")
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the classes), got a 0-d array")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    dtype = x.dtype
+    x = x.astype(compute_dtype(dtype), copy=False)
+    n_classes = x.shape[0] if x.ndim == 1 else x.shape[1]
+    t = np.asarray(target)
+    if t.dtype.kind == "f" and probabilities_allowed:
+        if t.shape != x.shape:
+            raise ValueError(
+                f"a probability target must have the shape of the input {x.shape}, got {t.shape}"
+            )
+        t = t.astype(x.dtype, copy=False)
+    elif t.dtype.kind in "iu":
+        expected = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+        if x.ndim >= 2 and (t.ndim == 0 or t.shape[0] != x.shape[0]):
+            batch = t.shape[0] if t.ndim else "a 0-d target"
+            raise ValueError(f"Expected input batch_size ({x.shape[0]}) to match target batch_size ({batch}).")
+        if t.shape != expected:
+            raise ValueError(f"Expected target size {list(expected)}, got {list(t.shape)}")
+        out_of_bounds = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+        if out_of_bounds.any():
+            raise IndexError(f"Target {t[out_of_bounds].flat[0]} is out of bounds.")
+        t = t.astype(np.int64, copy=False)
+    else:
+        kinds = "an integer (class indices) or floating (class probabilities)" if probabilities_allowed else "an integer (class indices)"
+        raise TypeError(f"expected {kinds} target, got dtype {t.dtype.name}")
+    w = None
+    if weight is not None:
+        w = np.asarray(weight)
+        if w.ndim != 1 or w.shape[0] != n_classes:
+            raise ValueError(
+                f"weight tensor should be defined either for all {n_classes} classes or no "
+                f"classes but got weight tensor of shape: {list(w.shape)}"
+            )
+        check_dtype(w.dtype, "weight")
+        w = np.ascontiguousarray(w, dtype=x.dtype)
+    unbatched = x.ndim == 1
+    if unbatched:
+        x, t = x[None], t[None]
+    return x, t, w, smoothing, dtype, unbatched

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from .._layout import CanonicalView
-from . import reduce, softmax
+from . import losses, reduce, softmax
 
 # Numba's fallback threading layer ("workqueue", used when neither TBB nor OpenMP loads) aborts
 # the process when two threads launch parallel kernels at once. With it, launches take turns;
@@ -67,6 +67,71 @@ def softmax_family(name, x, where, axes):
     else:
         _launch(softmax.softmax_inner, _OPS[name], view, mask, out)
     return layout.full(out)
+
+
+def _sample_partials(view):
+    """(m, c, s) of each sample of an (outer, C, inner) view, each of shape (outer, inner)."""
+    if view.shape[2] == 1:
+        return tuple(p[:, None] for p in _launch(reduce.row_partials, view[:, :, 0], None))
+    return _launch(reduce.inner_partials, view, None)
+
+
+def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_grad):
+    """Cross-entropy of logits x (N, C, d...) over axis 1; (loss, grad or None).
+
+    ``target`` holds class indices (N, d...) or probabilities shaped like x. The loss is in
+    float64 (rounded by the caller), the gradient in x's dtype.
+    """
+    layout = CanonicalView(x.shape, x.strides, (1,))
+    logits = layout.view(x)
+    probability = target.shape == x.shape and target.dtype.kind == "f"
+    m, c, s = _sample_partials(logits)
+    loss = np.empty((layout.outer, layout.inner))
+    grad = np.empty(logits.shape, dtype=x.dtype) if return_grad else None
+    if probability:
+        denominator = float(layout.outer * layout.inner)
+    else:
+        indices = layout.kept_view(target)
+        kept = indices != ignore_index
+        picked = np.where(kept, indices, 0)
+        denominator = float(np.sum(weight[picked], where=kept)) if weight is not None else float(np.count_nonzero(kept))
+    if reduction != "mean":
+        scale = 1.0
+    elif denominator != 0:
+        scale = 1.0 / denominator
+    else:
+        scale = 0.0  # an all-ignored mean is nan, and its gradient zeros, as torch
+    if probability:
+        _launch(losses.cross_entropy_probability, logits, layout.view(target), weight, smoothing,
+                m, c, s, scale, loss, grad)
+    else:
+        _launch(losses.cross_entropy_index, logits, indices, weight, ignore_index, smoothing,
+                m, c, s, scale, loss, grad)
+    result = _reduce_loss(layout.reduced(loss), reduction, denominator)
+    return result, (None if grad is None else layout.full(grad))
+
+
+def nll_loss(log_probs, target, weight, ignore_index, reduction):
+    """NLL of log-probabilities (N, C, d...) over axis 1 (a gather: no kernel needed)."""
+    kept = target != ignore_index
+    picked = np.where(kept, target, 0)
+    chosen = np.take_along_axis(log_probs, np.expand_dims(picked, 1), axis=1)[:, 0]
+    w = np.ones(()) if weight is None else weight[picked]
+    # Ignored samples contribute 0, whatever their (possibly nan) log-probabilities.
+    loss = np.where(kept, -(w * chosen.astype(np.float64)), 0.0)
+    denominator = float(np.sum(np.broadcast_to(w, kept.shape), where=kept, dtype=np.float64))
+    return _reduce_loss(loss, reduction, denominator)
+
+
+def _reduce_loss(loss, reduction, denominator):
+    """'none', 'sum' or 'mean' of float64 per-sample losses (pairwise sums, as NumPy)."""
+    if reduction == "none":
+        return loss
+    total = np.sum(loss, dtype=np.float64)
+    if reduction == "sum":
+        return total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.float64(total) / np.float64(denominator)
 
 
 def _complex_logsumexp(a, b, axes):

@@ -35,8 +35,20 @@ def slice_of(w, lo, hi):
     """w[lo:hi] of the 1-D weights w, or None when there are none."""
 
 
-def column_of(w, o, j):
-    """Column w[o, :, j] of the 3-D weights w, or None when there are none."""
+def sample_of(array, o, j):
+    """array[o, :, j] of a 3-D array, or None when there is none."""
+
+
+def zero_fill(array):
+    """array[:] = 0, or nothing when there is no array."""
+
+
+def store(array, i, value):
+    """array[i] = value, or nothing when there is no array."""
+
+
+def is_present(array):
+    """False when array is None: a constant, so LLVM removes the code it guards."""
 
 
 # No weights is a type (NoneType): each helper compiles to the plain or the weighted form,
@@ -150,8 +162,36 @@ def partial_of_slice(x, w):
     return m, c, s
 
 
-@overload(column_of, inline="always")
-def _column_of(w, o, j):
-    if isinstance(w, types.NoneType):
-        return lambda w, o, j: None
-    return lambda w, o, j: w[o, :, j]
+@overload(sample_of, inline="always")
+def _sample_of(array, o, j):
+    if isinstance(array, types.NoneType):
+        return lambda array, o, j: None
+    return lambda array, o, j: array[o, :, j]
+
+
+@overload(zero_fill, inline="always")
+def _zero_fill(array):
+    if isinstance(array, types.NoneType):
+        return lambda array: None
+
+    def fill(array):
+        array[:] = 0.0
+
+    return fill
+
+
+@overload(store, inline="always")
+def _store(array, i, value):
+    if isinstance(array, types.NoneType):
+        return lambda array, i, value: None
+
+    def put(array, i, value):
+        array[i] = value
+
+    return put
+
+
+@overload(is_present, inline="always")
+def _is_present(array):
+    present = not isinstance(array, types.NoneType)
+    return lambda array: present

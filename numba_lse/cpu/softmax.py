@@ -26,7 +26,7 @@ from numba import prange
 from .exp import exp_nonpositive
 from .intrinsics import maxnum
 from .jit import inline, kernel
-from .partials import add_term, column_of, row_of, slice_of, weight_at
+from .partials import add_term, row_of, sample_of, slice_of, weight_at
 from .reduce import CHUNK, inner_partials, row_partials
 
 SOFTMAX = 0
@@ -126,7 +126,7 @@ def softmax_inner(op, x, w, out):
         j = t - o * inner
         shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
         if is_dominant(op, m[o, j], c[o, j], s[o, j]):
-            dominant[o, j] = log_sum_below(x[o, :, j], column_of(w, o, j), m[o, j]) - math.log1p(s[o, j])
+            dominant[o, j] = log_sum_below(x[o, :, j], sample_of(w, o, j), m[o, j]) - math.log1p(s[o, j])
     for t in prange(outer * n):
         o = t // n
         k = t - o * n
