@@ -61,7 +61,8 @@ def element(op, x, w, shift, scale, dominant):
         return 0.0
     if x == shift and dominant == dominant:
         return dominant
-    return math.log1p(-(exp_nonpositive(x - shift) / scale))
+    # + 0.0 turns log1p(-0) = -0 into 0: log(1 - 0) is 0.
+    return math.log1p(-(exp_nonpositive(x - shift) / scale)) + 0.0
 
 
 @inline
