@@ -64,11 +64,12 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     4.248e-18, not 0. Rows longer than 65536 are summed in chunks whose partials merge by the
     same rule, so the result does not depend on the number of threads.
 
-    Accuracy, measured against mpmath (``tests/test_accuracy.py``): float32 results are
-    computed in float64 and are within 1 ulp of the exact value; float64 results are within
-    2 ulp times max(1, cond), with cond the condition number of Blanchard et al.
-    (``sum |a_i| exp(a_i) / (|lse| sum exp(a_i))``); weights that cancel make the result as
-    ill-conditioned as the cancellation.
+    Accuracy, measured against mpmath (``tests/test_accuracy.py``), with cond the condition
+    number of Blanchard et al. (``sum |a_i| exp(a_i) / (|lse| sum exp(a_i))``): float32
+    results are computed in float64 and are within 1 ulp of the exact value while
+    cond <= 1e8 (in general 1 ulp times max(1, cond * 2**-27)); float64 results are within
+    2 ulp times max(1, cond). Weights that cancel make the result as ill-conditioned as the
+    cancellation, and the bound grows with it.
 
     Special values follow SciPy: any nan gives nan; a +inf gives +inf; all -inf gives -inf
     (sign 0); a zero-size reduced axis gives -inf (with ``return_sign``, sign -1, as SciPy:
