@@ -336,7 +336,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     weight : array_like, optional
         A weight per class, shape (C,).
     ignore_index : int, optional
-        Class-index target whose samples contribute nothing (class-index targets only).
+        Class-index target whose samples contribute nothing. With probability targets a
+        non-negative value raises ValueError, as torch.
     reduction : {'mean', 'sum', 'none'}, optional
         As `nll_loss`. With probability targets, 'mean' divides by the number of samples
         (N * d1 * ... * dk), not by a weight sum, as torch does.

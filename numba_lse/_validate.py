@@ -170,6 +170,11 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
             raise ValueError(
                 f"a probability target must have the shape of the input {x.shape}, got {t.shape}"
             )
+        if ignore_index >= 0:
+            # torch's rule: a class to ignore has no meaning for probability targets.
+            raise ValueError(
+                f"ignore_index is not supported for floating point target (got {ignore_index})"
+            )
         t = t.astype(x.dtype, copy=False)
     elif t.dtype.kind in "iu":
         expected = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]

@@ -1,0 +1,997 @@
+"""Independent tests of ``numba_lse.nll_loss`` and ``numba_lse.cross_entropy``.
+
+Both must behave as ``torch.nn.functional.nll_loss`` / ``cross_entropy`` on NumPy arrays, and
+``cross_entropy(..., return_grad=True)`` must also return what torch autograd puts in
+``logits.grad``. Expected values come from *live* torch calls, made in float64 on an exact
+float64 copy of the inputs (float32 data converts exactly), never from remembered numbers.
+
+torch is optional: the classes marked ``needs_torch`` compare against it and are skipped
+without it; everything else (special values, accuracy against mpmath and float64 NumPy/SciPy
+references, bad input, inputs left unwritten, memory) runs without torch.
+
+Tolerances (see ``assert_close``):
+
+* float64: ``|res - ref| <= 1e-12 |ref| + atol``, with ``atol = 64 eps * scale`` the
+  reference's own rounding error (scale: the largest logit times the largest weight, times the
+  number of samples for a 'sum'; the largest gradient entry for gradients);
+* float32: within 2 float32 ulps of the float64 reference for losses, 4 for gradients (plus
+  the same atol, which only matters where float64 itself cancels).
+"""
+
+import math
+import re
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from mpmath import mp
+from scipy import special
+
+from numba_lse import cross_entropy, nll_loss
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # the torch comparisons are skipped, everything else runs
+    torch = None
+    F = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+DTYPES = [np.float64, np.float32]
+REDUCTIONS = ["none", "sum", "mean"]
+SMOOTHINGS = [0.0, 0.1, 1.0]
+N_CLASSES = 5
+
+# Logits shape per case; the index target is (N, d1, ...) (0-d for a (C,) input).
+SHAPES = {
+    "C": (N_CLASSES,),
+    "NC": (7, N_CLASSES),
+    "NCd": (3, N_CLASSES, 4),
+    "NCdd": (2, N_CLASSES, 3, 4),
+}
+
+EPS64 = np.finfo(np.float64).eps
+ATOL_UNIT = 64 * EPS64
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def _rng(*key):
+    """A deterministic generator per test case."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _dtype_id(dtype):
+    return np.dtype(dtype).name
+
+
+def _target_shape(shape):
+    return () if len(shape) == 1 else (shape[0],) + tuple(shape[2:])
+
+
+def _n_classes(shape):
+    return shape[0] if len(shape) == 1 else shape[1]
+
+
+def make_logits(rng, shape, dtype, scale=2.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def make_index_target(rng, shape, ignore_index=-100, dtype=np.int64):
+    """Random class indices; every third sample set to ``ignore_index`` (batched inputs)."""
+    t = rng.integers(0, _n_classes(shape), _target_shape(shape))
+    if t.ndim:
+        t.reshape(-1)[::3] = ignore_index
+    return t.astype(dtype)
+
+
+def make_probability_target(rng, shape, dtype):
+    """Random Dirichlet distributions along the class axis (axis 1, or 0 for a (C,) input)."""
+    C = _n_classes(shape)
+    axis = 0 if len(shape) == 1 else 1
+    moved = shape[:axis] + shape[axis + 1:] + (C,)
+    p = rng.dirichlet(np.ones(C), size=moved[:-1]) if len(moved) > 1 else rng.dirichlet(np.ones(C))
+    return np.ascontiguousarray(np.moveaxis(p, -1, axis)).astype(dtype)
+
+
+def make_weight(rng, weighted, dtype, C=N_CLASSES):
+    return rng.uniform(0.25, 2.0, C).astype(dtype) if weighted else None
+
+
+def _torch_target(target):
+    t = np.asarray(target)
+    if t.dtype.kind == "f":
+        return torch.tensor(t.astype(np.float64))
+    return torch.tensor(t.astype(np.int64))
+
+
+def _torch_weight(weight):
+    return None if weight is None else torch.tensor(np.asarray(weight, dtype=np.float64))
+
+
+def torch_cross_entropy(x, target, weight=None, ignore_index=-100, reduction="mean",
+                        label_smoothing=0.0):
+    """(loss, d loss.sum() / d logits) from a live torch call, in float64."""
+    xt = torch.tensor(np.array(x, dtype=np.float64), requires_grad=True)
+    loss = F.cross_entropy(xt, _torch_target(target), weight=_torch_weight(weight),
+                           ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing)
+    loss.sum().backward()
+    grad = xt.grad if xt.grad is not None else torch.zeros_like(xt)
+    return loss.detach().numpy(), grad.numpy()
+
+
+def torch_nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    xt = torch.tensor(np.array(log_probs, dtype=np.float64))
+    loss = F.nll_loss(xt, _torch_target(target), weight=_torch_weight(weight),
+                      ignore_index=ignore_index, reduction=reduction)
+    return loss.numpy()
+
+
+def loss_scale(x, weight, reduction, n_samples):
+    """Magnitude of the reference's rounding error for a loss (see the module docstring)."""
+    finite = np.asarray(x, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    scale = 1.0 + (np.max(np.abs(finite)) if finite.size else 0.0)
+    if weight is not None:
+        scale *= float(np.max(weight))
+    if reduction == "sum":
+        scale *= max(n_samples, 1)
+    return scale
+
+
+def grad_scale(ref):
+    finite = ref[np.isfinite(ref)]
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
+
+
+def assert_close(actual, expected, dtype, *, atol=0.0, ulps=2, what="loss"):
+    """``actual`` (dtype ``dtype``) against the float64 reference ``expected``.
+
+    nan and +-inf at the same places; finite values within the tolerance of the module
+    docstring. The first offending element is reported with both values.
+    """
+    dtype = np.dtype(dtype)
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    with np.errstate(over="ignore"):
+        rounded = expected.astype(dtype).astype(np.float64)  # float32: overflow -> inf
+    got = actual.astype(np.float64)
+    for name, test in (("nan", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        mismatch = test(got) != test(rounded)
+        if mismatch.any():
+            i = tuple(np.argwhere(mismatch)[0])
+            raise AssertionError(f"{what}: {name} positions differ, first at {i}: "
+                                 f"numba_lse {got[i]!r}, reference {expected[i]!r}")
+    finite = np.isfinite(rounded)
+    if dtype == np.float64:
+        tol = 1e-12 * np.abs(expected) + atol
+    else:
+        spacing = np.spacing(np.abs(rounded).astype(np.float32)).astype(np.float64)
+        tol = ulps * spacing + atol
+    with np.errstate(invalid="ignore"):
+        err = np.abs(got - expected)
+        bad = finite & ~(err <= tol)
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{what}: {np.count_nonzero(bad)} element(s) out of tolerance, first at {i}: "
+            f"numba_lse {got[i]!r}, reference {expected[i]!r}, |error| {err[i]:.3g} > tol {tol[i]:.3g}"
+        )
+
+
+def check_result_kind(result, reduction, target_shape, dtype):
+    """'none': per-sample values shaped like the target; 'sum'/'mean': a NumPy scalar."""
+    if reduction == "none" and target_shape != ():
+        assert isinstance(result, np.ndarray)
+        assert result.shape == target_shape
+    else:
+        assert isinstance(result, np.generic), f"expected a NumPy scalar, got {type(result)}"
+    assert result.dtype == dtype
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+# ------------------------------------------------------------- 1. semantics against torch
+
+@needs_torch
+class TestIndexTargetsVsTorch:
+    """Class-index targets: every shape, weight, ignore_index, reduction and smoothing."""
+
+    @pytest.mark.parametrize("label_smoothing", SMOOTHINGS, ids=lambda s: f"ls{s}")
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("shape_id", list(SHAPES))
+    def test_cross_entropy(self, shape_id, dtype, weighted, ignore_index, reduction,
+                           label_smoothing):
+        shape = SHAPES[shape_id]
+        rng = _rng("ce", shape_id, _dtype_id(dtype), weighted, ignore_index)
+        x = make_logits(rng, shape, dtype)
+        t = make_index_target(rng, shape, ignore_index)
+        w = make_weight(rng, weighted, dtype)
+        kwargs = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
+                      label_smoothing=label_smoothing)
+        result = cross_entropy(x, t, **kwargs)
+        expected, _ = torch_cross_entropy(x, t, **kwargs)
+        check_result_kind(result, reduction, t.shape, dtype)
+        assert_close(result, expected, dtype, atol=ATOL_UNIT * loss_scale(x, w, reduction, t.size))
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("shape_id", list(SHAPES))
+    def test_nll_loss(self, shape_id, dtype, weighted, ignore_index, reduction):
+        shape = SHAPES[shape_id]
+        rng = _rng("nll", shape_id, _dtype_id(dtype), weighted, ignore_index)
+        axis = 0 if len(shape) == 1 else 1
+        log_probs = special.log_softmax(make_logits(rng, shape, np.float64), axis=axis).astype(dtype)
+        t = make_index_target(rng, shape, ignore_index)
+        w = make_weight(rng, weighted, dtype)
+        kwargs = dict(weight=w, ignore_index=ignore_index, reduction=reduction)
+        result = nll_loss(log_probs, t, **kwargs)
+        expected = torch_nll_loss(log_probs, t, **kwargs)
+        check_result_kind(result, reduction, t.shape, dtype)
+        assert_close(result, expected, dtype,
+                     atol=ATOL_UNIT * loss_scale(log_probs, w, reduction, t.size))
+
+    @pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
+    @pytest.mark.parametrize("target_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8],
+                             ids=_dtype_id)
+    def test_target_dtypes(self, target_dtype, ignore_index):
+        """Any integer target dtype; uint8 cannot hold -100, so nothing is ignored there."""
+        shape = SHAPES["NCdd"]
+        rng = _rng("tdtype", _dtype_id(target_dtype), ignore_index)
+        x = make_logits(rng, shape, np.float64)
+        t64 = make_index_target(rng, shape, ignore_index)
+        if target_dtype == np.uint8 and ignore_index < 0:
+            t64 = np.where(t64 == ignore_index, 1, t64)
+        t = t64.astype(target_dtype)
+        w = make_weight(rng, True, np.float64)
+        for reduction in REDUCTIONS:
+            kwargs = dict(weight=w, ignore_index=ignore_index, reduction=reduction)
+            atol = ATOL_UNIT * loss_scale(x, w, reduction, t.size)
+            expected, grad_expected = torch_cross_entropy(x, t64, label_smoothing=0.1, **kwargs)
+            loss, grad = cross_entropy(x, t, label_smoothing=0.1, return_grad=True, **kwargs)
+            assert_close(loss, expected, np.float64, atol=atol)
+            assert_close(grad, grad_expected, np.float64,
+                         atol=ATOL_UNIT * grad_scale(grad_expected), what="grad")
+            log_probs = special.log_softmax(x, axis=1)
+            assert_close(nll_loss(log_probs, t, **kwargs), torch_nll_loss(log_probs, t64, **kwargs),
+                         np.float64, atol=atol)
+
+    def test_non_contiguous_target(self):
+        rng = _rng("strided target")
+        x = make_logits(rng, (6, N_CLASSES), np.float64)
+        base = rng.integers(0, N_CLASSES, (12, 2)).astype(np.int32)
+        t = base[::2, 1]
+        assert not t.flags.c_contiguous
+        for reduction in REDUCTIONS:
+            expected, _ = torch_cross_entropy(x, t, reduction=reduction)
+            assert_close(cross_entropy(x, t, reduction=reduction), expected, np.float64,
+                         atol=ATOL_UNIT * loss_scale(x, None, reduction, t.size))
+
+    @pytest.mark.parametrize("ignore_index", [7, -1], ids=["ignore7", "ignore-1"])
+    def test_ignore_index_outside_class_range(self, ignore_index):
+        """Targets equal to an ignore_index that is no class are ignored, not out of bounds."""
+        rng = _rng("ignore outside", ignore_index)
+        x = make_logits(rng, (6, N_CLASSES), np.float64)
+        t = np.array([ignore_index, 0, 4, ignore_index, 2, 1])
+        for reduction in REDUCTIONS:
+            for smoothing in (0.0, 0.1):
+                kwargs = dict(ignore_index=ignore_index, reduction=reduction,
+                              label_smoothing=smoothing)
+                expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
+                loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+                assert_close(loss, expected, np.float64, atol=ATOL_UNIT * loss_scale(x, None, reduction, 6))
+                assert_close(grad, grad_expected, np.float64,
+                             atol=ATOL_UNIT * grad_scale(grad_expected), what="grad")
+
+    def test_plain_lists(self):
+        """array_like inputs (nested lists) are accepted, as documented."""
+        x = [[0.5, -1.0, 2.0], [1.0, 1.0, 0.0]]
+        t = [2, 0]
+        expected, _ = torch_cross_entropy(np.array(x), np.array(t))
+        assert_close(cross_entropy(x, t), expected, np.float64, atol=ATOL_UNIT * 3)
+
+
+# Non-contiguous logits: (shape of a fresh contiguous array, the view taken of it).
+LAYOUTS = {
+    "rows_step2": ((14, N_CLASSES), lambda a: a[::2]),
+    "classes_step2": ((7, 2 * N_CLASSES), lambda a: a[:, ::2]),
+    "reversed": ((7, N_CLASSES), lambda a: a[::-1, ::-1]),
+    "transposed": ((N_CLASSES, 7), lambda a: a.T),
+    "fortran_4d": ((2, N_CLASSES, 3, 4), np.asfortranarray),
+    "channels_last": ((2, 3, 4, N_CLASSES), lambda a: np.moveaxis(a, -1, 1)),
+    "sliced_4d": ((2, N_CLASSES, 6, 4), lambda a: a[:, :, ::2]),
+}
+
+
+def make_layout(rng, layout, dtype, scale=2.0):
+    shape, view = LAYOUTS[layout]
+    x = view(make_logits(rng, shape, dtype, scale))
+    assert not x.flags.c_contiguous
+    return x
+
+
+@needs_torch
+class TestLayoutsVsTorch:
+    """Strided, transposed, Fortran-ordered and channels-last logits, with the fused gradient."""
+
+    @pytest.mark.parametrize("target_kind", ["index", "probability"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("layout", list(LAYOUTS))
+    def test_layout(self, layout, dtype, target_kind):
+        rng = _rng("layout", layout, _dtype_id(dtype), target_kind)
+        x = make_layout(rng, layout, dtype)
+        if target_kind == "index":
+            t = make_index_target(rng, x.shape)
+        else:
+            t = make_probability_target(rng, x.shape, dtype)
+        w = make_weight(rng, True, dtype)
+        for reduction in ("none", "mean"):
+            kwargs = dict(weight=w, reduction=reduction, label_smoothing=0.1)
+            expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
+            loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+            n_samples = math.prod(_target_shape(x.shape))
+            assert_close(loss, expected, dtype, atol=ATOL_UNIT * loss_scale(x, w, reduction, n_samples))
+            assert grad.shape == x.shape and grad.dtype == x.dtype
+            assert_close(grad, grad_expected, dtype, ulps=4,
+                         atol=ATOL_UNIT * grad_scale(grad_expected), what="grad")
+            if target_kind == "index":
+                log_probs = make_layout(rng, layout, dtype)  # any values will do for nll
+                nkw = dict(weight=w, reduction=reduction)
+                assert_close(nll_loss(log_probs, t, **nkw), torch_nll_loss(log_probs, t, **nkw),
+                             dtype, atol=ATOL_UNIT * loss_scale(log_probs, w, reduction, n_samples))
+
+
+# ----------------------------------------------------- 2. probability targets against torch
+
+@needs_torch
+class TestProbabilityTargetsVsTorch:
+    @pytest.mark.parametrize("label_smoothing", SMOOTHINGS, ids=lambda s: f"ls{s}")
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("shape_id", list(SHAPES))
+    def test_cross_entropy(self, shape_id, dtype, weighted, reduction, label_smoothing):
+        shape = SHAPES[shape_id]
+        rng = _rng("prob", shape_id, _dtype_id(dtype), weighted)
+        x = make_logits(rng, shape, dtype)
+        t = make_probability_target(rng, shape, dtype)
+        w = make_weight(rng, weighted, dtype)
+        kwargs = dict(weight=w, reduction=reduction, label_smoothing=label_smoothing)
+        result = cross_entropy(x, t, **kwargs)
+        expected, _ = torch_cross_entropy(x, t, **kwargs)
+        n_samples = math.prod(_target_shape(shape))
+        check_result_kind(result, reduction, _target_shape(shape), dtype)
+        assert_close(result, expected, dtype, atol=ATOL_UNIT * loss_scale(x, w, reduction, n_samples))
+
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    def test_mean_divides_by_number_of_samples(self, weighted):
+        """'mean' is the sum over N*d1*d2 samples, not over a weight sum (torch semantics)."""
+        shape = SHAPES["NCdd"]
+        rng = _rng("prob mean", weighted)
+        x = make_logits(rng, shape, np.float64)
+        t = make_probability_target(rng, shape, np.float64)
+        w = make_weight(rng, weighted, np.float64)
+        total = cross_entropy(x, t, weight=w, reduction="sum")
+        mean = cross_entropy(x, t, weight=w, reduction="mean")
+        n_samples = shape[0] * shape[2] * shape[3]
+        assert mean == pytest.approx(total / n_samples, rel=1e-14)
+        expected, _ = torch_cross_entropy(x, t, weight=w, reduction="mean")
+        assert_close(mean, expected, np.float64, atol=ATOL_UNIT * loss_scale(x, w, "mean", n_samples))
+
+    def test_ignore_index_rejected(self):
+        """torch raises "ignore_index is not supported for floating point target" for any
+        non-negative ignore_index with probability targets; so must numba_lse."""
+        rng = _rng("prob ignore")
+        x = make_logits(rng, (6, N_CLASSES), np.float64)
+        t = make_probability_target(rng, (6, N_CLASSES), np.float64)
+        with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+            torch_cross_entropy(x, t, ignore_index=2)
+        for reduction in REDUCTIONS:
+            explicit = cross_entropy(x, t, ignore_index=-100, reduction=reduction)
+            assert same_bits(explicit, cross_entropy(x, t, reduction=reduction))
+            with pytest.raises(ValueError, match="ignore_index"):
+                cross_entropy(x, t, ignore_index=2, reduction=reduction)
+
+    def test_unnormalised_and_one_hot_targets(self):
+        """Targets need not sum to 1 (torch does not check); one-hot rows equal class indices."""
+        rng = _rng("prob onehot")
+        x = make_logits(rng, (6, N_CLASSES), np.float64)
+        idx = rng.integers(0, N_CLASSES, 6)
+        one_hot = np.eye(N_CLASSES)[idx]
+        for reduction in ("none", "sum"):
+            assert_close(cross_entropy(x, one_hot, reduction=reduction),
+                         cross_entropy(x, idx, reduction=reduction), np.float64, atol=1e-15)
+        t = rng.uniform(0, 2, (6, N_CLASSES))
+        expected, grad_expected = torch_cross_entropy(x, t, reduction="none")
+        loss, grad = cross_entropy(x, t, reduction="none", return_grad=True)
+        assert_close(loss, expected, np.float64, atol=ATOL_UNIT * 20)
+        assert_close(grad, grad_expected, np.float64, atol=ATOL_UNIT * grad_scale(grad_expected),
+                     what="grad")
+
+
+# --------------------------------------------------------------------- 3. fused gradient
+
+@needs_torch
+class TestFusedGradientVsTorch:
+    """grad equals torch autograd's logits.grad; the loss is the non-grad call's, bit for bit."""
+
+    @staticmethod
+    def _check(x, t, dtype, **kwargs):
+        loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+        plain = cross_entropy(x, t, **kwargs)
+        assert type(loss) is type(plain)
+        assert same_bits(loss, plain), f"loss with return_grad {loss!r} != without {plain!r}"
+        assert isinstance(grad, np.ndarray)
+        assert grad.shape == np.shape(x) and grad.dtype == dtype
+        expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
+        n_samples = math.prod(_target_shape(np.shape(x)))
+        assert_close(loss, expected, dtype,
+                     atol=ATOL_UNIT * loss_scale(x, kwargs.get("weight"), kwargs["reduction"], n_samples))
+        assert_close(grad, grad_expected, dtype, ulps=4, atol=ATOL_UNIT * grad_scale(grad_expected),
+                     what="grad")
+
+    @pytest.mark.parametrize("label_smoothing", SMOOTHINGS, ids=lambda s: f"ls{s}")
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("shape_id", ["C", "NC", "NCdd"])
+    def test_index_target(self, shape_id, dtype, weighted, ignore_index, reduction, label_smoothing):
+        shape = SHAPES[shape_id]
+        rng = _rng("grad", shape_id, _dtype_id(dtype), weighted, ignore_index)
+        x = make_logits(rng, shape, dtype)
+        t = make_index_target(rng, shape, ignore_index)
+        w = make_weight(rng, weighted, dtype)
+        self._check(x, t, dtype, weight=w, ignore_index=ignore_index, reduction=reduction,
+                    label_smoothing=label_smoothing)
+
+    @pytest.mark.parametrize("label_smoothing", SMOOTHINGS, ids=lambda s: f"ls{s}")
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("shape_id", ["C", "NC", "NCdd"])
+    def test_probability_target(self, shape_id, dtype, weighted, reduction, label_smoothing):
+        shape = SHAPES[shape_id]
+        rng = _rng("grad prob", shape_id, _dtype_id(dtype), weighted)
+        x = make_logits(rng, shape, dtype)
+        t = make_probability_target(rng, shape, dtype)
+        w = make_weight(rng, weighted, dtype)
+        self._check(x, t, dtype, weight=w, reduction=reduction, label_smoothing=label_smoothing)
+
+    def test_docstring_example(self):
+        loss, grad = cross_entropy(np.array([[0.0, 0.0]]), np.array([0]), return_grad=True)
+        assert loss == np.log(2.0)
+        np.testing.assert_array_equal(grad, [[-0.5, 0.5]])
+
+
+# ------------------------------------------------------------ 4. extreme and special values
+
+class TestSpecialValues:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_large_opposite_logits_exact(self, dtype):
+        """cross_entropy([[1000, -1000]], [1]) is exactly 2000; its gradient exactly [1, -1]."""
+        x = np.array([[1000.0, -1000.0]], dtype=dtype)
+        t = np.array([1])
+        for reduction in ("mean", "sum"):
+            loss = cross_entropy(x, t, reduction=reduction)
+            assert isinstance(loss, np.generic) and loss.dtype == dtype
+            assert loss == 2000.0
+        loss, grad = cross_entropy(x, t, reduction="none", return_grad=True)
+        np.testing.assert_array_equal(loss, np.array([2000.0], dtype=dtype))
+        np.testing.assert_array_equal(grad, np.array([[1.0, -1.0]], dtype=dtype))
+        assert grad.dtype == dtype
+        log_probs = np.array([[0.0, -2000.0]], dtype=dtype)
+        assert nll_loss(log_probs, t) == 2000.0
+
+    @needs_torch
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_minus_inf_logits(self, dtype, label_smoothing):
+        """-inf at non-target classes is fine; at the target it gives inf (torch's values).
+
+        With label smoothing a -inf logit makes the smoothing term infinite, as in torch.
+        """
+        x = np.array([[0.0, -np.inf, 1.0, 2.0],
+                      [-np.inf, 3.0, -np.inf, -np.inf],
+                      [1.0, 2.0, -np.inf, 0.5],
+                      [0.5, 0.25, 0.0, 1.0]], dtype=dtype)
+        t = np.array([0, 1, 2, 3])
+        for reduction in REDUCTIONS:
+            kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
+            expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
+            loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+            assert_close(loss, expected, dtype, atol=ATOL_UNIT * 4 * 4)
+            assert_close(grad, grad_expected, dtype, ulps=4, atol=ATOL_UNIT, what="grad")
+        if label_smoothing == 0:
+            loss = cross_entropy(x, t, reduction="none")
+            assert np.all(np.isfinite(loss[[0, 1, 3]])) and loss[1] == 0
+            assert loss[2] == np.inf
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_minus_inf_target_logit_is_inf(self, dtype):
+        x = np.array([[0.0, -np.inf, 1.0]], dtype=dtype)
+        assert cross_entropy(x, np.array([1])) == np.inf
+        assert nll_loss(np.array([[0.0, -np.inf]], dtype=dtype), np.array([1])) == np.inf
+
+    @needs_torch
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_plus_inf_logits(self, dtype):
+        """+inf logits: whatever torch gives (nan for the sample)."""
+        x = np.array([[np.inf, 0.0, 1.0], [0.0, np.inf, np.inf], [0.0, 1.0, 2.0]], dtype=dtype)
+        t = np.array([0, 2, 1])
+        for reduction in REDUCTIONS:
+            expected, grad_expected = torch_cross_entropy(x, t, reduction=reduction)
+            loss, grad = cross_entropy(x, t, reduction=reduction, return_grad=True)
+            assert_close(loss, expected, dtype, atol=ATOL_UNIT * 9)
+            assert_close(grad, grad_expected, dtype, ulps=4, atol=ATOL_UNIT, what="grad")
+
+    @pytest.mark.parametrize("target_kind", ["index", "probability"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_nan_stays_in_its_sample(self, dtype, target_kind):
+        rng = _rng("nan", _dtype_id(dtype), target_kind)
+        x = make_logits(rng, (5, N_CLASSES), dtype)
+        x[2, 3] = np.nan
+        t = (np.array([0, 1, 2, 3, 4]) if target_kind == "index"
+             else make_probability_target(rng, x.shape, dtype))
+        loss, grad = cross_entropy(x, t, reduction="none", return_grad=True)
+        np.testing.assert_array_equal(np.isnan(loss), [False, False, True, False, False])
+        row_nan = np.zeros(x.shape, bool)
+        row_nan[2] = True
+        np.testing.assert_array_equal(np.isnan(grad), row_nan)
+        for reduction in ("mean", "sum"):
+            assert np.isnan(cross_entropy(x, t, reduction=reduction))
+        if target_kind == "index":
+            log_probs = special.log_softmax(x.astype(np.float64), axis=1).astype(dtype)
+            np.testing.assert_array_equal(np.isnan(nll_loss(log_probs, t, reduction="none")),
+                                          [False, False, True, False, False])
+            assert np.isnan(nll_loss(log_probs, t))
+            if torch is not None:
+                for reduction in REDUCTIONS:
+                    expected, grad_expected = torch_cross_entropy(x, t, reduction=reduction)
+                    loss, grad = cross_entropy(x, t, reduction=reduction, return_grad=True)
+                    assert_close(loss, expected, dtype, atol=ATOL_UNIT * 100)
+                    assert_close(grad, grad_expected, dtype, ulps=4,
+                                 atol=ATOL_UNIT * grad_scale(grad_expected), what="grad")
+
+    @needs_torch
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_ignored_samples_never_leak(self, dtype, label_smoothing):
+        """nan/inf rows whose target is ignore_index: finite loss equal to torch's.
+
+        Their gradient rows are zeros. (torch's autograd gives nan there, since its
+        log_softmax backward multiplies a zero upstream gradient by exp(nan); numba_lse's
+        docstring promises that ignored samples never leak nan or inf, so the gradient is
+        compared with torch on the other rows only.)
+        """
+        rng = _rng("ignored leak", _dtype_id(dtype), label_smoothing)
+        x = make_logits(rng, (5, N_CLASSES), dtype)
+        x[1] = np.nan
+        x[3, 0] = np.inf
+        x[4, 2] = -np.inf
+        t = np.array([0, -100, 2, -100, -100])
+        w = make_weight(rng, True, dtype)
+        for reduction in REDUCTIONS:
+            kwargs = dict(weight=w, reduction=reduction, label_smoothing=label_smoothing)
+            expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
+            loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+            assert np.all(np.isfinite(loss))
+            assert_close(loss, expected, dtype, atol=ATOL_UNIT * loss_scale(x, w, reduction, 5))
+            kept = t != -100
+            np.testing.assert_array_equal(grad[~kept], 0)
+            assert_close(grad[kept], grad_expected[kept], dtype, ulps=4,
+                         atol=ATOL_UNIT * grad_scale(grad_expected[kept]), what="grad")
+            log_probs = x.copy()
+            nkw = dict(weight=w, reduction=reduction)
+            result = nll_loss(log_probs, t, **nkw)
+            assert np.all(np.isfinite(result))
+            assert_close(result, torch_nll_loss(log_probs, t, **nkw), dtype,
+                         atol=ATOL_UNIT * loss_scale(x, w, reduction, 5))
+
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_all_ignored(self, dtype, weighted, label_smoothing):
+        """Every sample ignored: 'mean' nan, 'sum' 0, 'none' zeros, gradient zeros (torch)."""
+        rng = _rng("all ignored", _dtype_id(dtype), weighted)
+        x = make_logits(rng, (4, N_CLASSES), dtype)
+        t = np.full(4, -100)
+        w = make_weight(rng, weighted, dtype)
+        expected = {"mean": np.nan, "sum": 0.0, "none": np.zeros(4)}
+        for reduction in REDUCTIONS:
+            kwargs = dict(weight=w, reduction=reduction, label_smoothing=label_smoothing)
+            loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+            np.testing.assert_array_equal(loss, expected[reduction])
+            assert loss.dtype == dtype
+            np.testing.assert_array_equal(grad, np.zeros_like(x))
+            np.testing.assert_array_equal(nll_loss(x, t, weight=w, reduction=reduction),
+                                          expected[reduction])
+            if torch is not None:
+                ref, grad_ref = torch_cross_entropy(x, t, **kwargs)
+                np.testing.assert_array_equal(loss, ref)
+                np.testing.assert_array_equal(grad, grad_ref)
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("target_kind", ["index", "probability"])
+    @pytest.mark.parametrize("shape", [(0, N_CLASSES), (0, N_CLASSES, 3)], ids=["0C", "0Cd"])
+    def test_empty_batch(self, shape, target_kind, reduction):
+        """(0, C) input: 'none' an empty array, 'sum' 0, 'mean' nan (torch)."""
+        x = np.zeros(shape)
+        t = (np.zeros(_target_shape(shape), dtype=np.int64) if target_kind == "index"
+             else np.zeros(shape))
+        loss, grad = cross_entropy(x, t, reduction=reduction, return_grad=True)
+        assert grad.shape == shape and grad.dtype == np.float64
+        expected = {"none": np.zeros(_target_shape(shape)), "sum": 0.0, "mean": np.nan}[reduction]
+        check_result_kind(loss, reduction, _target_shape(shape), np.float64)
+        np.testing.assert_array_equal(loss, expected)
+        if target_kind == "index":
+            nll = nll_loss(x, t, reduction=reduction)
+            check_result_kind(nll, reduction, _target_shape(shape), np.float64)
+            np.testing.assert_array_equal(nll, expected)
+        if torch is not None:
+            ref, grad_ref = torch_cross_entropy(x, t, reduction=reduction)
+            np.testing.assert_array_equal(loss, ref)
+            np.testing.assert_array_equal(grad, grad_ref)
+            if target_kind == "index":
+                np.testing.assert_array_equal(nll, torch_nll_loss(x, t, reduction=reduction))
+
+
+# --------------------------------------------------------------------- 5. accuracy
+
+def _exact_loss(row, y):
+    """-log softmax(row)[y] of the very floats passed in, by mpmath at 60 digits.
+
+    As log1p(sum_{k != y} exp(x_k - x_y)), so tiny losses keep their digits.
+    """
+    with mp.workdps(60):
+        x_y = mp.mpf(float(row[y]))
+        if x_y == mp.ninf:
+            return mp.inf
+        rest = mp.fsum(mp.exp(mp.mpf(float(v)) - x_y) for k, v in enumerate(row)
+                       if k != y and v != -np.inf)
+        return mp.log1p(rest)
+
+
+def _ulps(value, exact, dtype):
+    """|value - exact| in ulps of the exact value rounded to ``dtype``."""
+    with mp.workdps(60):
+        err = abs(mp.mpf(float(value)) - exact)
+        ulp = np.spacing(np.abs(np.asarray(float(exact), dtype=dtype)))
+        return float(err / mp.mpf(float(ulp)))
+
+
+# Rows whose per-sample loss is hard for the naive formula (tiny, huge, ties, subnormal).
+EXTREME_ROWS = {
+    "dominant_by_40": ([0.0, -40.0, -41.0], 0),
+    "dominant_by_100": ([100.0, 0.0, 0.0], 0),
+    "ties": ([0.0, 0.0, 0.0], 1),
+    "two_huge_ties": ([1000.0, 1000.0, -1000.0], 0),
+    "opposite_1000": ([1000.0, -1000.0], 1),
+    "big_offset": ([1e4, 1e4 - 1.0, 1e4 - 2.5], 2),
+    "mixed_scales": ([700.0, 0.0, -700.0, 20.0], 3),
+    "tiny_logits": ([1e-30, 0.0, -1e-30], 0),
+    "subnormal_loss": ([0.0, -740.0], 0),
+    "minus_inf_other": ([0.0, -np.inf, -3.0], 2),
+}
+
+
+class TestAccuracy:
+    @pytest.mark.parametrize("dtype,max_ulps", [(np.float64, 2), (np.float32, 1)],
+                             ids=["float64_le_2ulp", "float32_le_1ulp"])
+    @pytest.mark.parametrize("case", list(EXTREME_ROWS))
+    def test_extreme_rows_vs_mpmath(self, case, dtype, max_ulps):
+        """Per-sample loss within 2 ulp (float64) / 1 ulp (float32) of mpmath's exact value.
+
+        The reference is the exact loss of the very floats passed in (x rounded to the dtype).
+        The rows are well conditioned (cond ~ 1 once x - max is exact), so this is the
+        accuracy log_softmax's docstring claims.
+        """
+        row, y = EXTREME_ROWS[case]
+        x = np.array([row], dtype=dtype)
+        exact = _exact_loss(x[0].astype(np.float64), y)
+        loss = cross_entropy(x, np.array([y]), reduction="none")
+        assert loss.dtype == dtype
+        err = _ulps(loss[0], exact, dtype)
+        assert err <= max_ulps, (f"{case}: numba_lse {loss[0]!r}, exact {mp.nstr(exact, 20)}, "
+                                 f"error {err:.3g} ulp")
+        # The fused path gives the same loss, and a gradient within an absolute eps of exact.
+        loss_g, grad = cross_entropy(x, np.array([y]), reduction="none", return_grad=True)
+        assert same_bits(loss_g, loss)
+        with mp.workdps(60):
+            for k, v in enumerate(x[0].astype(np.float64)):
+                p = mp.exp(-_exact_loss(x[0].astype(np.float64), k)) if v != -np.inf else mp.zero
+                exact_g = p - (1 if k == y else 0)
+                err_g = abs(mp.mpf(float(grad[0, k])) - exact_g)
+                assert err_g <= 2 * np.finfo(dtype).eps * max(1, abs(float(exact_g))), (
+                    f"{case}: grad[{k}] numba_lse {grad[0, k]!r}, exact {mp.nstr(exact_g, 20)}")
+
+    def test_float32_per_sample_within_1_ulp_of_float64(self):
+        """float32 per-sample losses and gradients vs a float64 SciPy reference (<= 1 ulp)."""
+        rng = _rng("f32 vs f64")
+        x = (rng.standard_normal((2000, 10)) * 3).astype(np.float32)
+        t = rng.integers(0, 10, 2000)
+        x64 = x.astype(np.float64)
+        log_p = special.log_softmax(x64, axis=1)
+        ref = -np.take_along_axis(log_p, t[:, None], axis=1)[:, 0]
+        loss, grad = cross_entropy(x, t, reduction="none", return_grad=True)
+        assert_close(loss, ref, np.float32, ulps=1)
+        grad_ref = np.exp(log_p)
+        grad_ref[np.arange(2000), t] -= 1.0
+        assert_close(grad, grad_ref, np.float32, ulps=1, atol=4 * EPS64, what="grad")
+        # and the float64 call agrees with the same reference
+        assert_close(cross_entropy(x64, t, reduction="none"), ref, np.float64, atol=ATOL_UNIT * 20)
+
+    def test_cross_entropy_float32_mean_1e6_samples_within_1_ulp(self):
+        """float32 mean over 10^6 samples (10 classes, randn*3): <= 1 ulp of float64 + fsum."""
+        rng = _rng("ce 1e6")
+        n = 10**6
+        x = (rng.standard_normal((n, 10)) * 3).astype(np.float32)
+        t = rng.integers(0, 10, n)
+        log_p = special.log_softmax(x.astype(np.float64), axis=1)
+        picked = np.take_along_axis(log_p, t[:, None], axis=1)[:, 0]
+        ref = -math.fsum(picked.tolist()) / n
+        result = cross_entropy(x, t)
+        assert isinstance(result, np.float32)
+        ulp = float(np.spacing(np.float32(ref)))
+        assert abs(float(result) - ref) <= 1 * ulp, f"numba_lse {result!r}, float64 ref {ref!r}"
+        # 'sum' too
+        total = cross_entropy(x, t, reduction="sum")
+        ulp = float(np.spacing(np.float32(-math.fsum(picked.tolist()))))
+        assert abs(float(total) + math.fsum(picked.tolist())) <= ulp
+
+    def test_nll_loss_float32_mean_1e6_samples_within_1_ulp(self):
+        """float32 weighted nll mean over 10^6 samples with ignored ones: <= 1 ulp of fsum."""
+        rng = _rng("nll 1e6")
+        n = 10**6
+        log_probs = special.log_softmax(rng.standard_normal((n, 10)) * 3, axis=1).astype(np.float32)
+        t = rng.integers(0, 10, n)
+        t[::7] = -100
+        w = rng.uniform(0.5, 2.0, 10).astype(np.float32)
+        kept = t != -100
+        w_y = w.astype(np.float64)[t[kept]]
+        chosen = log_probs[kept, t[kept]].astype(np.float64)
+        ref = -math.fsum((w_y * chosen).tolist()) / math.fsum(w_y.tolist())  # products exact
+        result = nll_loss(log_probs, t, weight=w)
+        assert isinstance(result, np.float32)
+        ulp = float(np.spacing(np.float32(ref)))
+        assert abs(float(result) - ref) <= ulp, f"numba_lse {result!r}, float64 ref {ref!r}"
+        plain = nll_loss(log_probs, t)
+        ref = -math.fsum(chosen.tolist()) / kept.sum()
+        assert abs(float(plain) - ref) <= float(np.spacing(np.float32(ref)))
+
+
+# --------------------------------------------------------------------- 6. bad input
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """Fail loudly if a computation starts: validation must raise before any kernel runs.
+
+    Relies on the CPU backend's entry points ``numba_lse.cpu.cross_entropy`` / ``nll_loss``.
+    """
+    import numba_lse.cpu as cpu
+
+    def computed(*args, **kwargs):
+        raise AssertionError("a computation ran for invalid input")
+
+    monkeypatch.setattr(cpu, "cross_entropy", computed)
+    monkeypatch.setattr(cpu, "nll_loss", computed)
+
+
+X35 = np.zeros((3, 5))
+T3 = np.array([0, 1, 2])
+BOTH = [cross_entropy, nll_loss]
+BOTH_IDS = ["cross_entropy", "nll_loss"]
+
+
+@pytest.mark.usefixtures("no_kernel")
+class TestBadInput:
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("x,t,bad", [
+        (X35, np.array([0, 7, 1]), 7),
+        (X35, np.array([0, -5, 1]), -5),
+        (np.zeros(5), np.array(7), 7),
+        (np.zeros((2, 5, 3)), np.array([[0, 1, 2], [3, 4, 9]]), 9),
+        (X35, np.array([0, 200, 1], dtype=np.uint8), 200),
+        (X35, np.array([0, 5, 1], dtype=np.int8), 5),
+    ], ids=["7", "-5", "unbatched", "NCd", "uint8", "int8_equal_C"])
+    def test_target_out_of_bounds(self, fn, x, t, bad):
+        with pytest.raises(IndexError, match=re.escape(f"Target {bad} is out of bounds.")):
+            fn(x, t)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    def test_out_of_bounds_with_custom_ignore_index(self, fn):
+        with pytest.raises(IndexError, match=re.escape("Target -100 is out of bounds.")):
+            fn(X35, np.array([0, -100, 1]), ignore_index=2)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("x,t", [(X35, np.array([0, 1])),
+                                     (np.zeros((3, 5, 2)), np.zeros((2, 2), dtype=np.int64))],
+                             ids=["NC", "NCd"])
+    def test_batch_size_mismatch(self, fn, x, t):
+        with pytest.raises(ValueError, match=re.escape(
+                "Expected input batch_size (3) to match target batch_size (2).")):
+            fn(x, t)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("x,t", [
+        (X35, np.zeros((3, 1), dtype=np.int64)),
+        (np.zeros((3, 5, 4)), np.zeros(3, dtype=np.int64)),
+        (np.zeros((3, 5, 4)), np.zeros((3, 5), dtype=np.int64)),
+        (np.zeros(5), np.zeros(1, dtype=np.int64)),
+    ], ids=["N1_for_NC", "N_for_NCd", "wrong_d", "1d_for_C"])
+    def test_target_wrong_shape(self, fn, x, t):
+        with pytest.raises(ValueError):
+            fn(x, t)
+
+    def test_float_target_for_nll_loss(self):
+        with pytest.raises(TypeError):
+            nll_loss(X35, np.array([0.0, 1.0, 2.0]))
+
+    @pytest.mark.parametrize("t", [np.full((3, 4), 0.25), np.zeros(3), np.full((5, 3), 0.2)],
+                             ids=["3x4", "N", "transposed"])
+    def test_probability_target_wrong_shape(self, t):
+        with pytest.raises(ValueError):
+            cross_entropy(X35, t)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("weight,shape", [(np.ones(4), "[4]"), (np.ones((1, 5)), "[1, 5]"),
+                                              (np.ones(6), "[6]")], ids=["4", "1x5", "6"])
+    def test_weight_wrong_size(self, fn, weight, shape):
+        with pytest.raises(ValueError, match=re.escape(
+                "weight tensor should be defined either for all 5 classes")) as info:
+            fn(X35, T3, weight=weight)
+        assert shape in str(info.value)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    def test_unknown_reduction(self, fn):
+        with pytest.raises(ValueError, match="avg is not a valid value for reduction"):
+            fn(X35, T3, reduction="avg")
+
+    @pytest.mark.parametrize("target_kind", ["index", "probability"])
+    @pytest.mark.parametrize("value", [1.5, -0.1])
+    def test_label_smoothing_out_of_range(self, value, target_kind):
+        t = T3 if target_kind == "index" else np.full((3, 5), 0.2)
+        with pytest.raises(ValueError, match=re.escape(
+                f"label_smoothing must be between 0.0 and 1.0. Got: {value}")):
+            cross_entropy(X35, t, label_smoothing=value)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_], ids=_dtype_id)
+    def test_non_floating_logits(self, fn, dtype):
+        with pytest.raises(TypeError):
+            fn(np.zeros((3, 5), dtype=dtype), T3)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    def test_zero_dimensional_logits(self, fn):
+        with pytest.raises(ValueError):
+            fn(np.float64(1.0), np.array(0))
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    def test_bool_target(self, fn):
+        with pytest.raises(TypeError):
+            fn(X35, np.array([True, False, True]))
+
+
+# ------------------------------------------------------------- 7. inputs are never written
+
+class TestInputsUnchanged:
+    @pytest.mark.parametrize("return_grad", [False, True], ids=["loss", "loss_and_grad"])
+    @pytest.mark.parametrize("target_kind", ["index", "probability"])
+    @pytest.mark.parametrize("layout", ["NC", "channels_last"])
+    def test_cross_entropy(self, layout, target_kind, return_grad):
+        rng = _rng("unchanged", layout, target_kind)
+        if layout == "NC":
+            x = make_logits(rng, (6, N_CLASSES), np.float64)
+        else:
+            x = make_layout(rng, "channels_last", np.float64)
+        x[0, 0] = np.nan
+        t = (make_index_target(rng, x.shape) if target_kind == "index"
+             else make_probability_target(rng, x.shape, np.float64))
+        w = make_weight(rng, True, np.float64)
+        before = [a.copy() for a in (x, t, w)]
+        for reduction in REDUCTIONS:
+            cross_entropy(x, t, weight=w, reduction=reduction, label_smoothing=0.1,
+                          return_grad=return_grad)
+            if target_kind == "index":
+                nll_loss(x, t, weight=w, reduction=reduction)
+        for a, b in zip((x, t, w), before):
+            assert same_bits(a, b)
+
+    def test_read_only_inputs(self):
+        """Read-only arrays (e.g. memory-mapped) are accepted: nothing is written to them."""
+        rng = _rng("read only")
+        x = make_logits(rng, (6, N_CLASSES), np.float64)
+        t = make_index_target(rng, x.shape)
+        w = make_weight(rng, True, np.float64)
+        expected = cross_entropy(x, t, weight=w, return_grad=True)
+        for a in (x, t, w):
+            a.setflags(write=False)
+        loss, grad = cross_entropy(x, t, weight=w, return_grad=True)
+        assert same_bits(loss, expected[0]) and same_bits(grad, expected[1])
+        assert same_bits(nll_loss(x, t, weight=w), nll_loss(x.copy(), t.copy(), weight=w.copy()))
+
+
+# --------------------------------------------------------------------- 8. memory
+
+def _numba_allocations_are_traced():
+    """Whether arrays allocated inside a Numba kernel show up in tracemalloc."""
+    from numba import njit
+
+    @njit(cache=False)
+    def allocate(n):
+        a = np.empty(n)
+        a[0] = 1.0
+        return a[0]
+
+    allocate(1)
+    n = 1 << 20
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        allocate(n)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak >= 8 * n
+
+
+MEMORY_SHAPE = (20000, 1000)
+
+
+@pytest.fixture(scope="module")
+def memory_data():
+    if not _numba_allocations_are_traced():
+        pytest.skip("tracemalloc does not see Numba's allocations here")
+    rng = _rng("memory")
+    x = rng.standard_normal(MEMORY_SHAPE, dtype=np.float32)
+    t = rng.integers(0, MEMORY_SHAPE[1], MEMORY_SHAPE[0])
+    return x, t
+
+
+class TestMemory:
+    """Peak traced memory of one call. NumPy reports its allocations to tracemalloc, and so
+    do Numba's (checked first by ``_numba_allocations_are_traced``; skipped where not)."""
+
+    @staticmethod
+    def _peak(call):
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            result = call()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return peak, result
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_fused_gradient_allocates_little_beyond_the_gradient(self, memory_data, reduction):
+        """Peak extra memory of the fused path < 1.3 x the gradient (grad + O(rows))."""
+        x, t = memory_data
+        cross_entropy(x[:10], t[:10], return_grad=True)  # compiled before measuring
+        peak, (_, grad) = self._peak(lambda: cross_entropy(x, t, reduction=reduction,
+                                                           return_grad=True))
+        assert peak < 1.3 * grad.nbytes, f"peak {peak} B for a gradient of {grad.nbytes} B"
+
+    def test_loss_only_allocates_o_rows(self, memory_data):
+        x, t = memory_data
+        peak, _ = self._peak(lambda: cross_entropy(x, t))
+        assert peak < 0.05 * x.nbytes, f"peak {peak} B for logits of {x.nbytes} B"
+
+    def test_probability_target_fused_gradient(self, memory_data):
+        x, _ = memory_data
+        p = np.full(x.shape, 1.0 / x.shape[1], dtype=np.float32)
+        peak, (_, grad) = self._peak(lambda: cross_entropy(x, p, return_grad=True))
+        assert peak < 1.3 * grad.nbytes, f"peak {peak} B for a gradient of {grad.nbytes} B"
