@@ -73,8 +73,11 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 
     Special values follow SciPy: any nan gives nan; a +inf gives +inf; all -inf gives -inf
     (sign 0); a zero-size reduced axis gives -inf (with ``return_sign``, sign -1, as SciPy:
-    the sign of its -inf). Where SciPy returns nan because its fallback ``log(sum(b*exp(a)))``
-    overflows (weights cancelling at a huge max), numba_lse returns the exact value.
+    the sign of its -inf). Two deliberate differences, both where SciPy's fallback
+    ``log(sum(b*exp(a)))`` takes over: a zero weight drops its term even when every weight
+    of the reduction is zero (SciPy computes 0 * inf = nan there when an `a` is inf or nan;
+    numba_lse gives the empty sum's -inf), and where that fallback overflows (weights
+    cancelling at a huge max) numba_lse returns the exact value instead of nan.
 
     References
     ----------
@@ -97,10 +100,19 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     """
     backend = _dispatch.backend_for(a, b, where)
     a, b, axes, dtype = _validate.logsumexp_args(a, b, axis, where)
-    out, sign = backend.logsumexp(a, b, axes)
     if a.size == 0:
-        # SciPy's sign of an empty sum is the sign of its -inf.
-        sign[...] = -1
+        # As SciPy: -inf, with the sign of -inf (-1), and the dtype of a even when complex.
+        kept_shape = [size for axis_, size in enumerate(a.shape) if axis_ not in axes]
+        out = np.full(kept_shape, -np.inf, dtype=a.dtype)
+        sign = np.full(kept_shape, -1, dtype=a.dtype)
+        if keepdims:
+            out, sign = np.expand_dims(out, axes), np.expand_dims(sign, axes)
+        out, sign = _as_result(out, dtype), _as_result(sign, dtype)
+        return (out, sign) if return_sign else out
+    out, sign = backend.logsumexp(a, b, axes)
+    if not return_sign and dtype.kind != "c":
+        # Without a sign to return, the log of a negative sum is nan, as SciPy.
+        out[sign < 0] = np.nan
     if keepdims:
         out = np.expand_dims(out, axes)
         sign = np.expand_dims(sign, axes)
@@ -110,8 +122,6 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
         return _as_result(out, dtype)
     if return_sign:
         return _as_result(out, dtype), _as_result(sign, dtype)
-    # Without a sign to return, the log of a negative sum is nan, as SciPy.
-    out[sign < 0] = np.nan
     return _as_result(out, dtype)
 
 

@@ -3,6 +3,7 @@
 Pure Python: axis normalisation, the dtype policy, broadcasting of weights.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -108,7 +109,15 @@ def softmax_args(x, axis, where):
     dtype = result_dtype(x_array)
     x_array = x_array.astype(compute_dtype(dtype), copy=False)
     mask = where_mask(where, x_array.shape)
-    axes = normalize_axes(axis, x_array.ndim)
+    # A 0-d x takes axis 0 or -1 as a 1-d one does (NumPy's reductions, hence SciPy, do).
+    axes = normalize_axes(axis, max(x_array.ndim, 1))
+    if x_array.ndim == 0:
+        axes = ()
+    elif math.prod(x_array.shape[ax] for ax in axes) == 0:
+        raise ValueError(
+            f"cannot normalise over a zero-size axis: x has shape {x_array.shape} and "
+            f"axis={axis!r} (SciPy raises 'zero-size array to reduction operation maximum')"
+        )
     return x_array, axes, mask, dtype
 
 

@@ -148,12 +148,15 @@ def _complex_logsumexp(a, b, axes):
         x_max = np.max(x, axis=axes, keepdims=True)
     x_max = np.where(np.isfinite(x_max), x_max, 0.0)
     x = x - x_max
-    weight = 1.0 if b is None else b.real.astype(np.float64)
     angle = a.imag.astype(np.float64)
-    re_log, re_sign = logsumexp(x, np.broadcast_to(weight * np.cos(angle), x.shape), axes)
-    im_log, im_sign = logsumexp(x, np.broadcast_to(weight * np.sin(angle), x.shape), axes)
+    # b e^{iy} = (b_re cos y - b_im sin y) + i (b_re sin y + b_im cos y)
+    b_re = 1.0 if b is None else b.real.astype(np.float64)
+    b_im = 0.0 if b is None else b.imag.astype(np.float64)
+    cos, sin = np.cos(angle), np.sin(angle)
+    re_log, re_sign = logsumexp(x, np.broadcast_to(b_re * cos - b_im * sin, x.shape), axes)
+    im_log, im_sign = logsumexp(x, np.broadcast_to(b_re * sin + b_im * cos, x.shape), axes)
     x_max = np.squeeze(x_max, axis=axes)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         # Factor out the larger of the two magnitudes before forming the complex sum.
         shift = np.maximum(re_log, im_log)
         shift = np.where(np.isfinite(shift), shift, 0.0)
