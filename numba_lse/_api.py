@@ -73,11 +73,14 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 
     Special values follow SciPy: any nan gives nan; a +inf gives +inf; all -inf gives -inf
     (sign 0); a zero-size reduced axis gives -inf (with ``return_sign``, sign -1, as SciPy:
-    the sign of its -inf). Two deliberate differences, both where SciPy's fallback
-    ``log(sum(b*exp(a)))`` takes over: a zero weight drops its term even when every weight
-    of the reduction is zero (SciPy computes 0 * inf = nan there when an `a` is inf or nan;
-    numba_lse gives the empty sum's -inf), and where that fallback overflows (weights
-    cancelling at a huge max) numba_lse returns the exact value instead of nan.
+    the sign of its -inf). SciPy switches to the naive ``log(sum(b*exp(a)))`` wherever its
+    accurate result is not finite; where that naive sum breaks, numba_lse keeps the exact
+    answer instead: a zero weight drops its term even where every weight is zero and an `a`
+    is inf or nan (SciPy: 0 * inf = nan); weights that cancel at a huge finite max give the
+    exact result, e.g. ``a=[1000, 1000], b=[1, -1]`` gives (-inf, 0) (SciPy: inf - inf = nan);
+    +inf entries are ties at the max, so their weights add (``a=[inf, inf], b=[-1, 0.5]``
+    gives (inf, -1); SciPy: nan); and a negative sum is nan without `return_sign` even when
+    its terms underflow (SciPy: log(-0.0) = -inf).
 
     References
     ----------
@@ -101,10 +104,11 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     backend = _dispatch.backend_for(a, b, where)
     a, b, axes, dtype = _validate.logsumexp_args(a, b, axis, where)
     if a.size == 0:
-        # As SciPy: -inf, with the sign of -inf (-1), and the dtype of a even when complex.
+        # As SciPy: -inf, with the sign of -inf (-1; nan+nanj when complex: -inf / |-inf|),
+        # and the dtype of a even when complex.
         kept_shape = [size for axis_, size in enumerate(a.shape) if axis_ not in axes]
         out = np.full(kept_shape, -np.inf, dtype=a.dtype)
-        sign = np.full(kept_shape, -1, dtype=a.dtype)
+        sign = np.full(kept_shape, complex(np.nan, np.nan) if a.dtype.kind == "c" else -1, dtype=a.dtype)
         if keepdims:
             out, sign = np.expand_dims(out, axes), np.expand_dims(sign, axes)
         out, sign = _as_result(out, dtype), _as_result(sign, dtype)
