@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numba_lse.cpu.exp import exp_nonpositive
+from numba_lse.cpu.exp import exp_nonpositive, exp_nonpositive_for_float32
 
 HAS_LONG_DOUBLE = np.finfo(np.longdouble).nmant >= 63
 needs_long_double = pytest.mark.skipif(
@@ -22,6 +22,14 @@ def exp_array(x):
     out = np.empty(x.shape, np.float64)
     for i in range(x.size):
         out[i] = exp_nonpositive(x[i])
+    return out
+
+
+@njit
+def exp_for_float32_array(x):
+    out = np.empty(x.shape, np.float64)
+    for i in range(x.size):
+        out[i] = exp_nonpositive_for_float32(x[i])
     return out
 
 
@@ -67,6 +75,25 @@ def test_float32_inputs_dense_sample_within_one_ulp():
     errors = ulp_errors(x)
     worst = int(np.argmax(errors))
     assert errors[worst] < 1.0, f"exp({x[worst]!r}) is off by {errors[worst]:.3f} ulp"
+
+
+@needs_long_double
+def test_float32_data_exp_relative_error_below_2_to_the_minus_31():
+    # float32 data uses the shorter polynomial: its error is 1/128 of a float32 ulp at most.
+    x = dense_sample(np.random.default_rng(2), 1_000_000).astype(np.float32).astype(np.float64)
+    x = x[x > -103.0]  # below, exp(x) is under float32's smallest subnormal
+    exact = np.exp(x.astype(np.longdouble))
+    relative = np.abs(exp_for_float32_array(x).astype(np.longdouble) - exact) / exact
+    worst = int(np.argmax(relative))
+    assert relative[worst] < 2.0**-31, f"exp({x[worst]!r}) relative error {float(relative[worst]):.3g}"
+
+
+@pytest.mark.parametrize("exp", [exp_array, exp_for_float32_array], ids=["float64", "float32"])
+def test_special_values_of_both(exp):
+    x = np.array([0.0, -0.0, -np.inf, np.nan, -745.2, -746.0, -1e308])
+    out = exp(x)
+    assert out[0] == 1.0 and out[1] == 1.0, "exp(0) must be exactly 1 (ties contribute 1)"
+    assert out[2] == 0.0 and np.isnan(out[3]) and out[4] == 0.0 and out[5] == 0.0 and out[6] == 0.0
 
 
 def test_special_values():

@@ -13,6 +13,11 @@ subnormal result is rounded once. The max error, measured against long-double ``
 float32 input and on 10^6 float64 samples per binade range (``perf/exp_accuracy.py``,
 ``tests/test_exp.py``), is under 1 ulp.
 
+``exp_of_difference(x, shift)`` = exp(float64(x) - shift) picks the polynomial by the dtype of
+the data: float64 data gets the one above; float32 data, whose results are rounded to
+float32 in the end, gets the same method truncated after r^8/8! (remainder below 2^-31
+relative, 1/128 of a float32 ulp) — five fewer FMAs per element.
+
 Special values: exp(-inf) = 0, exp(nan) = nan, exp(x) = 0 below -745.2 (where the true value
 rounds to 0), exp(0) = 1 exactly (so a tie with the max contributes exactly 1).
 """
@@ -20,6 +25,8 @@ rounds to 0), exp(0) = 1 exactly (so a tie with the max contributes exactly 1).
 import math
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from .intrinsics import float64_from_bits
 from .jit import inline
@@ -34,17 +41,17 @@ _EXPONENT_BIAS = 1023
 
 
 @inline
-def exp_nonpositive(x):
-    """exp(x) for float64 x in [-inf, 0] or nan, within 1 ulp; vectorisable."""
+def _reduce_range(x):
+    """(k, r) with x = k ln 2 + r, |r| <= ln(2)/2, for x clamped to [_UNDERFLOW, 0]."""
     # Clamp first: converting nan or -inf to an integer below would be undefined.
     clamped = x if x > _UNDERFLOW else _UNDERFLOW
     k = math.floor(clamped * _LOG2E + 0.5)
-    r = (clamped - k * _LN2_HI) - k * _LN2_LO
-    q = r + r * r * (
-        1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (
-            1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (
-                1.0 / 39916800 + r * (1.0 / 479001600 + r * (1.0 / 6227020800)))))))))))
-    )
+    return k, (clamped - k * _LN2_HI) - k * _LN2_LO
+
+
+@inline
+def _scale(x, k, q):
+    """(1 + q) * 2^k, with the special values of x; the last step of both exps."""
     k_int = np.int64(k)
     k_half = k_int >> 1
     scale_1 = float64_from_bits((k_half + _EXPONENT_BIAS) << 52)
@@ -53,3 +60,36 @@ def exp_nonpositive(x):
     result = result if x > _UNDERFLOW else 0.0
     # nan in, nan out (every comparison with nan above was false).
     return result if x == x else x
+
+
+@inline
+def exp_nonpositive(x):
+    """exp(x) for float64 x in [-inf, 0] or nan, within 1 ulp; vectorisable."""
+    k, r = _reduce_range(x)
+    q = r + r * r * (
+        1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (
+            1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (
+                1.0 / 39916800 + r * (1.0 / 479001600 + r * (1.0 / 6227020800)))))))))))
+    )
+    return _scale(x, k, q)
+
+
+@inline
+def exp_nonpositive_for_float32(x):
+    """exp(x) for float64 x in [-inf, 0] or nan, relative error below 2^-31; vectorisable."""
+    k, r = _reduce_range(x)
+    q = r + r * r * (
+        1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (
+            1.0 / 5040 + r * (1.0 / 40320)))))))
+    return _scale(x, k, q)
+
+
+def exp_of_difference(x, shift):
+    """exp(float64(x) - shift), with the polynomial the dtype of the data x needs."""
+
+
+@overload(exp_of_difference)
+def _exp_of_difference(x, shift):
+    if x == types.float32:
+        return lambda x, shift: exp_nonpositive_for_float32(np.float64(x) - shift)
+    return lambda x, shift: exp_nonpositive(np.float64(x) - shift)

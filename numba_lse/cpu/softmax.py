@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .exp import exp_nonpositive
+from .exp import exp_of_difference
 from .intrinsics import maxnum
 from .jit import inline, kernel
 from .partials import add_term, row_of, sample_of, slice_of, weight_at
@@ -52,17 +52,16 @@ def row_constants(op, m, c, s):
 @inline
 def element(op, x, w, shift, scale, dominant):
     """The output for entry x (weight w) of a row with constants (shift, scale, dominant)."""
-    x = np.float64(x)
     if op == SOFTMAX:
-        return exp_nonpositive(x - shift) / scale if w != 0 else 0.0
+        return exp_of_difference(x, shift) / scale if w != 0 else 0.0
     if op == LOG_SOFTMAX:
-        return (x - shift) - scale if w != 0 else -np.inf
+        return (np.float64(x) - shift) - scale if w != 0 else -np.inf
     if w == 0:
         return 0.0
-    if x == shift and dominant == dominant:
+    if np.float64(x) == shift and dominant == dominant:
         return dominant
     # + 0.0 turns log1p(-0) = -0 into 0: log(1 - 0) is 0.
-    return math.log1p(-(exp_nonpositive(x - shift) / scale)) + 0.0
+    return math.log1p(-(exp_of_difference(x, shift) / scale)) + 0.0
 
 
 @inline
