@@ -8,28 +8,75 @@ values of the input); an implementation whose error exceeds the tolerance, or th
 nan/inf where the reference does not, is marked "wrong" and cannot be the "best correct peer".
 ratio = best correct peer / numba_lse: > 1 means numba_lse is faster.
 
-Ops live in a registry (OPS below): an OpSpec names the numba_lse function, its peers and its
-float64 reference.  An op is benchmarked only if numba_lse has a function of that name, so the
-script keeps working as the library grows; a new op is one more OpSpec.
+Ops live in a registry (OPS below): an OpSpec names the numba_lse function, its peers, its
+float64 reference and its case set.  An op is benchmarked only if numba_lse has its function,
+so the script keeps working as the library grows; a new op is one more OpSpec.
 
-Run:  python perf/bench.py                      every op numba_lse has, full cases (all six
-                                                ops: about 14 minutes on 2 shared cores)
-      python perf/bench.py --ops logsumexp      one op (about 2.5 minutes)
-      python perf/bench.py --quick              smaller cases, fewer reps (about 30 s, all ops)
+Cases.  softmax-like ops and logsumexp run the "general" set (FULL_CASES / QUICK_CASES);
+log1m_softmax also runs an adversarial set (logits x30: a dominant entry per row, p close to
+1, where log1p(-softmax) loses every digit or gives -inf).  nll_loss, cross_entropy and
+cross_entropy+grad run the loss set: logits (1e6, 10), (4096, 1000), (256, 32000), class axis
+last, integer targets (--quick: (1e5, 10), (1024, 1000), (64, 32000)).
+
+Peers.  numpy: the textbook NumPy code (max shift; losses gather from a log_softmax; the
+gradient is (softmax - one-hot) / N with the one-hot subtracted in place).  scipy:
+scipy.special (log1m_softmax: log1p(-scipy.special.softmax)).  torch: torch.* /
+torch.nn.functional; for cross_entropy+grad, ``loss = F.cross_entropy(x, t); loss.backward()``
+on a requires_grad logits tensor (x.grad is detached and reset inside the timed call, so
+every call allocates a fresh gradient, as numba_lse does).  "torch nxn" (log1m_softmax on
+rows of at most 64 entries): logsumexp over the other entries of each row, through an
+(..., n, n) expansion with -inf on the diagonal -- no cancellation at dominant entries, n
+times the work, and only absolute accuracy where p is small (lse(others) - lse(all) ~ -p):
+the relative error check marks it wrong there (float32, and the x30 case).  jax: under
+jax.jit (losses: jax.nn.log_softmax + take_along_axis, mean; the gradient:
+jax.value_and_grad of that).
+
+Repetitions and run time.  --reps (default 9; --quick 5) interleaved reps per case, but no
+new rep starts once the timed loop has run --case-seconds (default 8 s; --quick 2 s), after
+at least MIN_REPS (3).  Only the biggest cases hit the cap: 1000x1e5 (1e8 entries; one rep of
+all implementations takes 2-7 s) gets 3-5 reps, 1e6x10 of log1m_softmax (the n x n peer takes
+1-2 s a call) about 5; the others get the full count.  Each table lists the reps done and
+the progress lines on stderr the time of every case.  Measured on this 2-core machine with
+another job running: logsumexp 103 s, log1m_softmax 162 s (both with 5 reps minimum and a
+12 s cap), the three losses with the small-input and memory tables 68 s; so the default
+full run (seven ops, both extra tables) takes about 8-9 minutes, --quick about 45 s.  The
+warm-up call, the reference and the error check cost about as much as the reps on 1e8
+entries, so fewer reps there save less than they seem to.
+
+Two more tables.  Small inputs: the per-call time of every op on a 100-element float64 input
+(a vector; a (1, 100) batch for the losses), median of 2000 interleaved calls -- the
+per-call overhead, against SciPy's (and the others').  Memory (with cross_entropy+grad):
+peak extra memory of one loss-and-gradient call per loss case -- numba_lse and NumPy with
+tracemalloc (NumPy reports its allocations to it, and so do Numba kernels: checked at run
+time and stated in the output), torch forward+backward by the peak resident set size of a
+fresh subprocess (torch has no CPU allocator statistics and bypasses tracemalloc); the same
+subprocess measures numba_lse and NumPy that way too, as a check of the method.
+
+Run:  python perf/bench.py                      every op numba_lse has, full cases
+      python perf/bench.py --ops logsumexp      one op (comma-separated list)
+      python perf/bench.py --cases 1e6x10       only cases whose label contains this
+      python perf/bench.py --quick              smaller cases, fewer reps (under a minute)
       python perf/bench.py --threads 1          numba_lse and torch on one thread
       python perf/bench.py --write              also write perf/results.md
-      python perf/bench.py --reps 11
+      python perf/bench.py --reps 11 --case-seconds 30
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import json
+import math
 import os
 import platform
+import re
+import resource
 import statistics
+import subprocess
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -81,11 +128,13 @@ except ImportError as exc:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Case:
-    """One input shape and the axis the op works along (for the losses: the class axis)."""
+    """One input shape and the axis the op works along (for the losses: the class axis).
+    The data are standard normal times ``scale``."""
 
     label: str
     shape: tuple[int, ...]
     axis: int | None
+    scale: float = 1.0
 
 
 @dataclass
@@ -98,6 +147,13 @@ class Inputs:
     target: np.ndarray | None = None
 
 
+def as_numpy(result) -> np.ndarray | tuple[np.ndarray, ...]:
+    """An output as NumPy: an array, or a tuple of them (loss, grad)."""
+    if isinstance(result, tuple):
+        return tuple(np.asarray(r) for r in result)
+    return np.asarray(result)
+
+
 @dataclass
 class Impl:
     """One implementation of an op.
@@ -105,47 +161,67 @@ class Impl:
     ``prepare(inputs)`` runs outside the timed region and turns the NumPy inputs into what the
     implementation consumes (torch tensors, jax arrays and a jitted function, ...);
     ``call(prepared)`` is the timed call; ``to_numpy(result)`` runs outside timing.
+    ``applies(inputs)``: False where the implementation is not meant to run (shown as n/a).
     """
 
     name: str
     prepare: Callable[[Inputs], Any]
     call: Callable[[Any], Any]
-    to_numpy: Callable[[Any], np.ndarray] = np.asarray
+    to_numpy: Callable[[Any], Any] = as_numpy
+    applies: Callable[[Inputs], bool] = lambda inp: True
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    full: tuple[Case, ...]
+    quick: tuple[Case, ...]
 
 
 @dataclass
 class OpSpec:
-    """An op: numba_lse's function of that name, its peers and its float64 reference.
+    """An op: numba_lse's function, its peers, its float64 reference and its cases.
 
-    ``kernel(x, axis, target)`` for each peer is written against one framework; the
-    ``*_impl`` adapters below do the conversions.  ``error_floor``: the error is
-    |out - ref| / max(|ref|, error_floor), so 1 makes it absolute where |ref| < 1 (right for
-    log-domain results near 0), and a tiny floor keeps it relative (right for probabilities).
-    ``is_loss``: takes a class-index target, only on 2-D cases with the classes on the last
-    axis, and its ``x`` comes from ``make_x`` (log-probabilities for nll_loss).
+    ``func`` is the numba_lse function's name (default: ``name``); ``ours(func, inputs)``
+    calls it.  ``kernel(x, axis, target)`` for each peer is written against one framework;
+    the ``*_impl`` adapters below do the conversions.  ``reference`` returns one float64
+    array, or a tuple of them for an op with several ``outputs`` (loss, grad).
+    ``error_floor`` (one per output): the error is |out - ref| / max(|ref|, error_floor), so
+    1 makes it absolute where |ref| < 1 (right for log-domain results near 0), and a tiny
+    floor keeps it relative (right for probabilities and gradients) -- down to the smallest
+    normal number of the dtype, below which every error is absolute.  ``is_loss``: takes a
+    class-index target, and its ``x`` comes from ``make_x`` (log-probabilities for nll_loss).
     """
 
     name: str
     ours: Callable[[Callable, Inputs], Any]
     peers: Callable[[], list[Impl]]
-    reference: Callable[[Inputs], np.ndarray]
-    error_floor: float = 1.0
+    reference: Callable[[Inputs], Any]
+    case_sets: tuple[str, ...] = ("general",)
+    func: str | None = None
+    outputs: tuple[str, ...] = ("out",)
+    error_floor: tuple[float, ...] = (1.0,)
     is_loss: bool = False
     make_x: Callable[[np.ndarray], np.ndarray] | None = None
     bytes_read: Callable[[Inputs], int] = lambda inp: inp.x.nbytes + (
         0 if inp.target is None else inp.target.nbytes)
 
-    def applies_to(self, case: Case) -> bool:
-        return not self.is_loss or (len(case.shape) == 2 and case.axis in (-1, 1))
+    @property
+    def func_name(self) -> str:
+        return self.func or self.name
 
 
 @dataclass
 class ImplResult:
     name: str
     times: list[float] = field(default_factory=list)
-    max_rel_err: float = float("nan")
+    errors: tuple[float, ...] = ()  # max relative error of each output
     wrong: bool = False
+    skipped: bool = False  # not meant for this case (Impl.applies)
     error: str | None = None  # the exception raised at warm-up, if any
+
+    @property
+    def max_rel_err(self) -> float:
+        return max(self.errors) if self.errors else float("nan")
 
     @property
     def median_ms(self) -> float:
@@ -161,9 +237,11 @@ class CaseResult:
     op: str
     case: Case
     dtype: str
-    bytes_moved: int  # input(s) read + output written, by numba_lse
+    bytes_moved: int  # input(s) read + output(s) written, by numba_lse
     results: list[ImplResult]  # numba_lse first
+    reps: int  # interleaved reps done (the time cap may stop before the requested count)
     seconds: float  # wall time of the whole case (data, reference, warm-up and reps)
+    loop_seconds: float  # of which the timed loop
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +259,16 @@ def _torch_prepare(inp: Inputs):
     return torch.from_numpy(inp.x), inp.axis, target  # from_numpy shares memory: no copy
 
 
-def torch_impl(name: str, kernel: Callable) -> Impl:
-    return Impl(name, _torch_prepare, lambda p: kernel(*p), lambda result: result.numpy())
+def torch_to_numpy(result):
+    if isinstance(result, tuple):
+        return tuple(r.detach().numpy() for r in result)
+    return result.detach().numpy()
+
+
+def torch_impl(name: str, kernel: Callable, applies: Callable[[Inputs], bool] | None = None
+               ) -> Impl:
+    return Impl(name, _torch_prepare, lambda p: kernel(*p), torch_to_numpy,
+                applies or (lambda inp: True))
 
 
 def torch_reduce(func: Callable) -> Callable:
@@ -208,7 +294,7 @@ def _jax_prepare_for(kernel: Callable):
 
 def _jax_call(prepared):
     jitted, x, target = prepared
-    return jitted(x, target).block_until_ready()
+    return jax.block_until_ready(jitted(x, target))  # an array or a tuple (loss, grad)
 
 
 def jax_impl(name: str, kernel: Callable) -> Impl:
@@ -256,7 +342,20 @@ def naive_nll_loss(log_probs, _, target):
 
 
 def naive_cross_entropy(logits, _, target):
-    return np.mean(naive_logsumexp(logits, -1) - logits[np.arange(len(target)), target])
+    """log_softmax by the max shift, then the gather."""
+    return naive_nll_loss(naive_log_softmax(logits, -1), None, target)
+
+
+def naive_cross_entropy_grad(logits, _, target):
+    """(loss, (softmax - one-hot) / N): the softmax from the log_softmax (in place), the one-hot
+    subtracted in place at the targets (no N x C one-hot array)."""
+    rows = np.arange(len(target))
+    log_p = naive_log_softmax(logits, -1)
+    loss = -np.mean(log_p[rows, target])
+    grad = np.exp(log_p, out=log_p)
+    grad[rows, target] -= 1
+    grad /= len(target)
+    return loss, grad
 
 
 def scipy_cross_entropy(logits, _, target):
@@ -264,8 +363,46 @@ def scipy_cross_entropy(logits, _, target):
     return np.mean(lse - logits[np.arange(len(target)), target])
 
 
+def torch_log1m_nxn(t, dim, _=None):
+    """log(1 - softmax) as the logsumexp of each row without its own entry (the seed's trick):
+    an (..., n, n) expansion plus -inf on the diagonal, minus the row's logsumexp.  Right at
+    dominant entries, but only absolutely accurate: for a small p, log(1 - p) ~ -p is the
+    difference of two nearly equal logsumexps, so its relative error grows as 1/p."""
+    n = t.shape[-1]
+    minus_inf_diagonal = torch.diag(torch.full((n,), -math.inf, dtype=t.dtype))
+    expanded = t.unsqueeze(-2).expand(*t.shape[:-1], n, n)
+    return (expanded + minus_inf_diagonal).logsumexp(-1) - t.logsumexp(-1, keepdim=True)
+
+
+def short_last_axis_rows(inp: Inputs, longest: int = 64) -> bool:
+    """Where the n x n trick is meant to run: 2-D, along the last axis, n <= 64."""
+    return (inp.x.ndim == 2 and inp.axis in (-1, 1) and inp.x.shape[-1] <= longest)
+
+
 def jax_gather(x, target):
     return jnp.take_along_axis(x, target[:, None], axis=-1)[:, 0]
+
+
+def jax_nll_loss(log_probs, target):
+    return -jnp.mean(jax_gather(log_probs, target))
+
+
+def jax_cross_entropy(logits, target):
+    return jax_nll_loss(jax.nn.log_softmax(logits, axis=-1), target)
+
+
+def torch_cross_entropy_grad_prepare(inp: Inputs):
+    return torch.from_numpy(inp.x).requires_grad_(True), torch.from_numpy(inp.target)
+
+
+def torch_cross_entropy_grad_call(prepared):
+    """Forward and backward.  The gradient is taken off x (x.grad = None), so the next call
+    allocates a fresh one and freeing this one happens outside the timed region."""
+    x, target = prepared
+    loss = torch_f.cross_entropy(x, target)
+    loss.backward()
+    grad, x.grad = x.grad, None
+    return loss.detach(), grad
 
 
 def call_ours_over_axis(func, inp: Inputs):
@@ -274,6 +411,10 @@ def call_ours_over_axis(func, inp: Inputs):
 
 def call_ours_loss(func, inp: Inputs):
     return func(inp.x, inp.target)
+
+
+def call_ours_loss_and_grad(func, inp: Inputs):
+    return func(inp.x, inp.target, return_grad=True)
 
 
 def softmax_family_peers(naive: Callable, scipy_kernel, torch_func,
@@ -318,12 +459,17 @@ def log_softmax_peers() -> list[Impl]:
 
 
 def log1m_softmax_peers() -> list[Impl]:
-    # No library has log(1 - softmax): every peer is log1p(-softmax) in its framework.
+    # No library has log(1 - softmax): every peer but "torch nxn" is log1p(-softmax) in its
+    # framework, which cancels where softmax is close to 1 (the x30 case).
     sp = (lambda x, axis, _: np.log1p(-scipy.special.softmax(x, axis=axis))) if scipy else None
     torch_func = (lambda t, dim: torch.log1p(-torch.softmax(t, dim))) if torch else None
-    return softmax_family_peers(
+    peers = softmax_family_peers(
         naive_log1m_softmax, sp, torch_func,
         {"jax.nn": jax.nn.softmax} if jax else {}, jax_wrap=lambda p: jnp.log1p(-p))
+    if torch is not None:
+        at = next(i for i, p in enumerate(peers) if p.name == "torch") + 1
+        peers.insert(at, torch_impl("torch nxn", torch_log1m_nxn, short_last_axis_rows))
+    return peers
 
 
 def nll_loss_peers() -> list[Impl]:
@@ -331,7 +477,7 @@ def nll_loss_peers() -> list[Impl]:
     if torch is not None:
         peers.append(torch_impl("torch", lambda t, _, target: torch_f.nll_loss(t, target)))
     if jax is not None:
-        peers.append(jax_impl("jax", lambda a, _, t: -jnp.mean(jax_gather(a, t))))
+        peers.append(jax_impl("jax", lambda a, _, t: jax_nll_loss(a, t)))
     return peers
 
 
@@ -342,15 +488,51 @@ def cross_entropy_peers() -> list[Impl]:
     if torch is not None:
         peers.append(torch_impl("torch", lambda t, _, target: torch_f.cross_entropy(t, target)))
     if jax is not None:
-        peers.append(jax_impl(
-            "jax", lambda a, _, t: jnp.mean(jax.nn.logsumexp(a, axis=-1) - jax_gather(a, t))))
+        peers.append(jax_impl("jax", lambda a, _, t: jax_cross_entropy(a, t)))
     return peers
 
 
-def scipy_reference(name: str, post: Callable = lambda r: r) -> Callable[[Inputs], np.ndarray]:
+def cross_entropy_grad_peers() -> list[Impl]:
+    peers = [numpy_impl("numpy", naive_cross_entropy_grad)]
+    if torch is not None:
+        peers.append(Impl("torch", torch_cross_entropy_grad_prepare,
+                          torch_cross_entropy_grad_call, torch_to_numpy))
+    if jax is not None:
+        value_and_grad = jax.value_and_grad(jax_cross_entropy)
+        peers.append(jax_impl("jax", lambda a, _, t: value_and_grad(a, t)))
+    return peers
+
+
+def scipy_reference(name: str) -> Callable[[Inputs], np.ndarray]:
     """SciPy's function on the float64 input: independent of numba_lse."""
-    return lambda inp: post(np.asarray(getattr(scipy.special, name)(inp.x, axis=inp.axis),
-                                       dtype=np.float64))
+    return lambda inp: np.asarray(getattr(scipy.special, name)(inp.x, axis=inp.axis),
+                                  dtype=np.float64)
+
+
+def log1m_softmax_reference(inp: Inputs) -> np.ndarray:
+    """log(1 - softmax) in float64 with SciPy: log1p(-p), except where p > 1/2 (at most one
+    entry per slice), where 1 - p cancels: there, the logsumexp of the other entries minus
+    the logsumexp of all."""
+    x, axis = inp.x, inp.axis
+    p = scipy.special.softmax(x, axis=axis)
+    with np.errstate(divide="ignore"):  # log1p(-1) at p == 1, replaced below
+        out = np.log1p(-p)
+    dominant = p > 0.5
+    if dominant.any():
+        lse = scipy.special.logsumexp(x, axis=axis, keepdims=True)
+        others = scipy.special.logsumexp(np.where(dominant, -np.inf, x), axis=axis,
+                                         keepdims=True)
+        out = np.where(dominant, others - lse, out)
+    return out
+
+
+def cross_entropy_grad_reference(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, (scipy softmax - one-hot) / N) in float64."""
+    n = len(inp.target)
+    grad = scipy.special.softmax(inp.x, axis=-1)
+    grad[np.arange(n), inp.target] -= 1
+    grad /= n
+    return np.float64(scipy_cross_entropy(inp.x, None, inp.target)), grad
 
 
 def log_probs_of(x64: np.ndarray) -> np.ndarray:
@@ -366,55 +548,126 @@ def gathered_bytes(inp: Inputs) -> int:
 OPS: list[OpSpec] = [
     OpSpec("logsumexp", call_ours_over_axis, logsumexp_peers, scipy_reference("logsumexp")),
     OpSpec("softmax", call_ours_over_axis, softmax_peers, scipy_reference("softmax"),
-           error_floor=1e-300),
+           error_floor=(1e-300,)),
     OpSpec("log_softmax", call_ours_over_axis, log_softmax_peers, scipy_reference("log_softmax")),
-    # log(1 - p) is about -p for small p: relative error, so a tiny floor.  The float64
-    # log1p(-softmax) reference is accurate for these Gaussian inputs (no p close to 1).
-    OpSpec("log1m_softmax", call_ours_over_axis, log1m_softmax_peers,
-           scipy_reference("softmax", post=lambda p: np.log1p(-p)), error_floor=1e-300),
+    # log(1 - p) is about -p for small p: relative error, so a tiny floor.
+    OpSpec("log1m_softmax", call_ours_over_axis, log1m_softmax_peers, log1m_softmax_reference,
+           case_sets=("general", "dominant"), error_floor=(1e-300,)),
     OpSpec("nll_loss", call_ours_loss, nll_loss_peers,
-           lambda inp: naive_nll_loss(inp.x, None, inp.target), is_loss=True,
-           make_x=log_probs_of, bytes_read=gathered_bytes),
+           lambda inp: naive_nll_loss(inp.x, None, inp.target), case_sets=("loss",),
+           is_loss=True, make_x=log_probs_of, bytes_read=gathered_bytes),
     OpSpec("cross_entropy", call_ours_loss, cross_entropy_peers,
-           lambda inp: scipy_cross_entropy(inp.x, None, inp.target), is_loss=True),
+           lambda inp: scipy_cross_entropy(inp.x, None, inp.target), case_sets=("loss",),
+           is_loss=True),
+    OpSpec("cross_entropy+grad", call_ours_loss_and_grad, cross_entropy_grad_peers,
+           cross_entropy_grad_reference, case_sets=("loss",), func="cross_entropy",
+           outputs=("loss", "grad"), error_floor=(1.0, 1e-300), is_loss=True),
 ]
 
 TOLERANCE = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-8}
 
-FULL_CASES = [
-    Case("1e7 vector, axis=None", (10_000_000,), None),
-    Case("4096x4096, axis=-1", (4096, 4096), -1),
-    Case("1e6x10, axis=-1", (1_000_000, 10), -1),
-    Case("1000x1e5, axis=-1", (1000, 100_000), -1),
-    Case("4096x4096, axis=0", (4096, 4096), 0),
-]
+CASE_SETS: dict[str, CaseSet] = {
+    "general": CaseSet(
+        full=(Case("1e7 vector, axis=None", (10_000_000,), None),
+              Case("4096x4096, axis=-1", (4096, 4096), -1),
+              Case("1e6x10, axis=-1", (1_000_000, 10), -1),
+              Case("1000x1e5, axis=-1", (1000, 100_000), -1),
+              Case("4096x4096, axis=0", (4096, 4096), 0)),
+        quick=(Case("1e6 vector, axis=None", (1_000_000,), None),
+               Case("1024x1024, axis=-1", (1024, 1024), -1),
+               Case("1e5x10, axis=-1", (100_000, 10), -1),
+               Case("20x1e5, axis=-1", (20, 100_000), -1),
+               Case("1024x1024, axis=0", (1024, 1024), 0))),
+    # Standard normal x30: most rows of 10 have an entry with 1 - p below float32's epsilon
+    # (log1p(-p) = -inf) and many below float64's relative precision.
+    "dominant": CaseSet(
+        full=(Case("1e5x10 x30 (dominant entries), axis=-1", (100_000, 10), -1, 30.0),),
+        quick=(Case("1e5x10 x30 (dominant entries), axis=-1", (100_000, 10), -1, 30.0),)),
+    "loss": CaseSet(
+        full=(Case("1e6x10", (1_000_000, 10), -1),
+              Case("4096x1000", (4096, 1000), -1),
+              Case("256x32000", (256, 32_000), -1)),
+        quick=(Case("1e5x10", (100_000, 10), -1),
+               Case("1024x1000", (1024, 1000), -1),
+               Case("64x32000", (64, 32_000), -1))),
+}
 
-QUICK_CASES = [
-    Case("1e6 vector, axis=None", (1_000_000,), None),
-    Case("1024x1024, axis=-1", (1024, 1024), -1),
-    Case("1e5x10, axis=-1", (100_000, 10), -1),
-    Case("20x1e5, axis=-1", (20, 100_000), -1),
-    Case("1024x1024, axis=0", (1024, 1024), 0),
-]
+MIN_REPS = 3  # the time cap never stops a case before this many reps
+SMALL_CALLS = 2000  # calls per implementation in the small-input table
+SMALL_SIZE = 100
+
+
+def cases_for(op: OpSpec, quick: bool, label_filter: str | None = None) -> list[Case]:
+    cases = [c for s in op.case_sets
+             for c in (CASE_SETS[s].quick if quick else CASE_SETS[s].full)]
+    return [c for c in cases if label_filter is None or label_filter in c.label]
 
 
 # --------------------------------------------------------------------------------------------
-# Measuring
+# Measuring time and errors
 # --------------------------------------------------------------------------------------------
+
+
+ERROR_CHUNK = 1 << 18  # elements per block of the error computation (temporaries stay small)
 
 
 def max_relative_error(out: np.ndarray, ref: np.ndarray, floor: float) -> tuple[float, bool]:
-    """(max |out - ref| / max(|ref|, floor) over finite entries, whether non-finites agree)."""
-    out = np.asarray(out, dtype=np.float64)
+    """(max |out - ref| / max(|ref|, floor) over finite entries, whether non-finites agree).
+    ``floor`` is at least the output dtype's smallest normal number (see check_output).
+    Blockwise: on 1e8 entries whole-array temporaries cost more time than the op."""
+    out = np.asarray(out)
     if out.shape != ref.shape:
         return float("inf"), False
-    finite = np.isfinite(ref)
-    specials_agree = bool(np.array_equal(out[~finite], ref[~finite], equal_nan=True))
-    if not finite.any():
-        return 0.0, specials_agree
-    diff = np.abs(out[finite] - ref[finite]) / np.maximum(np.abs(ref[finite]), floor)
-    # nan where the reference is finite compares as nan: count it as an infinite error.
-    return float(np.max(np.where(np.isnan(diff), np.inf, diff))), specials_agree
+    out_flat, ref_flat = out.reshape(-1), ref.reshape(-1)
+    worst, specials_agree = 0.0, True
+    for start in range(0, ref_flat.size, ERROR_CHUNK):
+        o = out_flat[start:start + ERROR_CHUNK].astype(np.float64)
+        r = ref_flat[start:start + ERROR_CHUNK]
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(o - r)
+            diff /= np.maximum(np.abs(r), floor)
+        finite = np.isfinite(r)
+        if not finite.all():
+            specials_agree &= bool(np.array_equal(o[~finite], r[~finite], equal_nan=True))
+            diff[~finite] = 0.0
+        # nan where the reference is finite compares as nan: count it as an infinite error.
+        worst = max(worst, float("inf") if np.isnan(diff).any() else float(diff.max()))
+    return worst, specials_agree
+
+
+def as_tuple(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def check_output(res: ImplResult, out, reference: tuple, floors: tuple[float, ...],
+                 dtype: np.dtype) -> None:
+    """Fill res.errors and res.wrong from an output (an array or a tuple like reference)."""
+    out = as_tuple(out)
+    if len(out) != len(reference):
+        res.errors, res.wrong = (float("inf"),), True
+        return
+    # Below the smallest normal number of the dtype the error is absolute: a float32 output
+    # cannot hold a float64 reference of 1e-60, and 0 is its correct rounding.
+    tiny = float(np.finfo(dtype).tiny)
+    checks = [max_relative_error(o, r, max(f, tiny)) for o, r, f in zip(out, reference, floors)]
+    res.errors = tuple(err for err, _ in checks)
+    res.wrong = (not all(agree for _, agree in checks)
+                 or not max(res.errors) <= TOLERANCE[np.dtype(dtype)])
+
+
+@functools.lru_cache(maxsize=None)
+def case_data(shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    """Standard normal data times ``scale``, seeded by the shape: every op (and the memory
+    table) gets the same data for a shape, generated once (1e8 normals take seconds).  Never
+    written to: ops and references leave their inputs alone."""
+    x = np.random.default_rng([12345, *shape]).standard_normal(shape)
+    if scale != 1.0:
+        x *= scale
+    return x
+
+
+def loss_target(n_rows: int, n_classes: int) -> np.ndarray:
+    return np.random.default_rng(7).integers(0, n_classes, n_rows)
 
 
 def make_inputs(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray) -> tuple[Inputs, Inputs]:
@@ -422,40 +675,50 @@ def make_inputs(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray) -> tup
     target = None
     if op.is_loss:
         x64 = op.make_x(x64) if op.make_x else x64
-        n_rows, n_classes = case.shape
-        target = np.random.default_rng(7).integers(0, n_classes, n_rows)
+        target = loss_target(*case.shape)
     x = x64 if dtype == np.float64 else x64.astype(dtype)
-    return Inputs(x, case.axis, target), Inputs(x.astype(np.float64), case.axis, target)
+    return Inputs(x, case.axis, target), Inputs(x.astype(np.float64, copy=False), case.axis,
+                                                 target)
 
 
-def bench_case(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray, reps: int) -> CaseResult:
+def ours_impl(op: OpSpec) -> Impl:
+    func = getattr(numba_lse, op.func_name)
+    return Impl("numba_lse", lambda inp: inp, lambda inp: op.ours(func, inp))
+
+
+def bench_case(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray, reps: int,
+               case_seconds: float) -> CaseResult:
+    """Warm up and check every implementation, then time ``reps`` interleaved reps (fewer,
+    but at least MIN_REPS, once the timed loop has run longer than ``case_seconds``)."""
     start = time.perf_counter()
     inputs, inputs64 = make_inputs(op, case, dtype, x64)
-    reference = op.reference(inputs64)
+    reference = tuple(np.asarray(r, dtype=np.float64) for r in as_tuple(op.reference(inputs64)))
     del inputs64
-    ours_func = getattr(numba_lse, op.name)
-    impls = [Impl("numba_lse", lambda inp: inp, lambda inp: op.ours(ours_func, inp))]
-    impls += op.peers()
+    impls = [ours_impl(op)] + op.peers()
     results = [ImplResult(impl.name) for impl in impls]
-    bytes_moved = op.bytes_read(inputs) + reference.size * inputs.x.itemsize
+    bytes_moved = op.bytes_read(inputs) + sum(r.size for r in reference) * inputs.x.itemsize
 
     # Prepare (conversions, jit objects) and warm up outside timing; check every output.
     prepared: list[Any] = []
     for impl, res in zip(impls, results):
-        try:
-            p = impl.prepare(inputs)
-            out = impl.to_numpy(impl.call(p))
-        except Exception as exc:  # a peer that cannot do this case is reported, not fatal
-            res.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:100]
-            prepared.append(None)
-            continue
-        res.max_rel_err, specials_agree = max_relative_error(out, reference, op.error_floor)
-        res.wrong = not specials_agree or not res.max_rel_err <= TOLERANCE[np.dtype(dtype)]
+        p = None
+        if not impl.applies(inputs):
+            res.skipped = True
+        else:
+            try:
+                p = impl.prepare(inputs)
+                out = impl.to_numpy(impl.call(p))
+            except Exception as exc:  # a peer that cannot do this case is reported, not fatal
+                res.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:100]
+                p = None
+            else:
+                check_output(res, out, reference, op.error_floor, dtype)
+                del out
         prepared.append(p)
-        del out
 
     # Interleaved repetitions: rep 1 of every implementation, then rep 2, ...
-    for _ in range(reps):
+    loop_start, done = time.perf_counter(), 0
+    while done < reps and (done < MIN_REPS or time.perf_counter() - loop_start < case_seconds):
         for impl, res, p in zip(impls, results, prepared):
             if p is None:
                 continue
@@ -463,11 +726,14 @@ def bench_case(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray, reps: i
             out = impl.call(p)
             res.times.append(time.perf_counter() - t0)
             del out  # freeing the output stays outside the timed region
+        done += 1
+
+    loop_seconds = time.perf_counter() - loop_start
 
     del prepared, reference, inputs
     gc.collect()
-    return CaseResult(op.name, case, np.dtype(dtype).name, bytes_moved, results,
-                      time.perf_counter() - start)
+    return CaseResult(op.name, case, np.dtype(dtype).name, bytes_moved, results, done,
+                      time.perf_counter() - start, loop_seconds)
 
 
 @numba.njit(parallel=True)
@@ -502,6 +768,228 @@ def machine_roofs(n_bytes: int, reps: int) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Small inputs: per-call overhead
+# --------------------------------------------------------------------------------------------
+
+
+def small_case(op: OpSpec) -> Case:
+    if op.is_loss:
+        return Case(f"1x{SMALL_SIZE}", (1, SMALL_SIZE), -1)
+    return Case(f"{SMALL_SIZE} vector", (SMALL_SIZE,), None)
+
+
+def bench_small(ops: list[OpSpec], calls: int) -> list[CaseResult]:
+    """Every op on one 100-element float64 input, ``calls`` interleaved calls, no time cap."""
+    out = []
+    for op in ops:
+        case = small_case(op)
+        out.append(bench_case(op, case, np.dtype(np.float64), case_data(case.shape), calls,
+                              math.inf))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Peak extra memory of cross_entropy+grad
+# --------------------------------------------------------------------------------------------
+
+MEMORY_IMPLS = ("numba_lse", "numpy", "torch")
+MIB = 2.0**20
+
+
+def loss_data(shape: tuple[int, int], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The logits and targets of the memory measurements (the same in parent and child)."""
+    return case_data(shape).astype(dtype, copy=False), loss_target(*shape)
+
+
+def loss_and_grad_calls(x: np.ndarray, target: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """One loss-and-gradient call per implementation, on inputs that already exist."""
+    calls: dict[str, Callable[[], Any]] = {
+        "numba_lse": lambda: numba_lse.cross_entropy(x, target, return_grad=True),
+        "numpy": lambda: naive_cross_entropy_grad(x, -1, target),
+    }
+    if torch is not None:
+        x_t, target_t = torch.from_numpy(x), torch.from_numpy(target)  # shared, no copies
+
+        def torch_forward_backward():
+            leaf = x_t.detach().requires_grad_(True)  # a fresh leaf: no gradient yet
+            loss = torch_f.cross_entropy(leaf, target_t)
+            loss.backward()
+            return loss.detach(), leaf.grad
+
+        calls["torch"] = torch_forward_backward
+    return calls
+
+
+def traced_peak(call: Callable[[], Any]) -> int:
+    """Peak bytes traced by tracemalloc during ``call()`` (its result included)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak
+
+
+@numba.njit
+def _allocate_in_numba(n):
+    a = np.empty(n)
+    a[0] = 1.0
+    return a[0]
+
+
+def numba_allocations_traced() -> bool:
+    """Whether an array allocated (and freed) inside a Numba function shows in tracemalloc."""
+    _allocate_in_numba(1)
+    n = 1 << 20
+    return traced_peak(lambda: _allocate_in_numba(n)) >= 8 * n
+
+
+def _proc_status_kib(key: str) -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    return int(match.group(1))
+
+
+def peak_rss_resettable() -> bool:
+    """Linux >= 4.0: writing 5 to /proc/self/clear_refs resets VmHWM (the peak RSS)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status_kib("VmHWM") <= _proc_status_kib("VmRSS") + 1024
+    except (OSError, AttributeError):
+        return False
+
+
+def rss_probe(specs: list[str]) -> None:
+    """Child process: for each spec "ROWSxCOLS:dtype:impl", print {spec, bytes}: the peak RSS
+    of one call minus the RSS before it.
+
+    With a resettable VmHWM each call is warmed up at full size (then freed), the peak reset
+    and the call repeated.  Otherwise (a fresh process per spec) it is warmed up on two rows
+    and the ru_maxrss high-water delta is taken: a lower bound."""
+    resettable = peak_rss_resettable()
+    for spec in specs:
+        shape_text, dtype_name, name = spec.split(":")
+        shape = tuple(int(v) for v in shape_text.split("x"))
+        x, target = loss_data(shape, np.dtype(dtype_name))
+        call = loss_and_grad_calls(x, target)[name]
+        if resettable:
+            call()  # warm-up (compiles, thread pools), freed before the measurement
+            gc.collect()
+            Path("/proc/self/clear_refs").write_text("5")
+            before = _proc_status_kib("VmRSS") * 1024
+            result = call()
+            peak = _proc_status_kib("VmHWM") * 1024
+        else:
+            loss_and_grad_calls(x[:2].copy(), target[:2].copy())[name]()
+            gc.collect()
+            unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes or KiB
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+            result = call()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+        del result, call, x, target
+        gc.collect()
+        print(json.dumps({"spec": spec, "bytes": peak - before}), flush=True)
+
+
+def rss_peaks(specs: list[str], threads: int | None) -> dict[str, int]:
+    """Run rss_probe in a fresh interpreter.  MALLOC_MMAP_THRESHOLD_ pins glibc's threshold at
+    128 KiB: every large array is its own mapping, returned to the system when freed."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    command = [sys.executable, str(Path(__file__).resolve()), "--rss-probe", ",".join(specs)]
+    if threads:
+        command += ["--threads", str(threads)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {r["spec"]: r["bytes"] for r in rows}
+
+
+def rss_spec(case: Case, dtype: np.dtype, impl: str) -> str:
+    return f"{case.shape[0]}x{case.shape[1]}:{dtype.name}:{impl}"
+
+
+@dataclass
+class MemoryRow:
+    case: Case
+    dtype: str
+    logits_bytes: int
+    traced: dict[str, int]  # tracemalloc peaks (numba_lse, numpy)
+    rss: dict[str, int]  # peak RSS deltas from the child (numba_lse, numpy, torch)
+
+
+def measure_memory(quick: bool, threads: int | None, label_filter: str | None
+                   ) -> tuple[list[MemoryRow], list[str]]:
+    """Peak extra memory of one loss-and-gradient call per loss case and dtype."""
+    traced_ok = numba_allocations_traced()
+    resettable = peak_rss_resettable()
+    impls = [name for name in MEMORY_IMPLS if name != "torch" or torch is not None]
+    notes = [
+        "numba_lse, numpy: tracemalloc peak during the call (NumPy arrays are traced, including "
+        "those allocated inside Numba kernels: "
+        + ("verified, a 8 MiB np.empty in an njit function is seen)" if traced_ok else
+           "NOT the case here: numba_lse's tracemalloc figures may miss kernel allocations)"),
+        ("torch (and, as a check of the method, numba_lse and numpy): peak RSS minus RSS before "
+         "the call, in a fresh subprocess, each call warmed up at full size, VmHWM reset through "
+         "/proc/self/clear_refs before it, glibc MALLOC_MMAP_THRESHOLD_=128 KiB; "
+         "torch has no CPU allocator statistics and its allocations bypass tracemalloc"
+         if resettable else
+         "torch (and numba_lse, numpy as a check): ru_maxrss high-water delta in a fresh "
+         "subprocess per measurement, warmed up on 2 rows: a lower bound"),
+        "every figure includes the outputs (the gradient: 1x the logits); the inputs exist "
+        "before the call",
+    ]
+    dtypes = [np.dtype(np.float32), np.dtype(np.float64)]
+    cases = [c for c in (CASE_SETS["loss"].quick if quick else CASE_SETS["loss"].full)
+             if label_filter is None or label_filter in c.label]
+    specs = [rss_spec(c, d, name) for c in cases for d in dtypes for name in impls]
+    if resettable:  # one child: the peak is reset before every measurement
+        rss = rss_peaks(specs, threads) if specs else {}
+    else:  # ru_maxrss cannot be reset: a fresh child per measurement
+        rss = {k: v for spec in specs for k, v in rss_peaks([spec], threads).items()}
+    rows = []
+    for case in cases:
+        for dtype in dtypes:
+            x, target = loss_data(case.shape, dtype)
+            calls = loss_and_grad_calls(x, target)
+            traced = {}
+            for name in ("numba_lse", "numpy"):
+                calls[name]()  # warm-up: compiles outside the traced call
+                traced[name] = traced_peak(calls[name])
+            rows.append(MemoryRow(case, dtype.name, x.nbytes, traced,
+                                  {name: rss.get(rss_spec(case, dtype, name), -1)
+                                   for name in impls}))
+            del x, target, calls
+            gc.collect()
+    return rows, notes
+
+
+def memory_table(rows: list[MemoryRow], notes: list[str]) -> list[str]:
+    def mib(n: int) -> str:
+        return "n/a" if n < 0 else f"{n / MIB:.1f}"
+
+    def ratio(n: int, logits: int) -> str:
+        return "n/a" if n < 0 else f"{n / logits:.2f}"
+
+    header = ["case", "dtype", "logits MiB", "numba_lse peak MiB", "torch peak MiB",
+              "numpy peak MiB", "numba_lse / logits", "torch / logits", "numpy / logits",
+              "check, RSS: numba_lse MiB", "check, RSS: numpy MiB"]
+    lines = ["### cross_entropy+grad: peak extra memory of one loss-and-gradient call", ""]
+    lines += [f"- {note}" for note in notes]
+    lines += ["", "| " + " | ".join(header) + " |",
+              "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
+    for r in rows:
+        ours, numpy_, torch_ = r.traced["numba_lse"], r.traced["numpy"], r.rss.get("torch", -1)
+        cells = [r.case.label, r.dtype, mib(r.logits_bytes), mib(ours), mib(torch_), mib(numpy_),
+                 ratio(ours, r.logits_bytes), ratio(torch_, r.logits_bytes),
+                 ratio(numpy_, r.logits_bytes), mib(r.rss.get("numba_lse", -1)),
+                 mib(r.rss.get("numpy", -1))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------
 
@@ -520,7 +1008,7 @@ def load_average() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def environment_lines(roofs: dict[str, float], reps: int) -> list[str]:
+def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -> list[str]:
     def version(module):
         return getattr(module, "__version__", "n/a") if module is not None else "not installed"
 
@@ -532,7 +1020,8 @@ def environment_lines(roofs: dict[str, float], reps: int) -> list[str]:
         f"- python {platform.python_version()}, numpy {np.__version__}, scipy {version(scipy)}, "
         f"numba {numba.__version__}, torch {version(torch)}, jax {version(jax)}, "
         f"numba_lse {numba_lse.__version__}",
-        f"- {reps} interleaved reps per case, medians; tolerance float32 "
+        f"- up to {reps} interleaved reps per case (at least {MIN_REPS}; no new rep after "
+        f"{case_seconds:g} s of timed loop), medians; tolerance float32 "
         f"{TOLERANCE[np.dtype(np.float32)]:g}, float64 {TOLERANCE[np.dtype(np.float64)]:g}",
         f"- load average at start (1, 5, 15 min): {load_average()}",
     ]
@@ -544,20 +1033,27 @@ def environment_lines(roofs: dict[str, float], reps: int) -> list[str]:
     return lines
 
 
-def format_ms(res: ImplResult) -> str:
+def format_time(res: ImplResult, scale: float = 1.0) -> str:
+    """The median in ms (scale 1) or us (scale 1e3), with (wrong); n/a or error."""
+    if res.skipped:
+        return "n/a"
     if res.error is not None:
         return "error"
-    ms = res.median_ms
-    text = f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+    value = res.median_ms * scale
+    text = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
     return text + (" (wrong)" if res.wrong else "")
+
+
+def table_rule(n_columns: int, n_text: int) -> str:
+    return "|" + "---|" * n_text + "---:|" * (n_columns - n_text)
 
 
 def timing_table(op: str, cases: list[CaseResult]) -> list[str]:
     peer_names = [r.name for r in cases[0].results[1:]]
-    header = (["case", "dtype", "numba_lse ms", "numba_lse GB/s"] + [f"{n} ms" for n in peer_names]
-              + ["best correct peer", "ratio peer/numba_lse"])
+    header = (["case", "dtype", "reps", "numba_lse ms", "numba_lse GB/s"]
+              + [f"{n} ms" for n in peer_names] + ["best correct peer", "ratio peer/numba_lse"])
     lines = [f"### {op}: median time", "", "| " + " | ".join(header) + " |",
-             "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
+             table_rule(len(header), 2)]
     for cr in cases:
         ours, peers = cr.results[0], cr.results[1:]
         best = min((p for p in peers if p.usable), key=lambda p: p.median_ms, default=None)
@@ -565,25 +1061,58 @@ def timing_table(op: str, cases: list[CaseResult]) -> list[str]:
         ratio = f"{best.median_ms / ours.median_ms:.2f}" if best and ours.times else "n/a"
         if not ours.usable:
             ratio += " (numba_lse wrong)"
-        row = [cr.case.label, cr.dtype, format_ms(ours), f"{gbs:.2g}"]
-        row += [format_ms(p) for p in peers] + [best.name if best else "none", ratio]
+        row = [cr.case.label, cr.dtype, str(cr.reps), format_time(ours), f"{gbs:.2g}"]
+        row += [format_time(p) for p in peers] + [best.name if best else "none", ratio]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
-def error_table(op: str, cases: list[CaseResult]) -> list[str]:
+def error_cell(r: ImplResult) -> str:
+    if r.skipped:
+        return "n/a"
+    if r.error is not None:
+        return f"error: {r.error}"
+    return " / ".join(f"{e:.1e}" for e in r.errors) + (" (wrong)" if r.wrong else "")
+
+
+def error_table(op: OpSpec, cases: list[CaseResult]) -> list[str]:
     names = [r.name for r in cases[0].results]
-    lines = [f"### {op}: max relative error vs the float64 reference", "",
-             "| case | dtype | " + " | ".join(names) + " |",
-             "|---|---|" + "|".join(["---:"] * len(names)) + "|"]
+    what = "" if len(op.outputs) == 1 else f" ({' / '.join(op.outputs)})"
+    lines = [f"### {op.name}: max relative error{what} vs the float64 reference", "",
+             "| case | dtype | " + " | ".join(names) + " |", table_rule(len(names) + 2, 2)]
     for cr in cases:
-        cells = []
-        for r in cr.results:
-            if r.error is not None:
-                cells.append(f"error: {r.error}")
-            else:
-                cells.append(f"{r.max_rel_err:.1e}" + (" (wrong)" if r.wrong else ""))
+        cells = [error_cell(r) for r in cr.results]
         lines.append(f"| {cr.case.label} | {cr.dtype} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def small_table(cases: list[CaseResult], calls: int) -> list[str]:
+    names: list[str] = []
+    for cr in cases:
+        names += [r.name for r in cr.results[1:] if r.name not in names and not r.skipped]
+    header = (["op", "input", "numba_lse us"] + [f"{n} us" for n in names]
+              + ["scipy / numba_lse", "torch / numba_lse"])
+    lines = [f"### Small inputs: per-call time, float64, median of {calls} interleaved calls",
+             "", "Blank: no such peer for that op.  Ratios > 1: numba_lse is cheaper per "
+             f"call.  numba_lse on {numba.get_num_threads()} Numba threads, OMP_WAIT_POLICY="
+             f"{os.environ.get('OMP_WAIT_POLICY')}: where a kernel goes parallel on a tiny "
+             "input, waking passive threads can cost more than the work (compare --threads 1).",
+             "", "| " + " | ".join(header) + " |",
+             table_rule(len(header), 2)]
+    for cr in cases:
+        by_name = {r.name: r for r in cr.results}
+        ours = cr.results[0]
+
+        def ratio(name: str) -> str:
+            r = by_name.get(name)
+            return (f"{r.median_ms / ours.median_ms:.2f}" if r is not None and r.times
+                    and ours.times else "")
+
+        row = [cr.op, cr.case.label, format_time(ours, 1e3)]
+        row += [format_time(by_name[n], 1e3) if n in by_name and not by_name[n].skipped
+                else "" for n in names]
+        row += [ratio("scipy"), ratio("torch")]
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
@@ -593,7 +1122,7 @@ def error_table(op: str, cases: list[CaseResult]) -> list[str]:
 
 
 def select_ops(requested: str | None) -> list[OpSpec]:
-    available = {op.name: op for op in OPS if hasattr(numba_lse, op.name)}
+    available = {op.name: op for op in OPS if hasattr(numba_lse, op.func_name)}
     if requested is None:
         return list(available.values())
     names = [n.strip() for n in requested.split(",") if n.strip()]
@@ -604,50 +1133,81 @@ def select_ops(requested: str | None) -> list[OpSpec]:
     return [available[n] for n in names]
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller cases, fewer reps")
     parser.add_argument("--write", action="store_true", help="also write perf/results.md")
     parser.add_argument("--ops", help="comma-separated ops (default: every op numba_lse has)")
-    parser.add_argument("--reps", type=int, help="interleaved repetitions (default 7 quick, 9 full)")
+    parser.add_argument("--cases", help="only the cases whose label contains this text")
+    parser.add_argument("--reps", type=int,
+                        help="interleaved repetitions (default 5 quick, 9 full)")
+    parser.add_argument("--case-seconds", type=float,
+                        help=f"no new rep once a case's timed loop ran this long (at least "
+                             f"{MIN_REPS} reps; default 2 quick, 8 full; 0: no cap)")
     parser.add_argument("--threads", type=int,
                         help="threads for numba_lse and torch (default: their own defaults)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-small", action="store_true", help="skip the small-input table")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    # Internal: the memory-measuring child process.
+    parser.add_argument("--rss-probe", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.threads:
         numba.set_num_threads(args.threads)
         if torch is not None:
             torch.set_num_threads(args.threads)
+    if args.rss_probe:
+        rss_probe(args.rss_probe.split(","))
+        return
     if scipy is None:
         raise SystemExit("scipy is needed for the float64 reference")
 
-    reps = args.reps or (7 if args.quick else 9)
-    cases = QUICK_CASES if args.quick else FULL_CASES
+    reps = args.reps or (5 if args.quick else 9)
+    case_seconds = args.case_seconds if args.case_seconds is not None else (
+        2.0 if args.quick else 8.0)
+    case_seconds = case_seconds or math.inf
     ops = select_ops(args.ops)
     started = time.perf_counter()
 
     roofs = machine_roofs((128 if args.quick else 512) * 2**20, reps)
     header = ["# numba_lse benchmark" + (" (--quick)" if args.quick else ""), ""]
-    header += environment_lines(roofs, reps)
+    header += environment_lines(roofs, reps, case_seconds)
     print("\n".join(header), flush=True)
 
     sections: list[str] = []
+
+    def emit(lines: list[str]) -> None:
+        sections.append("\n".join(lines))
+        print("\n" + sections[-1], flush=True)
+
     for op in ops:
         op_started = time.perf_counter()
-        rng = np.random.default_rng(12345)  # the same data for every op
         op_results: list[CaseResult] = []
-        for case in filter(op.applies_to, cases):
-            x64 = rng.standard_normal(case.shape)
+        for case in cases_for(op, args.quick, args.cases):
             for dtype in (np.float32, np.float64):
-                cr = bench_case(op, case, np.dtype(dtype), x64, reps)
+                x64 = case_data(case.shape, case.scale)
+                cr = bench_case(op, case, np.dtype(dtype), x64, reps, case_seconds)
                 op_results.append(cr)
-                print(f"  [{op.name}] {case.label} {cr.dtype}: {cr.seconds:.1f} s",
-                      file=sys.stderr, flush=True)
-            del x64
-            gc.collect()
-        section = timing_table(op.name, op_results) + [""] + error_table(op.name, op_results)
-        section += ["", f"_{op.name}: {time.perf_counter() - op_started:.0f} s_"]
-        sections.append("\n".join(section))
-        print("\n" + sections[-1], flush=True)
+                print(f"  [{op.name}] {case.label} {cr.dtype}: {cr.seconds:.1f} s, of which "
+                      f"{cr.reps} reps {cr.loop_seconds:.1f} s", file=sys.stderr, flush=True)
+        if op_results:
+            emit(timing_table(op.name, op_results) + [""] + error_table(op, op_results)
+                 + ["", f"_{op.name}: {time.perf_counter() - op_started:.0f} s_"])
+
+    if not args.no_small:
+        small_started = time.perf_counter()
+        emit(small_table(bench_small(ops, SMALL_CALLS), SMALL_CALLS)
+             + ["", f"_small inputs: {time.perf_counter() - small_started:.0f} s_"])
+
+    if not args.no_memory and any(op.name == "cross_entropy+grad" for op in ops):
+        memory_started = time.perf_counter()
+        rows, notes = measure_memory(args.quick, args.threads, args.cases)
+        if rows:
+            emit(memory_table(rows, notes)
+                 + ["", f"_memory: {time.perf_counter() - memory_started:.0f} s_"])
 
     footer = (f"_total wall time {time.perf_counter() - started:.0f} s; "
               f"load average at end: {load_average()}_")
