@@ -84,12 +84,20 @@ def exp_nonpositive_for_float32(x):
     return _scale(x, k, q)
 
 
+def is_float32(x):
+    """Whether x is a float32 scalar: a compile-time constant, so LLVM drops the other branch."""
+
+
+@overload(is_float32, inline="always")
+def _is_float32(x):
+    answer = x == types.float32
+    return lambda x: answer
+
+
+@inline
 def exp_of_difference(x, shift):
     """exp(float64(x) - shift), with the polynomial the dtype of the data x needs."""
-
-
-@overload(exp_of_difference)
-def _exp_of_difference(x, shift):
-    if x == types.float32:
-        return lambda x, shift: exp_nonpositive_for_float32(np.float64(x) - shift)
-    return lambda x, shift: exp_nonpositive(np.float64(x) - shift)
+    difference = np.float64(x) - shift
+    if is_float32(x):
+        return exp_nonpositive_for_float32(difference)
+    return exp_nonpositive(difference)

@@ -89,6 +89,20 @@ def log_sum_below(x, w, m):
     return (runner_up - m) + math.log(c) + math.log1p(s / c)
 
 
+@kernel
+def write_slice(op, x, w, out, shift, scale, dominant):
+    """out[i] = the op's value at x[i]: a function of its own, so LLVM vectorises it alone."""
+    if op == SOFTMAX:
+        for i in range(x.shape[0]):
+            out[i] = element(SOFTMAX, x[i], weight_at(w, i), shift, scale, dominant)
+    elif op == LOG_SOFTMAX:
+        for i in range(x.shape[0]):
+            out[i] = element(LOG_SOFTMAX, x[i], weight_at(w, i), shift, scale, dominant)
+    else:
+        for i in range(x.shape[0]):
+            out[i] = element(LOG1M_SOFTMAX, x[i], weight_at(w, i), shift, scale, dominant)
+
+
 @kernel(parallel=True)
 def softmax_rows(op, x, w, out):
     """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n)."""
@@ -106,11 +120,8 @@ def softmax_rows(op, x, w, out):
         r = task // n_chunks
         lo = (task - r * n_chunks) * CHUNK
         hi = min(n, lo + CHUNK)
-        xr = x[r, lo:hi]
-        wr = slice_of(row_of(w, r), lo, hi)
-        outr = out[r, lo:hi]
-        for i in range(hi - lo):
-            outr[i] = element(op, xr[i], weight_at(wr, i), shift[r], scale[r], dominant[r])
+        write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
+                    shift[r], scale[r], dominant[r])
 
 
 @kernel(parallel=True)
