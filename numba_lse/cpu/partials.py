@@ -18,7 +18,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .exp import exp_nonpositive, exp_of_difference
+from .exp import exp_nonpositive
 from .intrinsics import add_reassoc, maxnum
 from .jit import inline, kernel
 
@@ -90,7 +90,7 @@ def add_term(c, s, x, w, m):
     tie = np.float64(x) == m
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
-    s = add_reassoc(s, 0.0 if (tie or w == 0) else w * exp_of_difference(x, m))
+    s = add_reassoc(s, 0.0 if (tie or w == 0) else w * exp_nonpositive(np.float64(x) - m))
     return c, s
 
 
