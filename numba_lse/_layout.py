@@ -9,6 +9,7 @@ neighbouring axes: a view whenever their strides allow, a copy only when no orde
 two reduced axes each sliced with a step).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -42,12 +43,33 @@ def _permutation(shape, strides, axes):
     return kept + reduced, len(kept)
 
 
+def _is_c_order(shape, strides):
+    """Whether strides are those of a C-contiguous array of this shape."""
+    expected = strides[-1] if strides else 0
+    if expected <= 0:
+        return not shape
+    for size, stride in zip(shape[::-1], strides[::-1]):
+        if stride != expected and size != 1:
+            return False
+        expected = stride * size if size != 1 else expected
+    return True
+
+
+def _is_block(axes):
+    """Whether the sorted axes are consecutive, e.g. (1, 2)."""
+    return not axes or axes[-1] - axes[0] + 1 == len(axes)
+
+
 class CanonicalView:
     """How an array of ``shape``/``strides`` with ``axes`` reduced maps onto (outer, n, inner)."""
 
     def __init__(self, shape, strides, axes):
         self.shape = tuple(shape)
-        order, start = _permutation(self.shape, strides, set(axes))
+        if _is_c_order(self.shape, strides) and _is_block(axes):
+            # The common case, decided without sorting: memory order is the axis order.
+            order, start = list(range(len(self.shape))), (min(axes) if axes else len(self.shape))
+        else:
+            order, start = _permutation(self.shape, strides, set(axes))
         stop = start + len(axes)
         self.perm = tuple(order)
         self.kept_perm = tuple(order[:start] + order[stop:])
@@ -71,4 +93,15 @@ class CanonicalView:
 
     def full(self, out):
         """An (outer, n, inner) result as an array of the original shape and axis order."""
+        if self.perm == tuple(range(len(self.perm))):
+            return out.reshape(self.shape)
         return out.reshape([self.shape[ax] for ax in self.perm]).transpose(np.argsort(self.perm))
+
+
+@functools.lru_cache(maxsize=512)
+def canonical_view(shape, strides, axes):
+    """The CanonicalView of (shape, strides, axes), built once per distinct triple.
+
+    Repeated calls on same-shaped arrays (a training loop) then cost a dictionary lookup.
+    """
+    return CanonicalView(shape, strides, axes)

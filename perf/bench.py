@@ -6,7 +6,9 @@ implementation, then rep 2 of every implementation, ...), after one untimed warm
 compared with a float64 reference computed without numba_lse (SciPy or NumPy on the float64
 values of the input); an implementation whose error exceeds the tolerance, or that returns
 nan/inf where the reference does not, is marked "wrong" and cannot be the "best correct peer".
-ratio = best correct peer / numba_lse: > 1 means numba_lse is faster.
+ratio = best correct peer / numba_lse: > 1 means numba_lse is faster (the goal: 1.5).
+"% of roof": numba_lse's GB/s (input read + output written, over its median time) as a
+fraction of the machine's copy roof (np.copyto, read + write GB/s, measured at start).
 
 Ops live in a registry (OPS below): an OpSpec names the numba_lse function, its peers, its
 float64 reference and its case set.  An op is benchmarked only if numba_lse has its function,
@@ -39,25 +41,40 @@ all implementations takes 2-7 s) gets 3-5 reps, 1e6x10 of log1m_softmax (the n x
 the progress lines on stderr the time of every case.  Measured on this 2-core machine with
 another job running: logsumexp 103 s, log1m_softmax 162 s (both with 5 reps minimum and a
 12 s cap), the three losses with the small-input and memory tables 68 s; so the default
-full run (seven ops, both extra tables) takes about 8-9 minutes, --quick about 45 s.  The
+full run (seven ops, both extra tables) takes about 8-9 minutes, --quick about 45 s, each
+plus the start-up section (about 3 minutes; --quick about 1; --no-startup skips it).  The
 warm-up call, the reference and the error check cost about as much as the reps on 1e8
 entries, so fewer reps there save less than they seem to.
 
-Two more tables.  Small inputs: the per-call time of every op on a 100-element float64 input
-(a vector; a (1, 100) batch for the losses), median of 2000 interleaved calls -- the
-per-call overhead, against SciPy's (and the others').  Memory (with cross_entropy+grad):
-peak extra memory of one loss-and-gradient call per loss case -- numba_lse and NumPy with
-tracemalloc (NumPy reports its allocations to it, and so do Numba kernels: checked at run
-time and stated in the output), torch forward+backward by the peak resident set size of a
-fresh subprocess (torch has no CPU allocator statistics and bypasses tracemalloc); the same
-subprocess measures numba_lse and NumPy that way too, as a check of the method.
+Three more sections.  Small inputs: the per-call time of every op on a 100-element float64
+input (a vector; a (1, 100) batch for the losses), median of 2000 interleaved calls -- the
+per-call overhead, against SciPy's (and the others').  Memory: the peak extra memory of one
+call, as a multiple of the output size -- logsumexp, softmax, log_softmax, log1m_softmax on
+one large 2-D case and the vector (4096x4096 axis=-1 and 1e7; --quick 1024x1024 and 1e6),
+cross_entropy+grad (loss and gradient) on the loss cases, float32 and float64.  numba_lse,
+NumPy and SciPy with tracemalloc (NumPy reports its allocations to it, and so do Numba
+kernels: checked at run time and stated in the output), torch by the peak resident set size
+of a fresh subprocess (torch has no CPU allocator statistics and bypasses tracemalloc); the
+same subprocess measures numba_lse and NumPy that way too, as a check of the method.  The
+target for numba_lse: output plus O(rows), about 1.00x.  Start-up (perf/startup.py): the
+time of ``import numba_lse`` (and that it compiles nothing), the first and second call of
+every op and dtype on 64x100 in fresh processes with a warm on-disk cache, and the first call
+with an empty NUMBA_CACHE_DIR (compile time); targets import <= 0.3 s, first call <= 50 ms
+more than the second.
+
+--write writes perf/results.md (every table), perf/ratios.png (best correct peer / numba_lse
+for every op, case and dtype timed, log scale, lines at 1 and 1.5) and replaces the text
+between <!-- bench:start --> and <!-- bench:end --> in README.md with a summary (machine,
+one row per op, case and dtype, start-up, links); without those markers the README is left
+alone, with a warning.
 
 Run:  python perf/bench.py                      every op numba_lse has, full cases
       python perf/bench.py --ops logsumexp      one op (comma-separated list)
       python perf/bench.py --cases 1e6x10       only cases whose label contains this
       python perf/bench.py --quick              smaller cases, fewer reps (under a minute)
       python perf/bench.py --threads 1          numba_lse and torch on one thread
-      python perf/bench.py --write              also write perf/results.md
+      python perf/bench.py --write              also write results.md, ratios.png, README
+      python perf/bench.py --no-startup         skip the start-up section (fresh processes)
       python perf/bench.py --reps 11 --case-seconds 30
 """
 
@@ -119,6 +136,12 @@ try:
 except ImportError as exc:  # pragma: no cover
     jax = None
     PEER_NOTES.append(f"jax not available ({exc}): skipped")
+
+# The start-up section lives in perf/startup.py, beside this file.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from startup import (StartupResult, measure_startup, startup_summary,  # noqa: E402
+                     startup_table)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +265,32 @@ class CaseResult:
     reps: int  # interleaved reps done (the time cap may stop before the requested count)
     seconds: float  # wall time of the whole case (data, reference, warm-up and reps)
     loop_seconds: float  # of which the timed loop
+
+    @property
+    def ours(self) -> ImplResult:
+        return self.results[0]
+
+    @property
+    def best_peer(self) -> ImplResult | None:
+        """The fastest peer whose output passed the error check."""
+        return min((p for p in self.results[1:] if p.usable), key=lambda p: p.median_ms,
+                   default=None)
+
+    @property
+    def ratio(self) -> float:
+        """best correct peer / numba_lse (> 1: numba_lse is faster); nan without either."""
+        best = self.best_peer
+        return best.median_ms / self.ours.median_ms if best and self.ours.times else math.nan
+
+    @property
+    def gbs(self) -> float:
+        """numba_lse's GB/s: bytes read + written over its median time."""
+        return (self.bytes_moved / (self.ours.median_ms / 1e3) / 1e9 if self.ours.times
+                else math.nan)
+
+    def roof_percent(self, copy_roof_gbs: float) -> float:
+        """numba_lse's GB/s as a percentage of the copy roof (read + write GB/s)."""
+        return 100.0 * self.gbs / copy_roof_gbs
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,6 +793,9 @@ def _parallel_sum(a):
     return total
 
 
+COPY_ROOF = "copy roof, np.copyto (read+write)"  # the roof of the "% of roof" column
+
+
 def machine_roofs(n_bytes: int, reps: int) -> dict[str, float]:
     """Bandwidths in GB/s: np.sum (one thread, read), np.copyto (bytes read + written), and a
     Numba prange sum over all Numba threads (read)."""
@@ -751,7 +803,7 @@ def machine_roofs(n_bytes: int, reps: int) -> dict[str, float]:
     b = np.empty_like(a)
     kernels = {
         "read roof, np.sum (1 thread)": (lambda: np.sum(a), a.nbytes),
-        "copy roof, np.copyto (read+write)": (lambda: np.copyto(b, a), 2 * a.nbytes),
+        COPY_ROOF: (lambda: np.copyto(b, a), 2 * a.nbytes),
         f"read roof, numba prange sum ({numba.get_num_threads()} threads)":
             (lambda: _parallel_sum(a), a.nbytes),
     }
@@ -789,34 +841,50 @@ def bench_small(ops: list[OpSpec], calls: int) -> list[CaseResult]:
 
 
 # --------------------------------------------------------------------------------------------
-# Peak extra memory of cross_entropy+grad
+# Peak extra memory of one call: logsumexp, the softmax family and cross_entropy+grad
 # --------------------------------------------------------------------------------------------
 
-MEMORY_IMPLS = ("numba_lse", "numpy", "torch")
+MEMORY_OPS = ("logsumexp", "softmax", "log_softmax", "log1m_softmax", "cross_entropy+grad")
+MEMORY_IMPLS = ("numba_lse", "numpy", "scipy", "torch")
+TRACED_IMPLS = ("numba_lse", "numpy", "scipy")  # NumPy arrays: tracemalloc sees them
+RSS_IMPLS = ("numba_lse", "numpy", "torch")  # torch by RSS; numba_lse, numpy as a check
 MIB = 2.0**20
+MIN_RATIO_OUTPUT = 1024  # below this many output bytes, a multiple of the output means nothing
+
+# One large 2-D case and the vector for the ops over an axis; the losses run the loss set.
+MEMORY_CASES = CaseSet(
+    full=(Case("4096x4096, axis=-1", (4096, 4096), -1),
+          Case("1e7 vector, axis=None", (10_000_000,), None)),
+    quick=(Case("1024x1024, axis=-1", (1024, 1024), -1),
+           Case("1e6 vector, axis=None", (1_000_000,), None)))
 
 
-def loss_data(shape: tuple[int, int], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The logits and targets of the memory measurements (the same in parent and child)."""
-    return case_data(shape).astype(dtype, copy=False), loss_target(*shape)
+def memory_cases(op: OpSpec, quick: bool, label_filter: str | None) -> list[Case]:
+    cases = CASE_SETS["loss"] if op.is_loss else MEMORY_CASES
+    return [c for c in (cases.quick if quick else cases.full)
+            if label_filter is None or label_filter in c.label]
 
 
-def loss_and_grad_calls(x: np.ndarray, target: np.ndarray) -> dict[str, Callable[[], Any]]:
-    """One loss-and-gradient call per implementation, on inputs that already exist."""
-    calls: dict[str, Callable[[], Any]] = {
-        "numba_lse": lambda: numba_lse.cross_entropy(x, target, return_grad=True),
-        "numpy": lambda: naive_cross_entropy_grad(x, -1, target),
-    }
-    if torch is not None:
-        x_t, target_t = torch.from_numpy(x), torch.from_numpy(target)  # shared, no copies
+def memory_inputs(op: OpSpec, case: Case, dtype: np.dtype) -> Inputs:
+    """The inputs of a memory measurement (the same in parent and child)."""
+    x = case_data(case.shape)
+    if op.make_x is not None:
+        x = op.make_x(x)
+    target = loss_target(*case.shape) if op.is_loss else None
+    return Inputs(x.astype(dtype, copy=False), case.axis, target)
 
-        def torch_forward_backward():
-            leaf = x_t.detach().requires_grad_(True)  # a fresh leaf: no gradient yet
-            loss = torch_f.cross_entropy(leaf, target_t)
-            loss.backward()
-            return loss.detach(), leaf.grad
 
-        calls["torch"] = torch_forward_backward
+def memory_calls(op: OpSpec, inputs: Inputs, names: tuple[str, ...]
+                 ) -> dict[str, Callable[[], Any]]:
+    """One call per implementation in ``names`` that the op has and that applies, prepared
+    beforehand (torch tensors share the NumPy memory: no copies).  The same Impls as the
+    timing tables: torch's cross_entropy+grad takes the gradient off the logits every call."""
+    impls = {impl.name: impl for impl in [ours_impl(op)] + op.peers()}
+    calls: dict[str, Callable[[], Any]] = {}
+    for name in names:
+        impl = impls.get(name)
+        if impl is not None and impl.applies(inputs):
+            calls[name] = functools.partial(impl.call, impl.prepare(inputs))
     return calls
 
 
@@ -862,19 +930,36 @@ def peak_rss_resettable() -> bool:
         return False
 
 
+def rss_spec(op: str, case: Case, dtype: np.dtype, impl: str) -> str:
+    """A measurement as the child reads it: op:ROWSxCOLS:axis:dtype:impl
+    (e.g. softmax:4096x4096:-1:float64:torch)."""
+    shape = "x".join(str(n) for n in case.shape)
+    return f"{op}:{shape}:{case.axis}:{dtype.name}:{impl}"
+
+
+def parse_rss_spec(spec: str) -> tuple[OpSpec, Case, np.dtype, str]:
+    op_name, shape_text, axis_text, dtype_name, impl = spec.split(":")
+    shape = tuple(int(v) for v in shape_text.split("x"))
+    axis = None if axis_text == "None" else int(axis_text)
+    op = next(o for o in OPS if o.name == op_name)
+    return op, Case(spec, shape, axis), np.dtype(dtype_name), impl
+
+
 def rss_probe(specs: list[str]) -> None:
-    """Child process: for each spec "ROWSxCOLS:dtype:impl", print {spec, bytes}: the peak RSS
-    of one call minus the RSS before it.
+    """Child process: for each spec (rss_spec), print {spec, bytes}: the peak RSS of one call
+    minus the RSS before it (-1: no such implementation).
 
     With a resettable VmHWM each call is warmed up at full size (then freed), the peak reset
     and the call repeated.  Otherwise (a fresh process per spec) it is warmed up on two rows
     and the ru_maxrss high-water delta is taken: a lower bound."""
     resettable = peak_rss_resettable()
     for spec in specs:
-        shape_text, dtype_name, name = spec.split(":")
-        shape = tuple(int(v) for v in shape_text.split("x"))
-        x, target = loss_data(shape, np.dtype(dtype_name))
-        call = loss_and_grad_calls(x, target)[name]
+        op, case, dtype, name = parse_rss_spec(spec)
+        inputs = memory_inputs(op, case, dtype)
+        call = memory_calls(op, inputs, (name,)).get(name)
+        if call is None:
+            print(json.dumps({"spec": spec, "bytes": -1}), flush=True)
+            continue
         if resettable:
             call()  # warm-up (compiles, thread pools), freed before the measurement
             gc.collect()
@@ -883,13 +968,15 @@ def rss_probe(specs: list[str]) -> None:
             result = call()
             peak = _proc_status_kib("VmHWM") * 1024
         else:
-            loss_and_grad_calls(x[:2].copy(), target[:2].copy())[name]()
+            target = None if inputs.target is None else inputs.target[:2].copy()
+            small = Inputs(inputs.x[:2].copy(), inputs.axis, target)
+            memory_calls(op, small, (name,))[name]()
             gc.collect()
             unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes or KiB
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
             result = call()
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
-        del result, call, x, target
+        del result, call, inputs
         gc.collect()
         print(json.dumps({"spec": spec, "bytes": peak - before}), flush=True)
 
@@ -906,28 +993,30 @@ def rss_peaks(specs: list[str], threads: int | None) -> dict[str, int]:
     return {r["spec"]: r["bytes"] for r in rows}
 
 
-def rss_spec(case: Case, dtype: np.dtype, impl: str) -> str:
-    return f"{case.shape[0]}x{case.shape[1]}:{dtype.name}:{impl}"
-
-
 @dataclass
 class MemoryRow:
+    op: str
     case: Case
     dtype: str
-    logits_bytes: int
-    traced: dict[str, int]  # tracemalloc peaks (numba_lse, numpy)
-    rss: dict[str, int]  # peak RSS deltas from the child (numba_lse, numpy, torch)
+    input_bytes: int  # x (and the targets)
+    output_bytes: int  # what numba_lse returns (loss and gradient for cross_entropy+grad)
+    traced: dict[str, int]  # tracemalloc peaks (numba_lse, numpy, scipy where it has the op)
+    rss: dict[str, int]  # peak RSS deltas from the child (numba_lse, numpy, torch; -1: none)
 
 
-def measure_memory(quick: bool, threads: int | None, label_filter: str | None
-                   ) -> tuple[list[MemoryRow], list[str]]:
-    """Peak extra memory of one loss-and-gradient call per loss case and dtype."""
-    traced_ok = numba_allocations_traced()
-    resettable = peak_rss_resettable()
-    impls = [name for name in MEMORY_IMPLS if name != "torch" or torch is not None]
-    notes = [
-        "numba_lse, numpy: tracemalloc peak during the call (NumPy arrays are traced, including "
-        "those allocated inside Numba kernels: "
+def output_nbytes(result) -> int:
+    return sum(np.asarray(r).nbytes for r in as_tuple(result))
+
+
+def memory_notes(traced_ok: bool, resettable: bool) -> list[str]:
+    return [
+        "peak extra memory of one call: the inputs exist before it, the outputs count; given as "
+        "a multiple of the output (the arrays the op returns: one value per row for "
+        "logsumexp, the loss and the 1x-logits gradient for cross_entropy+grad) and in bytes; "
+        "the target for numba_lse is the output plus O(rows), about 1.00x; no multiple where "
+        f"the output is under {MIN_RATIO_OUTPUT} bytes (logsumexp of a vector)",
+        "numba_lse, numpy, scipy: tracemalloc peak during the call (NumPy arrays are traced, "
+        "including those allocated inside Numba kernels: "
         + ("verified, a 8 MiB np.empty in an njit function is seen)" if traced_ok else
            "NOT the case here: numba_lse's tracemalloc figures may miss kernel allocations)"),
         ("torch (and, as a check of the method, numba_lse and numpy): peak RSS minus RSS before "
@@ -937,54 +1026,77 @@ def measure_memory(quick: bool, threads: int | None, label_filter: str | None
          if resettable else
          "torch (and numba_lse, numpy as a check): ru_maxrss high-water delta in a fresh "
          "subprocess per measurement, warmed up on 2 rows: a lower bound"),
-        "every figure includes the outputs (the gradient: 1x the logits); the inputs exist "
-        "before the call",
     ]
+
+
+def measure_memory(ops: list[OpSpec], quick: bool, threads: int | None,
+                   label_filter: str | None) -> tuple[list[MemoryRow], list[str]]:
+    """Peak extra memory of one call of every MEMORY_OPS op in ``ops``, per case and dtype."""
+    traced_ok = numba_allocations_traced()
+    resettable = peak_rss_resettable()
+    rss_impls = [name for name in RSS_IMPLS if name != "torch" or torch is not None]
     dtypes = [np.dtype(np.float32), np.dtype(np.float64)]
-    cases = [c for c in (CASE_SETS["loss"].quick if quick else CASE_SETS["loss"].full)
-             if label_filter is None or label_filter in c.label]
-    specs = [rss_spec(c, d, name) for c in cases for d in dtypes for name in impls]
+    plan = [(op, case, dtype) for op in ops if op.name in MEMORY_OPS
+            for case in memory_cases(op, quick, label_filter) for dtype in dtypes]
+    specs = [rss_spec(op.name, case, dtype, name)
+             for op, case, dtype in plan for name in rss_impls]
     if resettable:  # one child: the peak is reset before every measurement
         rss = rss_peaks(specs, threads) if specs else {}
     else:  # ru_maxrss cannot be reset: a fresh child per measurement
         rss = {k: v for spec in specs for k, v in rss_peaks([spec], threads).items()}
     rows = []
-    for case in cases:
-        for dtype in dtypes:
-            x, target = loss_data(case.shape, dtype)
-            calls = loss_and_grad_calls(x, target)
-            traced = {}
-            for name in ("numba_lse", "numpy"):
-                calls[name]()  # warm-up: compiles outside the traced call
-                traced[name] = traced_peak(calls[name])
-            rows.append(MemoryRow(case, dtype.name, x.nbytes, traced,
-                                  {name: rss.get(rss_spec(case, dtype, name), -1)
-                                   for name in impls}))
-            del x, target, calls
-            gc.collect()
-    return rows, notes
+    for op, case, dtype in plan:
+        inputs = memory_inputs(op, case, dtype)
+        calls = memory_calls(op, inputs, TRACED_IMPLS)
+        output_bytes = output_nbytes(calls["numba_lse"]())  # also the warm-up: compiles
+        traced = {}
+        for name, call in calls.items():
+            call()  # warm-up outside the traced call
+            traced[name] = traced_peak(call)
+        input_bytes = inputs.x.nbytes + (0 if inputs.target is None else inputs.target.nbytes)
+        rows.append(MemoryRow(op.name, case, dtype.name, input_bytes, output_bytes, traced,
+                              {name: rss.get(rss_spec(op.name, case, dtype, name), -1)
+                               for name in rss_impls}))
+        del inputs, calls
+        gc.collect()
+    return rows, memory_notes(traced_ok, resettable)
+
+
+def format_bytes(n: int) -> str:
+    if n < 0:
+        return "n/a"
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / MIB:.1f} MiB" if n >= MIB / 10 else f"{n / 1024:.1f} KiB"
+
+
+def memory_multiple(n: int, output: int) -> str:
+    if n < 0 or output < MIN_RATIO_OUTPUT:
+        return "-"
+    ratio = n / output
+    return f"{ratio:.2f}x" if ratio < 100 else f"{ratio:,.0f}x"
 
 
 def memory_table(rows: list[MemoryRow], notes: list[str]) -> list[str]:
-    def mib(n: int) -> str:
-        return "n/a" if n < 0 else f"{n / MIB:.1f}"
+    """One row per op, case and dtype: each implementation's peak as a multiple of the output
+    (and in bytes), then the RSS check of the tracemalloc figures."""
+    def cell(row: MemoryRow, name: str) -> str:
+        peak = row.rss.get(name, -1) if name == "torch" else row.traced.get(name)
+        if peak is None:  # no such peer for this op
+            return ""
+        return f"{memory_multiple(peak, row.output_bytes)} ({format_bytes(peak)})"
 
-    def ratio(n: int, logits: int) -> str:
-        return "n/a" if n < 0 else f"{n / logits:.2f}"
-
-    header = ["case", "dtype", "logits MiB", "numba_lse peak MiB", "torch peak MiB",
-              "numpy peak MiB", "numba_lse / logits", "torch / logits", "numpy / logits",
-              "check, RSS: numba_lse MiB", "check, RSS: numpy MiB"]
-    lines = ["### cross_entropy+grad: peak extra memory of one loss-and-gradient call", ""]
+    header = (["op", "case", "dtype", "input", "output"]
+              + [f"{name}: peak / output" for name in MEMORY_IMPLS]
+              + ["check, RSS: numba_lse", "check, RSS: numpy"])
+    lines = ["### Peak extra memory of one call, as a multiple of the output", ""]
     lines += [f"- {note}" for note in notes]
-    lines += ["", "| " + " | ".join(header) + " |",
-              "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
+    lines += ["", "| " + " | ".join(header) + " |", table_rule(len(header), 3)]
     for r in rows:
-        ours, numpy_, torch_ = r.traced["numba_lse"], r.traced["numpy"], r.rss.get("torch", -1)
-        cells = [r.case.label, r.dtype, mib(r.logits_bytes), mib(ours), mib(torch_), mib(numpy_),
-                 ratio(ours, r.logits_bytes), ratio(torch_, r.logits_bytes),
-                 ratio(numpy_, r.logits_bytes), mib(r.rss.get("numba_lse", -1)),
-                 mib(r.rss.get("numpy", -1))]
+        cells = [r.op, r.case.label, r.dtype, format_bytes(r.input_bytes),
+                 format_bytes(r.output_bytes)]
+        cells += [cell(r, name) for name in MEMORY_IMPLS]
+        cells += [format_bytes(r.rss.get("numba_lse", -1)), format_bytes(r.rss.get("numpy", -1))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -1008,18 +1120,30 @@ def load_average() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -> list[str]:
+def machine_text() -> str:
+    return f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores usable"
+
+
+def threads_text() -> str:
+    return (f"numba threads: {numba.get_num_threads()} ({numba.threading_layer()} layer)"
+            + (f", torch threads: {torch.get_num_threads()}" if torch is not None else "")
+            + f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+
+
+def versions_text() -> str:
     def version(module):
         return getattr(module, "__version__", "n/a") if module is not None else "not installed"
 
+    return (f"python {platform.python_version()}, numpy {np.__version__}, "
+            f"scipy {version(scipy)}, numba {numba.__version__}, torch {version(torch)}, "
+            f"jax {version(jax)}, numba_lse {numba_lse.__version__}")
+
+
+def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -> list[str]:
     lines = [
-        f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores usable",
-        f"- numba threads: {numba.get_num_threads()} ({numba.threading_layer()} layer)"
-        + (f", torch threads: {torch.get_num_threads()}" if torch is not None else "")
-        + f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, scipy {version(scipy)}, "
-        f"numba {numba.__version__}, torch {version(torch)}, jax {version(jax)}, "
-        f"numba_lse {numba_lse.__version__}",
+        f"- {machine_text()}",
+        f"- {threads_text()}",
+        f"- {versions_text()}",
         f"- up to {reps} interleaved reps per case (at least {MIN_REPS}; no new rep after "
         f"{case_seconds:g} s of timed loop), medians; tolerance float32 "
         f"{TOLERANCE[np.dtype(np.float32)]:g}, float64 {TOLERANCE[np.dtype(np.float64)]:g}",
@@ -1029,6 +1153,8 @@ def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -
         lines.append("- WARNING: the machine is busy; multi-threaded implementations (numba_lse, "
                      "torch) lose most when a thread is descheduled (compare --threads 1)")
     lines += [f"- {name}: {gbs:.1f} GB/s" for name, gbs in roofs.items()]
+    lines.append(f"- % of roof: numba_lse's GB/s (bytes read + written / median time) over the "
+                 f"{COPY_ROOF} ({roofs[COPY_ROOF]:.1f} GB/s)")
     lines += [f"- note: {note}" for note in PEER_NOTES]
     return lines
 
@@ -1048,21 +1174,29 @@ def table_rule(n_columns: int, n_text: int) -> str:
     return "|" + "---|" * n_text + "---:|" * (n_columns - n_text)
 
 
-def timing_table(op: str, cases: list[CaseResult]) -> list[str]:
+def ratio_cell(cr: CaseResult) -> str:
+    text = "n/a" if math.isnan(cr.ratio) else f"{cr.ratio:.2f}"
+    return text + ("" if cr.ours.usable else " (numba_lse wrong)")
+
+
+def roof_cell(cr: CaseResult, copy_roof_gbs: float) -> str:
+    percent = cr.roof_percent(copy_roof_gbs)
+    return "n/a" if math.isnan(percent) else f"{percent:.0f}%"
+
+
+def timing_table(op: str, cases: list[CaseResult], copy_roof_gbs: float) -> list[str]:
+    """Median times, numba_lse's GB/s and its fraction of the copy roof, the ratio."""
     peer_names = [r.name for r in cases[0].results[1:]]
-    header = (["case", "dtype", "reps", "numba_lse ms", "numba_lse GB/s"]
+    header = (["case", "dtype", "reps", "numba_lse ms", "numba_lse GB/s", "% of roof"]
               + [f"{n} ms" for n in peer_names] + ["best correct peer", "ratio peer/numba_lse"])
     lines = [f"### {op}: median time", "", "| " + " | ".join(header) + " |",
              table_rule(len(header), 2)]
     for cr in cases:
-        ours, peers = cr.results[0], cr.results[1:]
-        best = min((p for p in peers if p.usable), key=lambda p: p.median_ms, default=None)
-        gbs = cr.bytes_moved / (ours.median_ms / 1e3) / 1e9 if ours.times else float("nan")
-        ratio = f"{best.median_ms / ours.median_ms:.2f}" if best and ours.times else "n/a"
-        if not ours.usable:
-            ratio += " (numba_lse wrong)"
-        row = [cr.case.label, cr.dtype, str(cr.reps), format_time(ours), f"{gbs:.2g}"]
-        row += [format_time(p) for p in peers] + [best.name if best else "none", ratio]
+        best = cr.best_peer
+        row = [cr.case.label, cr.dtype, str(cr.reps), format_time(cr.ours), f"{cr.gbs:.2g}",
+               roof_cell(cr, copy_roof_gbs)]
+        row += [format_time(p) for p in cr.results[1:]]
+        row += [best.name if best else "none", ratio_cell(cr)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -1117,6 +1251,144 @@ def small_table(cases: list[CaseResult], calls: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# The ratio chart and the README summary
+# --------------------------------------------------------------------------------------------
+
+RATIO_TARGET = 1.5  # the goal: the best correct peer takes this much longer than numba_lse
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+DTYPE_COLORS = {"float32": "tab:blue", "float64": "tab:orange"}
+CHART_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 1.5, 2, 5, 10, 20, 50, 100, 200, 500)
+
+
+def chart_rows(results: list[CaseResult]) -> list[tuple[str, CaseResult | None]]:
+    """(label, result) from top to bottom, an op's heading (result None) before its cases."""
+    rows: list[tuple[str, CaseResult | None]] = []
+    for op in dict.fromkeys(cr.op for cr in results):
+        rows.append((op, None))
+        rows += [(f"{cr.case.label}, {cr.dtype}", cr) for cr in results if cr.op == op]
+    return rows
+
+
+def ratio_chart(results: list[CaseResult], path: Path, title: str) -> bool:
+    """Horizontal bars of best correct peer / numba_lse for every timed op, case and dtype,
+    grouped by op, on a log axis with lines at 1 and at RATIO_TARGET.  Written to ``path``;
+    False (nothing written) without matplotlib or without a single ratio."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+    except ImportError as exc:
+        print(f"no chart: matplotlib not available ({exc})", file=sys.stderr)
+        return False
+    rows = chart_rows(results)
+    ratios = [cr.ratio for _, cr in rows if cr is not None and not math.isnan(cr.ratio)]
+    if not ratios:
+        print("no chart: no ratio to draw", file=sys.stderr)
+        return False
+    low = min(min(ratios), 1.0) / 1.6
+    high = max(max(ratios), RATIO_TARGET) * 2.5  # room for the labels right of the bars
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.27 * len(rows)))
+    ys = list(range(len(rows) - 1, -1, -1))
+    for y, (_, cr) in zip(ys, rows):
+        if cr is None:
+            continue
+        if math.isnan(cr.ratio):
+            ax.text(low * 1.05, y, "no correct peer", va="center", fontsize=7, color="gray")
+            continue
+        ax.barh(y, cr.ratio - low, left=low, height=0.7,
+                color=DTYPE_COLORS.get(cr.dtype, "gray"))
+        note = f"{cr.ratio:.2f} vs {cr.best_peer.name}"
+        ax.text(cr.ratio * 1.04, y, note + ("" if cr.ours.usable else " (numba_lse wrong)"),
+                va="center", fontsize=7, color="black" if cr.ours.usable else "red")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([label for label, _ in rows], fontsize=7)
+    for tick, (_, cr) in zip(ax.get_yticklabels(), rows):
+        if cr is None:
+            tick.set_fontweight("bold")
+            tick.set_fontsize(9)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.axvline(RATIO_TARGET, color="tab:green", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.xaxis.set_major_locator(FixedLocator([t for t in CHART_TICKS if low <= t <= high]))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("best correct peer time / numba_lse time (> 1: numba_lse faster), log scale")
+    ax.set_title(title, fontsize=10)
+    handles = [Patch(color=c, label=d) for d, c in DTYPE_COLORS.items()]
+    handles.append(Line2D([], [], color="tab:green", linestyle="--",
+                          label=f"target {RATIO_TARGET:g}"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def readme_block(results: list[CaseResult], copy_roof_gbs: float,
+                 startup: StartupResult | None, results_link: str, chart_link: str | None,
+                 quick: bool) -> list[str]:
+    """What goes between the README markers: the machine, a summary table, start-up, links."""
+    lines = [f"{machine_text()}; {threads_text()}; {versions_text()}"
+             + ("; --quick cases" if quick else ""), "",
+             f"Generated by `python perf/bench.py --write`.  ratio = best correct peer / "
+             f"numba_lse (> 1: numba_lse faster; target {RATIO_TARGET:g}); % of roof: "
+             f"numba_lse's GB/s (bytes read + written / time) over the {COPY_ROOF} "
+             f"({copy_roof_gbs:.1f} GB/s).", ""]
+    if results:
+        header = ["op", "case", "dtype", "numba_lse ms", "best correct peer", "peer ms", "ratio",
+                  "% of roof"]
+        lines += ["| " + " | ".join(header) + " |", table_rule(len(header), 3)]
+        for cr in results:
+            best = cr.best_peer
+            cells = [cr.op, cr.case.label, cr.dtype, format_time(cr.ours),
+                     best.name if best else "none", format_time(best) if best else "",
+                     ratio_cell(cr), roof_cell(cr, copy_roof_gbs)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if startup is not None:
+        lines += ["Start-up (fresh processes):", ""] + startup_summary(startup) + [""]
+    lines.append(f"Full tables: [{results_link}]({results_link})")
+    if chart_link is not None:
+        lines += ["", f"![ratios]({chart_link})"]
+    return lines
+
+
+def replace_between_markers(text: str, block: list[str]) -> str | None:
+    """``text`` with the lines between README_START and README_END replaced by ``block``;
+    None if the markers are missing or out of order."""
+    start = text.find(README_START)
+    end = text.find(README_END, start + len(README_START)) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return None
+    return text[:start + len(README_START)] + "\n" + "\n".join(block) + "\n" + text[end:]
+
+
+def write_readme(path: Path, block: list[str]) -> bool:
+    """Replace the marked part of the README; warn and leave the file alone without markers."""
+    if not path.exists():
+        print(f"WARNING: {path} not found: README not updated", file=sys.stderr)
+        return False
+    updated = replace_between_markers(path.read_text(), block)
+    if updated is None:
+        print(f"WARNING: {path} has no {README_START} ... {README_END} markers: "
+              "README not updated", file=sys.stderr)
+        return False
+    path.write_text(updated)
+    return True
+
+
+def link_from(document: Path, target: Path) -> str:
+    """``target``'s path relative to the folder of ``document`` (a Markdown link)."""
+    return Path(os.path.relpath(target.resolve(), document.resolve().parent)).as_posix()
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -1133,10 +1405,38 @@ def select_ops(requested: str | None) -> list[OpSpec]:
     return [available[n] for n in names]
 
 
+RESULTS_PATH = Path(__file__).resolve().with_name("results.md")
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+CHART_NAME = "ratios.png"  # written beside results.md
+
+
+def startup_ops(ops: list[OpSpec]) -> list[str]:
+    """The numba_lse functions of the selected ops, once each (cross_entropy+grad: cross_entropy)."""
+    return list(dict.fromkeys(op.func_name for op in ops))
+
+
+def write_outputs(args: argparse.Namespace, text: str, results: list[CaseResult],
+                  copy_roof_gbs: float, startup: StartupResult | None) -> None:
+    """--write: results.md, the ratio chart beside it, and the README's marked part."""
+    args.results.write_text(text)
+    print(f"written to {args.results}", file=sys.stderr)
+    chart = args.results.with_name(CHART_NAME)
+    title = "numba_lse vs the best correct peer" + (" (--quick)" if args.quick else "")
+    drawn = bool(results) and ratio_chart(results, chart, title)
+    if drawn:
+        print(f"written to {chart}", file=sys.stderr)
+    block = readme_block(results, copy_roof_gbs, startup, link_from(args.readme, args.results),
+                         link_from(args.readme, chart) if drawn else None, args.quick)
+    if write_readme(args.readme, block):
+        print(f"updated {args.readme} between {README_START} and {README_END}", file=sys.stderr)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller cases, fewer reps")
-    parser.add_argument("--write", action="store_true", help="also write perf/results.md")
+    parser.add_argument("--write", action="store_true",
+                        help="also write perf/results.md, the chart perf/ratios.png and the "
+                             f"README's part between {README_START} and {README_END}")
     parser.add_argument("--ops", help="comma-separated ops (default: every op numba_lse has)")
     parser.add_argument("--cases", help="only the cases whose label contains this text")
     parser.add_argument("--reps", type=int,
@@ -1148,7 +1448,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="threads for numba_lse and torch (default: their own defaults)")
     parser.add_argument("--no-small", action="store_true", help="skip the small-input table")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
-    # Internal: the memory-measuring child process.
+    parser.add_argument("--no-startup", action="store_true",
+                        help="skip the start-up section (import, first call with a warm cache, "
+                             "cold compile; fresh processes, about 3 minutes, 1 with --quick)")
+    # Internal: where --write writes (to try it on copies), and the memory-measuring child.
+    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help=argparse.SUPPRESS)
+    parser.add_argument("--readme", type=Path, default=README_PATH, help=argparse.SUPPRESS)
     parser.add_argument("--rss-probe", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -1178,6 +1483,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(header), flush=True)
 
     sections: list[str] = []
+    all_results: list[CaseResult] = []  # every timed case, for the chart and the README
 
     def emit(lines: list[str]) -> None:
         sections.append("\n".join(lines))
@@ -1193,8 +1499,10 @@ def main(argv: list[str] | None = None) -> None:
                 op_results.append(cr)
                 print(f"  [{op.name}] {case.label} {cr.dtype}: {cr.seconds:.1f} s, of which "
                       f"{cr.reps} reps {cr.loop_seconds:.1f} s", file=sys.stderr, flush=True)
+        all_results += op_results
         if op_results:
-            emit(timing_table(op.name, op_results) + [""] + error_table(op, op_results)
+            emit(timing_table(op.name, op_results, roofs[COPY_ROOF]) + [""]
+                 + error_table(op, op_results)
                  + ["", f"_{op.name}: {time.perf_counter() - op_started:.0f} s_"])
 
     if not args.no_small:
@@ -1202,20 +1510,26 @@ def main(argv: list[str] | None = None) -> None:
         emit(small_table(bench_small(ops, SMALL_CALLS), SMALL_CALLS)
              + ["", f"_small inputs: {time.perf_counter() - small_started:.0f} s_"])
 
-    if not args.no_memory and any(op.name == "cross_entropy+grad" for op in ops):
+    if not args.no_memory and any(op.name in MEMORY_OPS for op in ops):
         memory_started = time.perf_counter()
-        rows, notes = measure_memory(args.quick, args.threads, args.cases)
+        rows, notes = measure_memory(ops, args.quick, args.threads, args.cases)
         if rows:
             emit(memory_table(rows, notes)
                  + ["", f"_memory: {time.perf_counter() - memory_started:.0f} s_"])
+
+    startup = None
+    if not args.no_startup:
+        startup = measure_startup(startup_ops(ops), args.threads, args.quick,
+                                  progress=lambda text: print(f"  [start-up] {text}",
+                                                              file=sys.stderr, flush=True))
+        emit(startup_table(startup) + ["", f"_start-up: {startup.seconds:.0f} s_"])
 
     footer = (f"_total wall time {time.perf_counter() - started:.0f} s; "
               f"load average at end: {load_average()}_")
     print("\n" + footer)
     if args.write:
-        path = Path(__file__).with_name("results.md")
-        path.write_text("\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n\n" + footer + "\n")
-        print(f"written to {path}", file=sys.stderr)
+        text = "\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n\n" + footer + "\n"
+        write_outputs(args, text, all_results, roofs[COPY_ROOF], startup)
 
 
 if __name__ == "__main__":

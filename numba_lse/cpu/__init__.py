@@ -10,7 +10,7 @@ import threading
 import numba
 import numpy as np
 
-from .._layout import CanonicalView
+from .._layout import canonical_view
 from . import losses, reduce, softmax
 
 # Numba's fallback threading layer ("workqueue", used when neither TBB nor OpenMP loads) aborts
@@ -20,27 +20,19 @@ _launch_lock = threading.Lock()
 _layer_is_threadsafe = None
 
 
-# Below this many elements a kernel runs on the calling thread alone: waking the pool costs
-# more than the work (about 200 us with OMP_WAIT_POLICY=PASSIVE, against 15 us for the call).
-_SERIAL_BELOW = 1 << 15
+def _launch(kernel, *args):
+    """kernel(*args), taking turns with other threads under the workqueue layer.
 
-
-def _launch(size, kernel, *args):
-    """kernel(*args), on one thread when its input has fewer than _SERIAL_BELOW elements."""
+    (Each kernel itself runs on one thread when its input is small: ``jit.threads_for``.)
+    """
     global _layer_is_threadsafe
-    threads = numba.get_num_threads()
-    if size < _SERIAL_BELOW and threads > 1:
-        numba.set_num_threads(1)  # thread-local: other callers keep their setting
-    try:
-        if _layer_is_threadsafe:
-            return kernel(*args)
-        with _launch_lock:
-            result = kernel(*args)
-            if _layer_is_threadsafe is None:
-                _layer_is_threadsafe = numba.threading_layer() != "workqueue"
-            return result
-    finally:
-        numba.set_num_threads(threads)
+    if _layer_is_threadsafe:
+        return kernel(*args)
+    with _launch_lock:
+        result = kernel(*args)
+        if _layer_is_threadsafe is None:
+            _layer_is_threadsafe = numba.threading_layer() != "workqueue"
+        return result
 
 
 def logsumexp(a, b, axes):
@@ -51,15 +43,15 @@ def logsumexp(a, b, axes):
     """
     if a.dtype.kind == "c":
         return _complex_logsumexp(a, b, axes)
-    layout = CanonicalView(a.shape, a.strides, axes)
+    layout = canonical_view(a.shape, a.strides, axes)
     x = layout.view(a)
     w = None if b is None else layout.view(b)
     out = np.empty((layout.outer, layout.inner), dtype=a.dtype)
     sign = np.empty((layout.outer, layout.inner), dtype=a.dtype)
     if layout.inner == 1:
-        _launch(a.size, reduce.lse_rows, x[:, :, 0], None if w is None else w[:, :, 0], out[:, 0], sign[:, 0])
+        _launch(reduce.lse_rows, x[:, :, 0], None if w is None else w[:, :, 0], out[:, 0], sign[:, 0])
     else:
-        _launch(a.size, reduce.lse_inner, x, w, out, sign)
+        _launch(reduce.lse_inner, x, w, out, sign)
     return layout.reduced(out), layout.reduced(sign)
 
 
@@ -69,23 +61,76 @@ _OPS = {"softmax": softmax.SOFTMAX, "log_softmax": softmax.LOG_SOFTMAX,
 
 def softmax_family(name, x, where, axes):
     """softmax, log_softmax or log1m_softmax of x over ``axes``; same shape and dtype as x."""
-    layout = CanonicalView(x.shape, x.strides, axes)
+    layout = canonical_view(x.shape, x.strides, axes)
     view = layout.view(x)
     mask = None if where is None else layout.view(where)
     out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
     if layout.inner == 1:
-        _launch(x.size, softmax.softmax_rows, _OPS[name], view[:, :, 0],
+        _launch(softmax.softmax_rows, _OPS[name], view[:, :, 0],
                 None if mask is None else mask[:, :, 0], out[:, :, 0])
     else:
-        _launch(x.size, softmax.softmax_inner, _OPS[name], view, mask, out)
+        _launch(softmax.softmax_inner, _OPS[name], view, mask, out)
     return layout.full(out)
 
 
-def _sample_partials(view):
-    """(m, c, s) of each sample of an (outer, C, inner) view, each of shape (outer, inner)."""
+def softmax_apply(name, x, where, axes, m, c, s, dominant=None):
+    """The softmax-family op ``name`` of x over ``axes``, given each slice's partial (m, c, s)
+    (arrays of the kept axes, or keepdims-shaped) computed elsewhere, e.g. merged across
+    Dask blocks; ``dominant`` as ``log1m_dominant`` gives it (log1m_softmax only)."""
+    layout = canonical_view(x.shape, x.strides, axes)
+    view = layout.view(x)
+    mask = None if where is None else layout.view(where)
+    kept = [np.ascontiguousarray(p, dtype=np.float64).reshape(layout.outer, layout.inner)
+            for p in (m, c, s, np.full(np.shape(m), np.nan) if dominant is None else dominant)]
+    out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
+    _launch(softmax.apply_partials, _OPS[name], view, mask, out, *kept)
+    return layout.full(out)
+
+
+def log1m_dominant(m, c, s, below_m, below_c, below_s):
+    """log1m_softmax's value at each slice's dominant entry (nan where it has none), from the
+    slice's partial and the partial of its entries below its max (arrays of one shape)."""
+    flat = [np.ascontiguousarray(p, dtype=np.float64).reshape(-1)
+            for p in (m, c, s, below_m, below_c, below_s)]
+    out = np.empty(flat[0].shape)
+    softmax.dominant_from(*flat, out)
+    return out.reshape(np.shape(m))
+
+
+def _partials(view, weights=None):
+    """(m, c, s) of each slice of an (outer, n, inner) view, each of shape (outer, inner)."""
     if view.shape[2] == 1:
-        return tuple(p[:, None] for p in _launch(view.size, reduce.row_partials, view[:, :, 0], None))
-    return _launch(view.size, reduce.inner_partials, view, None)
+        w = None if weights is None else weights[:, :, 0]
+        return tuple(p[:, None] for p in _launch(reduce.row_partials, view[:, :, 0], w))
+    return _launch(reduce.inner_partials, view, weights)
+
+
+def lse_partials(a, b, axes):
+    """The partials (m, c, s) of sum b exp(a) over ``axes``: float64 arrays of the kept axes.
+
+    The state a stream or a Dask block keeps; ``merge_partials`` combines them and
+    ``lse_from_partials`` finishes them (a real a, b like a or None).
+    """
+    layout = canonical_view(a.shape, a.strides, axes)
+    partials = _partials(layout.view(a), None if b is None else layout.view(b))
+    return tuple(layout.reduced(p) for p in partials)
+
+
+def merge_partials(m, c, s, axes):
+    """Partials (m, c, s) (arrays of one shape) merged over ``axes``, in index order."""
+    layout = canonical_view(m.shape, m.strides, axes)
+    views = [layout.view(np.asarray(p, dtype=np.float64)) for p in (m, c, s)]
+    return tuple(layout.reduced(p) for p in _launch(reduce.merge_partials, *views))
+
+
+def lse_from_partials(m, c, s):
+    """(log|sum|, sign) of partials (m, c, s): float64 arrays of their shape."""
+    shape = np.shape(m)
+    m, c, s = (np.ascontiguousarray(p, dtype=np.float64).reshape(-1) for p in (m, c, s))
+    out = np.empty(shape)
+    sign = np.empty(shape)
+    _launch(reduce.lse_of_partials, m, c, s, out.reshape(-1), sign.reshape(-1))
+    return out, sign
 
 
 def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_grad):
@@ -94,10 +139,10 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     ``target`` holds class indices (N, d...) or probabilities shaped like x. The loss is in
     float64 (rounded by the caller), the gradient in x's dtype.
     """
-    layout = CanonicalView(x.shape, x.strides, (1,))
+    layout = canonical_view(x.shape, x.strides, (1,))
     logits = layout.view(x)
     probability = target.shape == x.shape and target.dtype.kind == "f"
-    m, c, s = _sample_partials(logits)
+    m, c, s = _partials(logits)
     loss = np.empty((layout.outer, layout.inner))
     grad = np.empty(logits.shape, dtype=x.dtype) if return_grad else None
     if probability:
@@ -114,10 +159,10 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     else:
         scale = 0.0  # an all-ignored mean is nan, and its gradient zeros, as torch
     if probability:
-        _launch(x.size, losses.cross_entropy_probability, logits, layout.view(target), weight, smoothing,
+        _launch(losses.cross_entropy_probability, logits, layout.view(target), weight, smoothing,
                 m, c, s, scale, loss, grad)
     else:
-        _launch(x.size, losses.cross_entropy_index, logits, indices, weight, ignore_index, smoothing,
+        _launch(losses.cross_entropy_index, logits, indices, weight, ignore_index, smoothing,
                 m, c, s, scale, loss, grad)
     result = _reduce_loss(layout.reduced(loss), reduction, denominator)
     return result, (None if grad is None else layout.full(grad))

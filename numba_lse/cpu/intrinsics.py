@@ -1,12 +1,16 @@
-"""Three LLVM instructions that Numba does not expose and the kernels need to vectorise.
+"""LLVM instructions and runtime calls that Numba does not expose as the kernels need them.
 
-Each is one instruction with exact IEEE semantics; nothing here approximates.
+Three instructions the kernels need to vectorise, each with exact IEEE semantics (nothing
+here approximates), and the threading layer's thread count, read and set by symbol so that
+the kernels calling them stay cacheable (``numba.set_num_threads`` in jitted code goes
+through a ctypes pointer, which turns ``cache=True`` off).
 """
 
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.ufunc.parallel import _launch_threads
 
 
 @intrinsic
@@ -53,3 +57,33 @@ def float64_from_bits(typingctx, bits):
         return builder.bitcast(as_int64, ir.DoubleType())
 
     return types.float64(bits), codegen
+
+
+@intrinsic
+def get_threads(typingctx):
+    """The calling thread's number of threads for parallel loops (``numba.get_num_threads``)."""
+    _launch_threads()  # registers the threading layer's symbols
+
+    def codegen(context, builder, signature, args):
+        # Declared as Numba's parfor lowering declares it, since both may share a module.
+        fnty = ir.FunctionType(cgutils.intp_t, [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "get_num_threads")
+        return builder.call(fn, [])
+
+    return types.intp(), codegen
+
+
+@intrinsic
+def set_threads(typingctx, n):
+    """Set the calling thread's number of threads for parallel loops, 1 <= n <= the pool's."""
+    if not isinstance(n, types.Integer):
+        return None
+    _launch_threads()
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "set_num_threads")
+        builder.call(fn, [builder.trunc(args[0], ir.IntType(32))])
+        return context.get_dummy_value()
+
+    return types.none(n), codegen

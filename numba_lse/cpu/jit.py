@@ -11,6 +11,8 @@ reassociated (to vectorise) says so itself, through ``intrinsics.add_reassoc``.
 
 from numba import njit
 
+from .intrinsics import get_threads, set_threads
+
 _OPTIONS = dict(cache=True, error_model="numpy", nogil=True, fastmath={"contract"})
 
 
@@ -23,3 +25,25 @@ def kernel(function=None, *, parallel=False):
 def inline(function):
     """Compile a scalar building block that is inlined into every kernel that calls it."""
     return njit(inline="always", **_OPTIONS)(function)
+
+
+# Below this many elements a kernel runs on the calling thread alone: waking the pool costs
+# more than the work (about 200 us with OMP_WAIT_POLICY=PASSIVE, against ~10 us for the call).
+SERIAL_BELOW = 1 << 15
+
+
+@inline
+def threads_for(size):
+    """Run the parallel loops that follow on one thread if ``size`` is small; returns the
+    caller's thread count, for ``restore_threads``. Set inside the kernel (thread-local, as
+    ``numba.set_num_threads``), since setting it from Python costs more than a small input."""
+    threads = get_threads()
+    if size < SERIAL_BELOW:
+        set_threads(1)
+    return threads
+
+
+@inline
+def restore_threads(threads):
+    """Give the caller back the thread count ``threads_for`` returned."""
+    set_threads(threads)

@@ -20,7 +20,7 @@ nothing of the size of the logits is allocated besides the gradient itself.
 import numpy as np
 from numba import prange
 
-from .jit import inline, kernel
+from .jit import inline, kernel, restore_threads, threads_for
 from .partials import is_present, sample_of, store, weight_at, zero_fill
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
 
@@ -92,6 +92,7 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
     or None. An ignored sample's loss and gradient are 0 and its logits are never read.
     """
     outer, n_classes, inner = x.shape
+    threads = threads_for(x.size)
     for t in prange(outer * inner):
         o = t // inner
         j = t - o * inner
@@ -103,12 +104,14 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
         else:
             constants = sample_constants(m[o, j], c[o, j], s[o, j])
             loss[o, j] = index_target_sample(x[o, :, j], y, w, eps, constants, scale, g)
+    restore_threads(threads)
 
 
 @kernel(parallel=True)
 def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     """Per-sample losses of logits x (outer, C, inner), probabilities target like x."""
     outer, n_classes, inner = x.shape
+    threads = threads_for(x.size)
     for t in prange(outer * inner):
         o = t // inner
         j = t - o * inner
@@ -116,3 +119,4 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
         loss[o, j] = probability_target_sample(
             x[o, :, j], target[o, :, j], w, eps, constants, scale, sample_of(grad, o, j)
         )
+    restore_threads(threads)

@@ -35,6 +35,10 @@ def slice_of(w, lo, hi):
     """w[lo:hi] of the 1-D weights w, or None when there are none."""
 
 
+def transposed(w, r0, r1):
+    """The rows r0:r1 of the 2-D weights w, transposed (a copy) and shaped (1, n, r1 - r0)."""
+
+
 def sample_of(array, o, j):
     """array[o, :, j] of a 3-D array, or None when there is none."""
 
@@ -129,12 +133,14 @@ def log_abs_sum(m, c, s):
         return m + math.log(abs(s)), math.copysign(1.0, s)
     t = s / c
     sign = math.copysign(1.0, c)
+    # A unique max (c = 1) is the common case: one log call, not two.
+    log_c = 0.0 if c == 1 else math.log(abs(c))
     if t < -1:
         # c + s has the opposite sign of c: log|c + s| = log|c| + log(-1 - t).
-        return m + math.log(abs(c)) + math.log(-1.0 - t), -sign
+        return m + log_c + math.log(-1.0 - t), -sign
     if t == -1:
         return -np.inf, 0.0
-    return m + math.log(abs(c)) + math.log1p(t), sign
+    return m + log_c + math.log1p(t), sign
 
 
 # Elements per block: a block is read twice (max, then sum) while it sits in L1.
@@ -178,6 +184,13 @@ def partial_of_slice(x, w):
         block_c, block_s = block_ties_sum(xb, wb, block_m)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
     return m, c, s
+
+
+@overload(transposed, inline="always")
+def _transposed(w, r0, r1):
+    if isinstance(w, types.NoneType):
+        return lambda w, r0, r1: None
+    return lambda w, r0, r1: np.ascontiguousarray(w[r0:r1].T).reshape((1, w.shape[1], r1 - r0))
 
 
 @overload(sample_of, inline="always")

@@ -5,7 +5,8 @@ Two loop shapes, one mathematics (``partials.py``):
 ``lse_rows``   inner == 1: reduce the rows of a 2-D (rows, n) view. Rows run in parallel; a
                row longer than ``CHUNK`` is cut into chunks that run in parallel too, and their
                partials are merged in order. Chunk boundaries depend on n only, so the result
-               is the same bits whatever the number of threads.
+               is the same bits whatever the number of threads. Rows shorter than
+               ``SHORT_ROW`` go a tile at a time through the column kernel below, transposed.
 ``lse_inner``  inner > 1: reduce the middle axis of (outer, n, inner), e.g. axis 0 of a
                C-ordered matrix. Each task owns a band of ``INNER_BAND`` adjacent columns and
                walks n, keeping one running partial per column, so every inner loop reads
@@ -15,7 +16,7 @@ Two loop shapes, one mathematics (``partials.py``):
 import numpy as np
 from numba import prange
 
-from .jit import kernel
+from .jit import kernel, restore_threads, threads_for
 from .partials import (
     BLOCK,
     add_term,
@@ -25,6 +26,7 @@ from .partials import (
     partial_of_slice,
     row_of,
     slice_of,
+    transposed,
     weight_at,
 )
 
@@ -33,41 +35,113 @@ CHUNK = 64 * BLOCK
 # Columns per task of the inner kernel, and rows it reads per block (about 32 KiB).
 INNER_BAND = 512
 INNER_ROWS = 8
+# Rows shorter than this are reduced a tile of TILE_ROWS rows at a time, transposed.
+SHORT_ROW = 32
+TILE_ROWS = 256
+
+
+@kernel
+def column_partials(x, w, o, j0, m, c, s, block_rows):
+    """m, c, s[j] = the partial of x[o, :, j0 + j] (x: 3-D, weights w like x or None).
+
+    Walks axis 1 in blocks of ``block_rows`` rows, keeping one running partial per column,
+    so every inner loop runs along the last axis: contiguous memory when x is, and it
+    vectorises. (x is indexed whole, not sliced: a slice would lose its contiguous type.)
+    """
+    n = x.shape[1]
+    width = m.shape[0]
+    m_block = np.empty(width)
+    c_block = np.empty(width)
+    s_block = np.empty(width)
+    for k0 in range(0, max(n, 1), block_rows):
+        k1 = min(n, k0 + block_rows)
+        # Starting from the running max, a block's merge below is a plain sum unless the
+        # block raised the max.
+        if k0 == 0:
+            m_block[:] = -np.inf
+        else:
+            m_block[:] = m
+        for k in range(k0, k1):
+            for j in range(width):
+                m_block[j] = max_with(m_block[j], x[o, k, j0 + j], weight_at(w, (o, k, j0 + j)))
+        c_block[:] = 0.0
+        s_block[:] = 0.0
+        for k in range(k0, k1):
+            for j in range(width):
+                c_block[j], s_block[j] = add_term(
+                    c_block[j], s_block[j], x[o, k, j0 + j], weight_at(w, (o, k, j0 + j)), m_block[j]
+                )
+        if k0 == 0:
+            m[:] = m_block
+            c[:] = c_block
+            s[:] = s_block
+        else:
+            for j in range(width):
+                m[j], c[j], s[j] = merge(m[j], c[j], s[j], m_block[j], c_block[j], s_block[j])
+
+
+@kernel
+def transpose_tile(x, r0, r1):
+    """x[r0:r1].T as a C-ordered copy, shaped (1, n, r1 - r0) for column_partials."""
+    n = x.shape[1]
+    out = np.empty((1, n, r1 - r0), dtype=x.dtype)
+    for r in range(r0, r1):
+        for k in range(n):
+            out[0, k, r - r0] = x[r, k]
+    return out
 
 
 @kernel(parallel=True)
 def row_partials(x, w):
     """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None."""
     rows, n = x.shape
+    threads = threads_for(x.size)
+    if n < SHORT_ROW:
+        m = np.empty(rows)
+        c = np.empty(rows)
+        s = np.empty(rows)
+        # Rows too short to vectorise along: transpose a tile of them and reduce its
+        # columns, so the vector lanes run across rows.
+        for t in prange(-(-rows // TILE_ROWS)):
+            r0 = t * TILE_ROWS
+            r1 = min(rows, r0 + TILE_ROWS)
+            column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0,
+                            m[r0:r1], c[r0:r1], s[r0:r1], SHORT_ROW)
+        restore_threads(threads)
+        return m, c, s
     n_chunks = max(1, -(-n // CHUNK))
-    m = np.empty((rows, n_chunks))
-    c = np.empty((rows, n_chunks))
-    s = np.empty((rows, n_chunks))
+    m2 = np.empty((rows, n_chunks))
+    c2 = np.empty((rows, n_chunks))
+    s2 = np.empty((rows, n_chunks))
     for task in prange(rows * n_chunks):
         r = task // n_chunks
         k = task - r * n_chunks
         lo = k * CHUNK
         hi = min(n, lo + CHUNK)
-        m[r, k], c[r, k], s[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi))
+        m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi))
     if n_chunks > 1:
         for r in prange(rows):
             for k in range(1, n_chunks):
-                m[r, 0], c[r, 0], s[r, 0] = merge(m[r, 0], c[r, 0], s[r, 0], m[r, k], c[r, k], s[r, k])
-    return m[:, 0], c[:, 0], s[:, 0]
+                m2[r, 0], c2[r, 0], s2[r, 0] = merge(m2[r, 0], c2[r, 0], s2[r, 0], m2[r, k], c2[r, k], s2[r, k])
+    restore_threads(threads)
+    return np.ascontiguousarray(m2[:, 0]), np.ascontiguousarray(c2[:, 0]), np.ascontiguousarray(s2[:, 0])
 
 
 @kernel(parallel=True)
 def lse_rows(x, w, out, sign):
     """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r."""
+    threads = threads_for(x.size)
     m, c, s = row_partials(x, w)
     for r in prange(x.shape[0]):
         out[r], sign[r] = log_abs_sum(m[r], c[r], s[r])
+    restore_threads(threads)
 
 
 @kernel(parallel=True)
 def inner_partials(x, w):
     """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1."""
     outer, n, inner = x.shape
+    threads = threads_for(x.size)
     m = np.empty((outer, inner))
     c = np.empty((outer, inner))
     s = np.empty((outer, inner))
@@ -76,42 +150,48 @@ def inner_partials(x, w):
         o = task // n_bands
         j0 = (task - o * n_bands) * INNER_BAND
         j1 = min(inner, j0 + INNER_BAND)
-        width = j1 - j0
-        m_run = np.full(width, -np.inf)
-        c_run = np.zeros(width)
-        s_run = np.zeros(width)
-        m_block = np.empty(width)
-        c_block = np.empty(width)
-        s_block = np.empty(width)
-        for k0 in range(0, n, INNER_ROWS):
-            k1 = min(n, k0 + INNER_ROWS)
-            m_block[:] = m_run
-            for k in range(k0, k1):
-                for j in range(width):
-                    m_block[j] = max_with(m_block[j], x[o, k, j0 + j], weight_at(w, (o, k, j0 + j)))
-            c_block[:] = 0.0
-            s_block[:] = 0.0
-            for k in range(k0, k1):
-                for j in range(width):
-                    c_block[j], s_block[j] = add_term(
-                        c_block[j], s_block[j], x[o, k, j0 + j], weight_at(w, (o, k, j0 + j)), m_block[j]
-                    )
-            for j in range(width):
-                m_run[j], c_run[j], s_run[j] = merge(
-                    m_run[j], c_run[j], s_run[j], m_block[j], c_block[j], s_block[j]
-                )
-        m[o, j0:j1] = m_run
-        c[o, j0:j1] = c_run
-        s[o, j0:j1] = s_run
+        column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS)
+    restore_threads(threads)
     return m, c, s
 
 
 @kernel(parallel=True)
 def lse_inner(x, w, out, sign):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign."""
+    threads = threads_for(x.size)
     m, c, s = inner_partials(x, w)
     outer, inner = out.shape
     for t in prange(outer * inner):
         o = t // inner
         j = t - o * inner
         out[o, j], sign[o, j] = log_abs_sum(m[o, j], c[o, j], s[o, j])
+    restore_threads(threads)
+
+
+@kernel(parallel=True)
+def merge_partials(m, c, s):
+    """Merge partials (m, c, s), each (outer, n, inner), along axis 1, in order: the one merge
+    rule, for partials computed elsewhere (chunks of a stream, blocks of a Dask array)."""
+    outer, n, inner = m.shape
+    threads = threads_for(m.size)
+    m_out = np.empty((outer, inner))
+    c_out = np.empty((outer, inner))
+    s_out = np.empty((outer, inner))
+    for t in prange(outer * inner):
+        o = t // inner
+        j = t - o * inner
+        pm, pc, ps = -np.inf, 0.0, 0.0
+        for k in range(n):
+            pm, pc, ps = merge(pm, pc, ps, m[o, k, j], c[o, k, j], s[o, k, j])
+        m_out[o, j], c_out[o, j], s_out[o, j] = pm, pc, ps
+    restore_threads(threads)
+    return m_out, c_out, s_out
+
+
+@kernel(parallel=True)
+def lse_of_partials(m, c, s, out, sign):
+    """out[i], sign[i] = the log-sum-exp and sign of the partial (m, c, s)[i] (1-D arrays)."""
+    threads = threads_for(m.size)
+    for i in prange(m.shape[0]):
+        out[i], sign[i] = log_abs_sum(m[i], c[i], s[i])
+    restore_threads(threads)

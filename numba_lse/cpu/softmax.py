@@ -23,11 +23,11 @@ import math
 import numpy as np
 from numba import prange
 
-from .exp import exp_of_difference
+from .exp import exp_of_difference, is_float32
 from .intrinsics import maxnum
-from .jit import inline, kernel
-from .partials import add_term, row_of, sample_of, slice_of, weight_at
-from .reduce import CHUNK, inner_partials, row_partials
+from .jit import inline, kernel, restore_threads, threads_for
+from .partials import add_term, log_abs_sum, row_of, sample_of, slice_of, transposed, weight_at
+from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, inner_partials, row_partials, transpose_tile
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
@@ -43,7 +43,7 @@ def row_constants(op, m, c, s):
         if m == np.inf or m == -np.inf:
             # shift 0 and log-sum inf / -inf give SciPy's nan at the infs, -inf elsewhere.
             return 0.0, m
-        return m, math.log(c) + math.log1p(s / c)
+        return m, (0.0 if c == 1 else math.log(c)) + math.log1p(s / c)
     if m == np.inf or m == -np.inf:
         return 0.0, np.nan
     return m, c + s
@@ -53,6 +53,10 @@ def row_constants(op, m, c, s):
 def element(op, x, w, shift, scale, dominant):
     """The output for entry x (weight w) of a row with constants (shift, scale, dominant)."""
     if op == SOFTMAX:
+        if is_float32(x):
+            # A product with the (hoisted) reciprocal: its 2^-52 error vanishes in the
+            # float32 rounding, and a vector multiply is much cheaper than a divide.
+            return exp_of_difference(x, shift) * (1.0 / scale) if w != 0 else 0.0
         return exp_of_difference(x, shift) / scale if w != 0 else 0.0
     if op == LOG_SOFTMAX:
         return (np.float64(x) - shift) - scale if w != 0 else -np.inf
@@ -103,10 +107,37 @@ def write_slice(op, x, w, out, shift, scale, dominant):
             out[i] = element(LOG1M_SOFTMAX, x[i], weight_at(w, i), shift, scale, dominant)
 
 
+@kernel
+def write_tile(op, xt, wt, out, shift, scale, dominant):
+    """out[r, k] = the op's value at xt[0, k, r]: a transposed tile of short rows (see
+    ``reduce.transpose_tile``), computed across rows, then transposed back."""
+    n, width = xt.shape[1], xt.shape[2]
+    values = np.empty((n, width))
+    if op == SOFTMAX:
+        for k in range(n):
+            for j in range(width):
+                values[k, j] = element(SOFTMAX, xt[0, k, j], weight_at(wt, (0, k, j)),
+                                       shift[j], scale[j], dominant[j])
+    elif op == LOG_SOFTMAX:
+        for k in range(n):
+            for j in range(width):
+                values[k, j] = element(LOG_SOFTMAX, xt[0, k, j], weight_at(wt, (0, k, j)),
+                                       shift[j], scale[j], dominant[j])
+    else:
+        for k in range(n):
+            for j in range(width):
+                values[k, j] = element(LOG1M_SOFTMAX, xt[0, k, j], weight_at(wt, (0, k, j)),
+                                       shift[j], scale[j], dominant[j])
+    for j in range(width):
+        for k in range(n):
+            out[j, k] = values[k, j]
+
+
 @kernel(parallel=True)
 def softmax_rows(op, x, w, out):
     """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n)."""
     rows, n = x.shape
+    threads = threads_for(x.size)
     m, c, s = row_partials(x, w)
     shift = np.empty(rows)
     scale = np.empty(rows)
@@ -115,6 +146,15 @@ def softmax_rows(op, x, w, out):
         shift[r], scale[r] = row_constants(op, m[r], c[r], s[r])
         if is_dominant(op, m[r], c[r], s[r]):
             dominant[r] = log_sum_below(x[r], row_of(w, r), m[r]) - math.log1p(s[r])
+    if n < SHORT_ROW:
+        # As row_partials does for short rows: a transposed tile, vector lanes across rows.
+        for t in prange(-(-rows // TILE_ROWS)):
+            r0 = t * TILE_ROWS
+            r1 = min(rows, r0 + TILE_ROWS)
+            write_tile(op, transpose_tile(x, r0, r1), transposed(w, r0, r1), out[r0:r1],
+                       shift[r0:r1], scale[r0:r1], dominant[r0:r1])
+        restore_threads(threads)
+        return
     n_chunks = max(1, -(-n // CHUNK))
     for task in prange(rows * n_chunks):
         r = task // n_chunks
@@ -122,27 +162,63 @@ def softmax_rows(op, x, w, out):
         hi = min(n, lo + CHUNK)
         write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
                     shift[r], scale[r], dominant[r])
+    restore_threads(threads)
 
 
 @kernel(parallel=True)
 def softmax_inner(op, x, w, out):
     """out[o, k, j] = the op's value at x[o, k, j], along axis 1 of x (outer, n, inner)."""
     outer, n, inner = x.shape
+    threads = threads_for(x.size)
     m, c, s = inner_partials(x, w)
-    shift = np.empty((outer, inner))
-    scale = np.empty((outer, inner))
     dominant = np.full((outer, inner), np.nan)
     for t in prange(outer * inner):
         o = t // inner
         j = t - o * inner
-        shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
         if is_dominant(op, m[o, j], c[o, j], s[o, j]):
             dominant[o, j] = log_sum_below(x[o, :, j], sample_of(w, o, j), m[o, j]) - math.log1p(s[o, j])
-    for t in prange(outer * n):
-        o = t // n
-        k = t - o * n
-        for j in range(inner):
-            out[o, k, j] = element(
-                op, x[o, k, j], weight_at(w, (o, k, j)), shift[o, j], scale[o, j], dominant[o, j]
-            )
+    apply_partials(op, x, w, out, m, c, s, dominant)
+    restore_threads(threads)
 
+
+@kernel(parallel=True)
+def apply_partials(op, x, w, out, m, c, s, dominant):
+    """out = the op along axis 1 of x (outer, n, inner), from each slice's partial (m, c, s)
+    and, for log1m_softmax, its ``dominant`` value (nan where none), each (outer, inner).
+
+    The second half of ``softmax_inner``; on its own for partials merged across the blocks
+    of a Dask array.
+    """
+    outer, n, inner = x.shape
+    threads = threads_for(x.size)
+    shift = np.empty((outer, inner))
+    scale = np.empty((outer, inner))
+    for t in prange(outer * inner):
+        o = t // inner
+        j = t - o * inner
+        shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
+    if inner == 1:
+        for o in prange(outer):
+            write_slice(op, x[o, :, 0], sample_of(w, o, 0), out[o, :, 0],
+                        shift[o, 0], scale[o, 0], dominant[o, 0])
+    else:
+        for t in prange(outer * n):
+            o = t // n
+            k = t - o * n
+            for j in range(inner):
+                out[o, k, j] = element(
+                    op, x[o, k, j], weight_at(w, (o, k, j)), shift[o, j], scale[o, j], dominant[o, j]
+                )
+    restore_threads(threads)
+
+
+@kernel
+def dominant_from(m, c, s, below_m, below_c, below_s, out):
+    """out[i] = log1m_softmax's value at the dominant entry of slice i, or nan where the slice
+    has none: from its partial (m, c, s) and the partial (below_*) of its entries below m
+    (1-D arrays). What ``log_sum_below`` gives for a slice held in one piece."""
+    for i in range(m.shape[0]):
+        out[i] = np.nan
+        if is_dominant(LOG1M_SOFTMAX, m[i], c[i], s[i]):
+            below, sign = log_abs_sum(below_m[i], below_c[i], below_s[i])
+            out[i] = (below - m[i]) - math.log1p(s[i])
