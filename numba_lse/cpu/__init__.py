@@ -169,15 +169,14 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
 
 
 def nll_loss(log_probs, target, weight, ignore_index, reduction):
-    """NLL of log-probabilities (N, C, d...) over axis 1 (a gather: no kernel needed)."""
-    kept = target != ignore_index
-    picked = np.where(kept, target, 0)
-    chosen = np.take_along_axis(log_probs, np.expand_dims(picked, 1), axis=1)[:, 0]
-    w = np.ones(()) if weight is None else weight[picked]
-    # Ignored samples contribute 0, whatever their (possibly nan) log-probabilities.
-    loss = np.where(kept, -(w * chosen.astype(np.float64)), 0.0)
-    denominator = float(np.sum(np.broadcast_to(w, kept.shape), where=kept, dtype=np.float64))
-    return _reduce_loss(loss, reduction, denominator)
+    """NLL of log-probabilities (N, C, d...) over axis 1: a gather, in one small kernel."""
+    layout = canonical_view(log_probs.shape, log_probs.strides, (1,))
+    loss = np.empty((layout.outer, layout.inner))
+    kept = np.empty((layout.outer, layout.inner))
+    losses.nll_index(layout.view(log_probs), layout.kept_view(target), weight, ignore_index,
+                     loss, kept)
+    # The mean's denominator, summed pairwise as NumPy sums the losses.
+    return _reduce_loss(layout.reduced(loss), reduction, float(np.sum(kept)))
 
 
 def _reduce_loss(loss, reduction, denominator):

@@ -120,3 +120,21 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
             x[o, :, j], target[o, :, j], w, eps, constants, scale, sample_of(grad, o, j)
         )
     restore_threads(threads)
+
+
+@kernel
+def nll_index(x, target, w, ignore_index, loss, kept):
+    """loss[o, j] = -w[y] x[o, y, j] and kept[o, j] = w[y], with y = target[o, j]; both 0
+    where ignored (the ignored sample's log-probabilities are never read, nan or not).
+    A gather: one pass, on the calling thread."""
+    outer, n_classes, inner = x.shape
+    for o in range(outer):
+        for j in range(inner):
+            y = target[o, j]
+            if y == ignore_index:
+                loss[o, j] = 0.0
+                kept[o, j] = 0.0
+            else:
+                w_y = np.float64(weight_at(w, y))
+                loss[o, j] = -(w_y * np.float64(x[o, y, j]))
+                kept[o, j] = w_y

@@ -127,13 +127,12 @@ def row_partials(x, w):
     return np.ascontiguousarray(m2[:, 0]), np.ascontiguousarray(c2[:, 0]), np.ascontiguousarray(s2[:, 0])
 
 
-@kernel(parallel=True)
+@kernel
 def lse_rows(x, w, out, sign):
     """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r."""
     threads = threads_for(x.size)
     m, c, s = row_partials(x, w)
-    for r in prange(x.shape[0]):
-        out[r], sign[r] = log_abs_sum(m[r], c[r], s[r])
+    lse_of_partials(m, c, s, out, sign)
     restore_threads(threads)
 
 
