@@ -1,6 +1,8 @@
 """numba_lse: log-sum-exp, softmax and cross-entropy, exact at any scale, compiled with Numba."""
 
+from ._accumulate import LogSumExpAccumulator
 from ._api import cross_entropy, log1m_softmax, log_softmax, logsumexp, nll_loss, softmax
 
-__all__ = ["logsumexp", "softmax", "log_softmax", "log1m_softmax", "nll_loss", "cross_entropy"]
+__all__ = ["logsumexp", "softmax", "log_softmax", "log1m_softmax", "nll_loss", "cross_entropy",
+           "LogSumExpAccumulator"]
 __version__ = "0.1.0.dev0"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import _dispatch, _validate
+from . import _dask, _dispatch, _validate
 
 
 def _as_result(array, dtype):
@@ -21,7 +21,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     Parameters
     ----------
     a : array_like
-        Input array: real or complex floating, integer or boolean.
+        Input array: real or complex floating, integer or boolean. A Dask array (for `a`,
+        `b` or `where`) gives a lazy Dask result (real input only); see the README.
     axis : None or int or tuple of ints, optional
         Axis or axes over which the sum is taken. None (default) sums all elements.
     b : array_like, optional
@@ -101,6 +102,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     >>> float(res), float(sgn)
     (1.5413248546129181, -1.0)
     """
+    if _dask.is_dask(a, b, where):
+        return _dask.logsumexp(a, axis, b, keepdims, return_sign, where)
     backend = _dispatch.backend_for(a, b, where)
     a, b, axes, dtype = _validate.logsumexp_args(a, b, axis, where)
     if a.size == 0:
@@ -130,6 +133,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 
 
 def _softmax_family(name, x, axis, where):
+    if _dask.is_dask(x, where):
+        return _dask.softmax_family(name, x, axis, where)
     backend = _dispatch.backend_for(x, where)
     x, axes, mask, dtype = _validate.softmax_args(x, axis, where)
     return _as_result(backend.softmax_family(name, x, mask, axes), dtype)
@@ -144,7 +149,8 @@ def softmax(x, axis=None, where=None):
     Parameters
     ----------
     x : array_like
-        Input array: real floating, integer or boolean (complex raises TypeError).
+        Input array: real floating, integer or boolean (complex raises TypeError). A Dask
+        array gives a lazy Dask result, also when `axis` is split across chunks.
     axis : None or int or tuple of ints, optional
         Axis or axes to normalise over. None (default) normalises the whole array, as SciPy.
     where : array_like of bool, optional
@@ -197,7 +203,8 @@ def log_softmax(x, axis=None, where=None):
     Parameters
     ----------
     x : array_like
-        Input array: real floating, integer or boolean (complex raises TypeError).
+        Input array: real floating, integer or boolean (complex raises TypeError). A Dask
+        array gives a lazy Dask result, also when `axis` is split across chunks.
     axis : None or int or tuple of ints, optional
         Axis or axes to normalise over. None (default) is the whole array, as SciPy.
     where : array_like of bool, optional
@@ -241,7 +248,8 @@ def log1m_softmax(x, axis=None, where=None):
     Parameters
     ----------
     x : array_like
-        Input array: real floating, integer or boolean (complex raises TypeError).
+        Input array: real floating, integer or boolean (complex raises TypeError). A Dask
+        array gives a lazy Dask result, also when `axis` is split across chunks.
     axis : None or int or tuple of ints, optional
         Axis or axes to normalise over. None (default) is the whole array, as `softmax`.
     where : array_like of bool, optional
@@ -294,7 +302,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     ----------
     log_probs : array_like
         Log-probabilities, floating: (C,), (N, C) or (N, C, d1, ..., dk); the class axis is 1
-        (0 for a 1-D input). Usually the output of `log_softmax` along that axis.
+        (0 for a 1-D input). Usually the output of `log_softmax` along that axis. Dask
+        arrays (input, target) give a lazy result; a Dask `weight` is read at call time.
     target : array_like of int
         Class indices in [0, C), or `ignore_index`: a 0-d array for a (C,) input, (N,) for
         (N, C), (N, d1, ..., dk) for (N, C, d1, ..., dk). Any integer dtype.
@@ -330,6 +339,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     >>> float(nl.nll_loss(log_probs, np.array([0, 1])))
     0.08775768130835727
     """
+    if _dask.is_dask(log_probs, target, weight):
+        return _dask.nll_loss(log_probs, target, weight, ignore_index, reduction)
     backend = _dispatch.backend_for(log_probs, target, weight)
     x, t, w, _, dtype, unbatched = _validate.loss_args(log_probs, target, weight, ignore_index, reduction)
     loss = backend.nll_loss(x, t, w, ignore_index, reduction)
@@ -344,6 +355,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     ----------
     logits : array_like
         Unnormalised scores, floating: (C,), (N, C) or (N, C, d1, ..., dk); class axis 1.
+        Dask arrays (logits, target) give lazy results, the class axis rechunked whole;
+        a Dask `weight` is read at call time.
     target : array_like
         Class indices (any integer dtype; shapes as in `nll_loss`), or class probabilities:
         a floating array of the shape of `logits`.
@@ -402,6 +415,9 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     >>> float(loss), grad
     (0.6931471805599453, array([[-0.5,  0.5]]))
     """
+    if _dask.is_dask(logits, target, weight):
+        return _dask.cross_entropy(logits, target, weight, ignore_index, reduction,
+                                   label_smoothing, return_grad)
     backend = _dispatch.backend_for(logits, target, weight)
     x, t, w, eps, dtype, unbatched = _validate.loss_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, probabilities_allowed=True

@@ -76,13 +76,18 @@ def normalize_axes(axis, ndim):
 
 def broadcast_weights(a, b, name="b"):
     """a and b broadcast to their common shape (views), or a ValueError naming both shapes."""
+    shape = broadcast_shape(a, b, name)
+    return np.broadcast_to(a, shape), np.broadcast_to(b, shape)
+
+
+def broadcast_shape(a, b, name="b"):
+    """The common shape of arrays (of any kind) a and b, or a ValueError naming both shapes."""
     try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
+        return np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(
             f"{name} with shape {b.shape} does not broadcast against a with shape {a.shape}"
         ) from None
-    return np.broadcast_to(a, shape), np.broadcast_to(b, shape)
 
 
 def where_mask(where, shape):
@@ -90,14 +95,23 @@ def where_mask(where, shape):
     if where is None:
         return None
     mask = np.asarray(where)
+    check_where(mask, shape)
+    return np.broadcast_to(mask, shape)
+
+
+def check_where(mask, shape):
+    """TypeError unless the mask (an array of any kind) is boolean; ValueError unless it
+    broadcasts to ``shape``."""
     if mask.dtype != np.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {mask.dtype.name}")
     try:
-        return np.broadcast_to(mask, shape)
+        fits = np.broadcast_shapes(mask.shape, shape) == tuple(shape)
     except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"where with shape {mask.shape} does not broadcast to the input's shape {shape}"
-        ) from None
+        )
 
 
 def softmax_args(x, axis, where):
@@ -158,6 +172,28 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
     with ``unbatched`` True.
     """
     x = np.asarray(input)
+    t = np.asarray(target)
+    w = None if weight is None else np.asarray(weight)
+    smoothing, probability = loss_metadata(x, t, w, ignore_index, reduction, label_smoothing,
+                                           probabilities_allowed)
+    dtype = x.dtype
+    x = x.astype(compute_dtype(dtype), copy=False)
+    if probability:
+        t = t.astype(x.dtype, copy=False)
+    else:
+        check_classes(t, ignore_index, x.shape[0] if x.ndim == 1 else x.shape[1])
+        t = t.astype(np.int64, copy=False)
+    if w is not None:
+        w = np.ascontiguousarray(w, dtype=x.dtype)
+    unbatched = x.ndim == 1
+    if unbatched:
+        x, t = x[None], t[None]
+    return x, t, w, smoothing, dtype, unbatched
+
+
+def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabilities_allowed):
+    """(label smoothing, whether t holds probabilities), checking everything that dtypes and
+    shapes tell (x, t, w: arrays of any kind, w may be None). Messages follow torch's."""
     if x.dtype.kind != "f":
         raise TypeError(f"expected a floating-point input, got dtype {x.dtype.name}")
     check_dtype(x.dtype, "input")
@@ -170,11 +206,9 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    dtype = x.dtype
-    x = x.astype(compute_dtype(dtype), copy=False)
     n_classes = x.shape[0] if x.ndim == 1 else x.shape[1]
-    t = np.asarray(target)
-    if t.dtype.kind == "f" and probabilities_allowed:
+    probability = t.dtype.kind == "f" and probabilities_allowed
+    if probability:
         if t.shape != x.shape:
             raise ValueError(
                 f"a probability target must have the shape of the input {x.shape}, got {t.shape}"
@@ -184,7 +218,6 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
             raise ValueError(
                 f"ignore_index is not supported for floating point target (got {ignore_index})"
             )
-        t = t.astype(x.dtype, copy=False)
     elif t.dtype.kind in "iu":
         expected = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
         if x.ndim >= 2 and (t.ndim == 0 or t.shape[0] != x.shape[0]):
@@ -192,24 +225,21 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
             raise ValueError(f"Expected input batch_size ({x.shape[0]}) to match target batch_size ({batch}).")
         if t.shape != expected:
             raise ValueError(f"Expected target size {list(expected)}, got {list(t.shape)}")
-        out_of_bounds = (t != ignore_index) & ((t < 0) | (t >= n_classes))
-        if out_of_bounds.any():
-            raise IndexError(f"Target {t[out_of_bounds].flat[0]} is out of bounds.")
-        t = t.astype(np.int64, copy=False)
     else:
         kinds = "an integer (class indices) or floating (class probabilities)" if probabilities_allowed else "an integer (class indices)"
         raise TypeError(f"expected {kinds} target, got dtype {t.dtype.name}")
-    w = None
-    if weight is not None:
-        w = np.asarray(weight)
+    if w is not None:
         if w.ndim != 1 or w.shape[0] != n_classes:
             raise ValueError(
                 f"weight tensor should be defined either for all {n_classes} classes or no "
                 f"classes but got weight tensor of shape: {list(w.shape)}"
             )
         check_dtype(w.dtype, "weight")
-        w = np.ascontiguousarray(w, dtype=x.dtype)
-    unbatched = x.ndim == 1
-    if unbatched:
-        x, t = x[None], t[None]
-    return x, t, w, smoothing, dtype, unbatched
+    return smoothing, probability
+
+
+def check_classes(t, ignore_index, n_classes):
+    """IndexError (torch's message) for a class index outside [0, n_classes), ignore_index aside."""
+    out_of_bounds = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if out_of_bounds.any():
+        raise IndexError(f"Target {t[out_of_bounds].flat[0]} is out of bounds.")
