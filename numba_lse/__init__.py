@@ -1,5 +1,6 @@
 """numba_lse: log-sum-exp, softmax and cross-entropy, exact at any scale, compiled with Numba."""
 
+from . import _overloads  # noqa: F401  (registers the @njit implementations)
 from ._accumulate import LogSumExpAccumulator
 from ._api import cross_entropy, log1m_softmax, log_softmax, logsumexp, nll_loss, softmax
 
