@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import _dask, _dispatch, _validate
+from . import _dask, _dispatch, _gpu, _validate
 
 
 def _as_result(array, dtype):
@@ -104,6 +104,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     """
     if _dask.is_dask(a, b, where):
         return _dask.logsumexp(a, axis, b, keepdims, return_sign, where)
+    if _gpu.is_gpu(a, b, where):
+        return _gpu.logsumexp(a, axis, b, keepdims, return_sign, where)
     backend = _dispatch.backend_for(a, b, where)
     a, b, axes, dtype = _validate.logsumexp_args(a, b, axis, where)
     if a.size == 0:
@@ -135,6 +137,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 def _softmax_family(name, x, axis, where):
     if _dask.is_dask(x, where):
         return _dask.softmax_family(name, x, axis, where)
+    if _gpu.is_gpu(x, where):
+        return _gpu.softmax_family(name, x, axis, where)
     backend = _dispatch.backend_for(x, where)
     x, axes, mask, dtype = _validate.softmax_args(x, axis, where)
     return _as_result(backend.softmax_family(name, x, mask, axes), dtype)
