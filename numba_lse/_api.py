@@ -307,7 +307,7 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     log_probs : array_like
         Log-probabilities, floating: (C,), (N, C) or (N, C, d1, ..., dk); the class axis is 1
         (0 for a 1-D input). Usually the output of `log_softmax` along that axis. Dask
-        arrays (input, target) give a lazy result; a Dask `weight` is read at call time.
+        arrays (input, target, weight) give a lazy result.
     target : array_like of int
         Class indices in [0, C), or `ignore_index`: a 0-d array for a (C,) input, (N,) for
         (N, C), (N, d1, ..., dk) for (N, C, d1, ..., dk). Any integer dtype.
@@ -360,7 +360,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     logits : array_like
         Unnormalised scores, floating: (C,), (N, C) or (N, C, d1, ..., dk); class axis 1.
         Dask arrays (logits, target) give lazy results, the class axis rechunked whole;
-        a Dask `weight` is read at call time.
+        a Dask `weight` stays lazy too.
     target : array_like
         Class indices (any integer dtype; shapes as in `nll_loss`), or class probabilities:
         a floating array of the shape of `logits`.

@@ -226,14 +226,15 @@ def _loss_inputs(input, target, weight, ignore_index, reduction, label_smoothing
     da = _da()
     x = da.asarray(input)
     t = da.asarray(target)
-    w = None if weight is None else np.asarray(weight)
+    w = None if weight is None else (weight if is_dask(weight) else np.asarray(weight))
     smoothing, probability = _validate.loss_metadata(
         x, t, w, ignore_index, reduction, label_smoothing, probabilities_allowed)
     dtype = x.dtype
     x = x.astype(_validate.compute_dtype(dtype))
     t = t.astype(x.dtype) if probability else t.astype(np.int64)
     if w is not None:
-        w = np.ascontiguousarray(w, dtype=x.dtype)
+        # One block holding every class's weight, lazy like the rest (a blockwise argument).
+        w = da.asarray(w).astype(x.dtype).rechunk(-1)
     unbatched = x.ndim == 1
     if unbatched:
         x, t = x[None], t[None]
@@ -243,7 +244,7 @@ def _loss_inputs(input, target, weight, ignore_index, reduction, label_smoothing
     return x, t, w, smoothing, probability, dtype, unbatched
 
 
-def _sample_weights(t, w, ignore_index, probability):
+def _sample_weights(t, w, *, ignore_index, probability):
     """Per-sample weights of the 'mean' denominator: w[t] (1 without w), 0 where ignored."""
     if probability:
         return np.ones(t.shape[:1] + t.shape[2:])
@@ -252,7 +253,7 @@ def _sample_weights(t, w, ignore_index, probability):
     return np.where(kept, chosen, 0.0)
 
 
-def _cross_entropy_block(x, t, *, w, ignore_index, eps, probability, grad):
+def _cross_entropy_block(x, t, w, *, ignore_index, eps, probability, grad):
     """Per-sample float64 losses of a block; with grad, stacked after the gradient of their
     sum along the class axis (one pass gives both)."""
     if not probability:
@@ -263,7 +264,7 @@ def _cross_entropy_block(x, t, *, w, ignore_index, eps, probability, grad):
     return np.concatenate([g.astype(np.float64), loss[:, None]], axis=1)
 
 
-def _nll_block(x, t, *, w, ignore_index):
+def _nll_block(x, t, w, *, ignore_index):
     _validate.check_classes(t, ignore_index, x.shape[1])
     return cpu.nll_loss(x, t, w, ignore_index, "none")
 
@@ -295,22 +296,28 @@ def _indices(x, probability):
     return logits, (logits if probability else sample), sample
 
 
+def _weight_arg(w):
+    """blockwise's (argument, index) pair for the class weights (None: no index)."""
+    return (w, None) if w is None else (w, "c")
+
+
 def cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, return_grad):
     da = _da()
     x, t, w, eps, probability, dtype, unbatched = _loss_inputs(
         logits, target, weight, ignore_index, reduction, label_smoothing, True)
     x_ind, t_ind, sample = _indices(x, probability)
-    block = dict(w=w, ignore_index=ignore_index, eps=eps, probability=probability)
-    weights = da.blockwise(_sample_weights, sample, t, t_ind, w=w, ignore_index=ignore_index,
-                           probability=probability, dtype=np.float64, concatenate=True)
+    block = dict(ignore_index=ignore_index, eps=eps, probability=probability, concatenate=True,
+                 dtype=np.float64)
+    weights = da.blockwise(_sample_weights, sample, t, t_ind, *_weight_arg(w),
+                           ignore_index=ignore_index, probability=probability,
+                           dtype=np.float64, concatenate=True)
     if not return_grad:
-        losses = da.blockwise(_cross_entropy_block, sample, x, x_ind, t, t_ind, grad=False,
-                              dtype=np.float64, concatenate=True, **block)
+        losses = da.blockwise(_cross_entropy_block, sample, x, x_ind, t, t_ind, *_weight_arg(w),
+                              grad=False, **block)
         return _reduce(losses, weights, reduction, dtype, unbatched)
     n_classes = x.shape[1]
-    both = da.blockwise(_cross_entropy_block, x_ind, x, x_ind, t, t_ind, grad=True,
-                        dtype=np.float64, adjust_chunks={"c": n_classes + 1}, concatenate=True,
-                        **block)
+    both = da.blockwise(_cross_entropy_block, x_ind, x, x_ind, t, t_ind, *_weight_arg(w),
+                        grad=True, adjust_chunks={"c": n_classes + 1}, **block)
     losses, grad = both[:, n_classes], both[:, :n_classes]
     if reduction == "mean":
         grad = grad * da.map_blocks(_reciprocal_or_zero, weights.sum(), dtype=np.float64)
@@ -323,8 +330,9 @@ def nll_loss(log_probs, target, weight, ignore_index, reduction):
     x, t, w, _, _, dtype, unbatched = _loss_inputs(
         log_probs, target, weight, ignore_index, reduction, 0.0, False)
     x_ind, t_ind, sample = _indices(x, False)
-    losses = da.blockwise(_nll_block, sample, x, x_ind, t, t_ind, w=w, ignore_index=ignore_index,
-                          dtype=np.float64, concatenate=True)
-    weights = da.blockwise(_sample_weights, sample, t, t_ind, w=w, ignore_index=ignore_index,
-                           probability=False, dtype=np.float64)
+    losses = da.blockwise(_nll_block, sample, x, x_ind, t, t_ind, *_weight_arg(w),
+                          ignore_index=ignore_index, dtype=np.float64, concatenate=True)
+    weights = da.blockwise(_sample_weights, sample, t, t_ind, *_weight_arg(w),
+                           ignore_index=ignore_index, probability=False, dtype=np.float64,
+                           concatenate=True)
     return _reduce(losses, weights, reduction, dtype, unbatched)
