@@ -345,6 +345,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     """
     if _dask.is_dask(log_probs, target, weight):
         return _dask.nll_loss(log_probs, target, weight, ignore_index, reduction)
+    if _gpu.is_gpu(log_probs, target, weight):
+        return _gpu.nll_loss(log_probs, target, weight, ignore_index, reduction)
     backend = _dispatch.backend_for(log_probs, target, weight)
     x, t, w, _, dtype, unbatched = _validate.loss_args(log_probs, target, weight, ignore_index, reduction)
     loss = backend.nll_loss(x, t, w, ignore_index, reduction)
@@ -422,6 +424,9 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     if _dask.is_dask(logits, target, weight):
         return _dask.cross_entropy(logits, target, weight, ignore_index, reduction,
                                    label_smoothing, return_grad)
+    if _gpu.is_gpu(logits, target, weight):
+        return _gpu.cross_entropy(logits, target, weight, ignore_index, reduction,
+                                  label_smoothing, return_grad)
     backend = _dispatch.backend_for(logits, target, weight)
     x, t, w, eps, dtype, unbatched = _validate.loss_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, probabilities_allowed=True

@@ -6,8 +6,9 @@ stream; the result goes back as the caller's kind (CuPy in, CuPy out; torch in, 
 numba in, numba out), on the same device, without a copy or a host round trip. Reductions
 to a scalar give a 0-d array of that kind.
 
-Today: logsumexp and the softmax family, float32 and float64 (other dtypes raise TypeError;
-the losses raise TypeError until they land). numba-cuda is imported only when a GPU array
+Every function and dtype of the CPU path but complex (TypeError): float16 is computed in
+float32 and returned as float16, integers and booleans become float64, by a conversion on
+the device. numba-cuda is imported only when a GPU array
 arrives, and CuPy and torch never are.
 """
 
@@ -41,7 +42,7 @@ def _cuda():
 
 
 def _device(array, name):
-    """A numba device array viewing ``array`` (zero-copy), checked to be float32/float64."""
+    """A numba device array viewing ``array`` (zero-copy), of a dtype numba_lse accepts."""
     cuda, _ = _cuda()
     if _is_simulated(array):
         device = array
@@ -54,12 +55,29 @@ def _device(array, name):
         )
     dtype = np.dtype(device.dtype)
     _validate.check_dtype(dtype, name)
-    if dtype not in (np.float32, np.float64) and not (name == "where" and dtype == np.bool_):
+    if dtype.kind == "c":
         raise TypeError(
-            f"unsupported dtype {dtype.name} for {name} on the GPU: float32 or float64 "
-            f"(convert on the device, e.g. x.astype('float32'))"
+            f"unsupported dtype {dtype.name} for {name} on the GPU: complex input is computed "
+            f"on the CPU only (pass a NumPy array)"
         )
     return device
+
+
+def _computed(device, stream):
+    """(the array the kernels read, the result dtype): float16 is computed in float32,
+    integers and booleans in float64 (a conversion on the device), as on the CPU."""
+    _, backend = _cuda()
+    dtype = _validate.result_dtype(device.dtype)
+    compute = _validate.compute_dtype(dtype)
+    if device.dtype != compute:
+        device = backend.cast(device, compute, stream)
+    return device, dtype
+
+
+def _returned(result, dtype, stream):
+    """A result computed in float32 for float16 data, converted back."""
+    _, backend = _cuda()
+    return backend.cast(result, dtype, stream) if result.dtype != dtype else result
 
 
 def _stream(array):
@@ -100,8 +118,8 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
     if weights is not None:
         if weights.shape != x.shape:
             raise ValueError(f"b with shape {weights.shape} must have a's shape {x.shape} on the GPU")
-        if weights.dtype != x.dtype:
-            raise TypeError(f"b ({weights.dtype}) must have a's dtype ({x.dtype}) on the GPU")
+        if weights.dtype != x.dtype or x.dtype.kind not in "f":
+            raise TypeError(f"b ({weights.dtype}) must have a's floating dtype ({x.dtype}) on the GPU")
     if mask is not None:
         _validate.check_where(mask, x.shape)
         if mask.shape != x.shape:
@@ -109,6 +127,9 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
         if weights is not None:
             raise TypeError("b and where together are not supported on the GPU yet")
         weights = mask
+    x, dtype = _computed(x, stream)
+    if weights is not None and weights.dtype != np.bool_:
+        weights = backend.cast(weights, x.dtype, stream)
     if x.ndim == 0:
         x = x.reshape(1)
         weights = None if weights is None else weights.reshape(1)
@@ -121,6 +142,7 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
         out, sign = backend.logsumexp(x, weights, axes, stream=stream)
         if not return_sign:
             backend.nan_where_negative(out, sign, stream=stream)
+    out, sign = _returned(out, dtype, stream), _returned(sign, dtype, stream)
     if keepdims:
         shape = tuple(1 if ax in axes else size for ax, size in enumerate(x.shape))
         out, sign = out.reshape(shape), sign.reshape(shape)
@@ -146,4 +168,55 @@ def softmax_family(name, x, axis, where):
             f"cannot normalise over a zero-size axis: x has shape {device.shape} and "
             f"axis={axis!r} (SciPy raises 'zero-size array to reduction operation maximum')"
         )
-    return _as_callers(backend.softmax_family(name, device, mask, axes, stream=stream), x)
+    device, dtype = _computed(device, stream)
+    result = backend.softmax_family(name, device, mask, axes, stream=stream)
+    return _as_callers(_returned(result, dtype, stream), x)
+
+
+def _loss_arrays(input, target, weight, ignore_index, reduction, label_smoothing, probabilities_allowed):
+    """(logits, target, weight, smoothing, result dtype, unbatched, stream) on the device,
+    checked from metadata as on the CPU; class indices are checked by the kernels."""
+    _, backend = _cuda()
+    x = _device(input, "input")
+    t = _device(target, "target")
+    w = None if weight is None else _device(weight, "weight")
+    stream = _stream(input)
+    smoothing, probability = _validate.loss_metadata(x, t, w, ignore_index, reduction,
+                                                     label_smoothing, probabilities_allowed)
+    x, dtype = _computed(x, stream)
+    if probability:
+        t = backend.cast(t, x.dtype, stream)
+    if w is not None:
+        w = backend.cast(w, x.dtype, stream)
+    unbatched = x.ndim == 1
+    if unbatched:
+        x = backend.cast(x, x.dtype, stream).reshape(1, *x.shape)
+        t = backend.cast(t, t.dtype, stream).reshape(1, *t.shape)
+    return x, t, w, smoothing, dtype, unbatched, stream
+
+
+def _loss_result(loss, reduction, dtype, unbatched, stream):
+    if unbatched and reduction == "none":
+        loss = loss.reshape(())
+    return _returned(loss, dtype, stream)
+
+
+def nll_loss(log_probs, target, weight, ignore_index, reduction):
+    _, backend = _cuda()
+    x, t, w, _, dtype, unbatched, stream = _loss_arrays(log_probs, target, weight, ignore_index,
+                                                        reduction, 0.0, False)
+    loss = backend.nll_loss(x, t, w, ignore_index, reduction, stream=stream)
+    return _as_callers(_loss_result(loss, reduction, dtype, unbatched, stream), log_probs)
+
+
+def cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, return_grad):
+    _, backend = _cuda()
+    x, t, w, eps, dtype, unbatched, stream = _loss_arrays(logits, target, weight, ignore_index,
+                                                          reduction, label_smoothing, True)
+    loss, grad = backend.cross_entropy(x, t, w, ignore_index, reduction, eps, return_grad, stream=stream)
+    loss = _as_callers(_loss_result(loss, reduction, dtype, unbatched, stream), logits)
+    if not return_grad:
+        return loss
+    if unbatched:
+        grad = grad.reshape(grad.shape[1:])
+    return loss, _as_callers(_returned(grad, dtype, stream), logits)

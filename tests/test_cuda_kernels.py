@@ -303,41 +303,91 @@ def test_inputs_unchanged():
 
 
 def test_launch_configuration():
-    assert kernels.row_block(1, simulator=True) == 1
-    assert kernels.row_block(7, simulator=True) == 8
-    assert kernels.row_block(7) == kernels.WARP
-    assert kernels.row_block(LONG) == kernels.BLOCK
-    assert kernels.column_launch(10**9) == (kernels.MAX_BLOCKS, kernels.BLOCK)
+    # Rows: a group of threads per row (the power of two >= n), several rows per block.
+    assert kernels.launch(100, 7, 1) == (7, 128, 8)
+    assert kernels.launch(3, 7, 1) == (1, 24, 8)
+    assert kernels.launch(2, LONG, 1) == (2, kernels.BLOCK, kernels.BLOCK)
+    assert kernels.launch(10, 1, 1) == (1, 10, 1)
+    # Columns: a thread each.
+    assert kernels.launch(1000, LONG, 5) == (8, kernels.BLOCK, 1)
+    assert kernels.launch(10**9, 7, 1)[0] == kernels.MAX_BLOCKS
+    assert kernels.flat_launch(10**9) == (kernels.MAX_BLOCKS, kernels.BLOCK)
     assert kernels.BLOCK & (kernels.BLOCK - 1) == 0
+    # Parts: only a few long rows are split.
+    assert kernels.parts_of(1, 10 * kernels.PART, 1) == 10
+    assert kernels.parts_of(kernels.SPLIT_ROWS, 10 * kernels.PART, 1) == 1
+    assert kernels.parts_of(1, 10 * kernels.PART, 2) == 1
+    assert kernels.parts_of(1, kernels.PART, 1) == 1
+
+
+def dominant_rows():
+    """Rows (5, 7) of which row 3 has one entry above 1/2 by 2000 (log1m_softmax's pass over
+    the entries below the max) and row 1 ties."""
+    x = data((5, 7), np.float64)
+    x[3] = [-1000.0, -1000.0, 1000.0, -1000.0, -1000.0, -1000.0, -1000.0]
+    x[1] = [4.0, 4.0, 0.0, 1.0, -1.0, 2.0, 3.0]
+    return x
 
 
 @pytest.mark.parametrize("name", ["logsumexp", "log1m_softmax"])
-def test_grid_stride_and_warp_blocks(name):
+def test_grid_stride_and_groups(name):
     """Launches the library never makes under the simulator: fewer blocks than rows (each
-    block loops over several rows, reusing its shared memory), a warp-sized block on short
-    rows (as on a GPU), and fewer threads than columns."""
-    x = data((5, 7), np.float64)
-    x[3] = [-1000.0, -1000.0, 1000.0, -1000.0, -1000.0, -1000.0, -1000.0]  # dominant
-    rows = cuda.to_device(x)
+    block loops over several rows, reusing its shared memory), groups smaller than a row,
+    and fewer threads than columns, with idle groups on the last turn."""
+    x = dominant_rows()
+    rows = cuda.to_device(x.reshape(5, 7, 1))
     columns = cuda.to_device(np.ascontiguousarray(x.T).reshape(1, 7, 5))
-    threads = kernels.row_block(7)
-    assert threads == kernels.WARP
+    for (blocks, threads, group), view in [((2, 4, 2), rows), ((1, 2, 1), columns)]:
+        if name == "logsumexp":
+            expected, expected_sign = nl.logsumexp(x, axis=1, return_sign=True)
+            out, sign = cuda.device_array((5, 1)), cuda.device_array((5, 1))
+            if view is columns:
+                out, sign = cuda.device_array((1, 5)), cuda.device_array((1, 5))
+            kernels.lse[blocks, threads](view, None, group, out, sign)
+            check(out, expected.reshape(out.shape), np.float64)
+            check(sign, expected_sign.reshape(out.shape), np.float64)
+        else:
+            expected = nl.log1m_softmax(x, axis=1)
+            out = cuda.device_array(view.shape)
+            kernels.softmax[blocks, threads](view, None, backend._OPS[name], group, out)
+            host = out.copy_to_host()
+            np.testing.assert_allclose(host.reshape(5, 7) if view is rows else host[0].T, expected,
+                                       rtol=rtol(np.float64), atol=0)
+
+
+@pytest.fixture
+def split(monkeypatch):
+    """Split rows of more than 16 elements in parts of 8 (the grid reduction for a few long
+    rows, which needs rows of 2^16 elements at the library's sizes)."""
+    monkeypatch.setattr(kernels, "PART", 8)
+    monkeypatch.setattr(kernels, "SPLIT_ROWS", 4)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["logsumexp"] + NAMES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_split_rows(split, name, dtype, weighted):
+    x = data((3, 45), dtype)
+    x[1, 7] = 800.0  # dominant: log1m_softmax's second pass over the parts
+    x[2, :] = 1.0
+    x[2, 40] = np.inf
+    assert kernels.parts_of(3, 45, 1) == 6
     if name == "logsumexp":
-        expected, expected_sign = nl.logsumexp(x, axis=1, return_sign=True)
-        out, sign = cuda.device_array(5), cuda.device_array(5)
-        kernels.lse_rows(False)[2, threads](rows, rows, out, sign)
-        check(out, expected, np.float64)
-        check(sign, expected_sign, np.float64)
-        out, sign = cuda.device_array((1, 5)), cuda.device_array((1, 5))
-        kernels.lse_columns(False)[1, 2](columns, columns, out, sign)
-        check(out, expected[None], np.float64)
-        check(sign, expected_sign[None], np.float64)
+        b = weights("signed", x.shape).astype(dtype) if weighted else None
+        out, sign = run_lse(x, b, (1,))
+        expected, expected_sign = reference_lse(x, b, (1,))
+        check(out, expected, dtype)
+        check(sign, expected_sign, dtype)
     else:
-        op = backend._OPS[name]
-        expected = nl.log1m_softmax(x, axis=1)
-        out = cuda.device_array((5, 7))
-        kernels.softmax_rows(op, False)[2, threads](rows, rows, out)
-        check(out, expected, np.float64)
-        out = cuda.device_array((1, 7, 5))
-        kernels.softmax_columns(op, False)[1, 2](columns, columns, out)
-        check(out, expected.T[None], np.float64)
+        where = weights("mask", x.shape) if weighted else None
+        out = backend.softmax_family(name, cuda.to_device(x), None if where is None else cuda.to_device(where), (1,))
+        check(out, FUNCS[name](x, axis=1, where=where), dtype)
+
+
+def test_split_vector(split):
+    """axis=None over a vector: one row, in parts."""
+    x = data(100, np.float64)
+    out, sign = run_lse(x, None, (0,))
+    check(out, nl.logsumexp(x), np.float64)
+    out = backend.softmax_family("softmax", cuda.to_device(x), None, (0,))
+    check(out, nl.softmax(x), np.float64)

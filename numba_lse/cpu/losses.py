@@ -25,37 +25,74 @@ from .partials import is_present, sample_of, store, weight_at, zero_fill
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
 
 
+# Each loss is a sum of one term per class and each gradient one value per class: the
+# scalar functions below. The CPU loops over the classes of a sample on one thread; the GPU
+# (``cuda/kernels.py``) spreads them over a group of threads and adds the sums in shared
+# memory.
+
+@inline
+def smoothing_term(x_k, w_k, log_shift, lse):
+    """w_k (-log p_k): a term of the label-smoothing sum of a class-index sample."""
+    return np.float64(w_k) * (lse - (np.float64(x_k) - log_shift))
+
+
+@inline
+def index_target_loss(x_y, w_y, eps, n_classes, log_shift, lse, smooth):
+    """The loss of a sample with class index y, given its smoothing sum."""
+    loss = (1.0 - eps) * np.float64(w_y) * (lse - (np.float64(x_y) - log_shift))
+    if eps > 0:
+        # Only with smoothing: a -inf logit makes its own term infinite, as in torch.
+        loss += eps / n_classes * smooth
+    return loss
+
+
+@inline
+def index_target_grad(x_k, is_y, w_y, w_k, eps, n_classes, p_shift, total, total_weight, scale):
+    """scale * dloss/dx_k of a sample with class index y (``is_y``: whether k = y)."""
+    p = element(SOFTMAX, x_k, 1.0, p_shift, total, np.nan)
+    g = (1.0 - eps) * np.float64(w_y) * (p - (1.0 if is_y else 0.0))
+    if eps > 0:
+        g += eps / n_classes * (total_weight * p - np.float64(w_k))
+    return scale * g
+
+
 @inline
 def index_target_sample(x, y, w, eps, constants, scale, grad):
     """Loss of one sample with class index y; writes scale * dloss/dx into grad (or not)."""
     log_shift, lse, p_shift, total = constants
     n_classes = x.shape[0]
-    w_y = np.float64(weight_at(w, y))
-    loss = (1.0 - eps) * w_y * (lse - (np.float64(x[y]) - log_shift))
+    smooth = 0.0
     total_weight = 0.0
     if eps > 0:
-        # Only with smoothing: a -inf logit makes its own term infinite, as in torch.
-        smooth = 0.0
         for k in range(n_classes):
-            w_k = np.float64(weight_at(w, k))
-            smooth += w_k * (lse - (np.float64(x[k]) - log_shift))
-            total_weight += w_k
-        loss += eps / n_classes * smooth
+            smooth += smoothing_term(x[k], weight_at(w, k), log_shift, lse)
+            total_weight += np.float64(weight_at(w, k))
     if is_present(grad):
-        a = (1.0 - eps) * w_y
         for k in range(n_classes):
-            p = element(SOFTMAX, x[k], 1.0, p_shift, total, np.nan)
-            g = a * (p - (1.0 if k == y else 0.0))
-            if eps > 0:
-                g += eps / n_classes * (total_weight * p - np.float64(weight_at(w, k)))
-            store(grad, k, scale * g)
-    return loss
+            store(grad, k, index_target_grad(x[k], k == y, weight_at(w, y), weight_at(w, k), eps,
+                                             n_classes, p_shift, total, total_weight, scale))
+    return index_target_loss(x[y], weight_at(w, y), eps, n_classes, log_shift, lse, smooth)
 
 
 @inline
-def smoothed_weight(w, t, k, eps, n_classes):
+def smoothed_weight(w_k, t_k, eps, n_classes):
     """w_k t'_k, with t'_k = (1 - eps) t_k + eps / C."""
-    return np.float64(weight_at(w, k)) * ((1.0 - eps) * np.float64(t[k]) + eps / n_classes)
+    return np.float64(w_k) * ((1.0 - eps) * np.float64(t_k) + eps / n_classes)
+
+
+@inline
+def probability_target_terms(x_k, t_k, w_k, eps, n_classes, log_shift, lse):
+    """(w_k t'_k (-log p_k), w_k t'_k): the terms of class k of a probability-target loss
+    and of its gradient's total."""
+    wt = smoothed_weight(w_k, t_k, eps, n_classes)
+    return -(wt * ((np.float64(x_k) - log_shift) - lse)), wt
+
+
+@inline
+def probability_target_grad(x_k, t_k, w_k, eps, n_classes, p_shift, total, weighted_total, scale):
+    """scale * dloss/dx_k of a sample with class probabilities t."""
+    p = element(SOFTMAX, x_k, 1.0, p_shift, total, np.nan)
+    return scale * (weighted_total * p - smoothed_weight(w_k, t_k, eps, n_classes))
 
 
 @inline
@@ -66,13 +103,13 @@ def probability_target_sample(x, t, w, eps, constants, scale, grad):
     loss = 0.0
     weighted_total = 0.0
     for k in range(n_classes):
-        wt = smoothed_weight(w, t, k, eps, n_classes)
-        loss -= wt * ((np.float64(x[k]) - log_shift) - lse)
+        term, wt = probability_target_terms(x[k], t[k], weight_at(w, k), eps, n_classes, log_shift, lse)
+        loss += term
         weighted_total += wt
     if is_present(grad):
         for k in range(n_classes):
-            p = element(SOFTMAX, x[k], 1.0, p_shift, total, np.nan)
-            store(grad, k, scale * (weighted_total * p - smoothed_weight(w, t, k, eps, n_classes)))
+            store(grad, k, probability_target_grad(x[k], t[k], weight_at(w, k), eps, n_classes,
+                                                   p_shift, total, weighted_total, scale))
     return loss
 
 
@@ -122,6 +159,13 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     restore_threads(threads)
 
 
+@inline
+def nll_sample(x_y, w_y):
+    """(loss, weight kept) of a sample whose log-probability at its class is x_y."""
+    w_y = np.float64(w_y)
+    return -(w_y * np.float64(x_y)), w_y
+
+
 @kernel
 def nll_index(x, target, w, ignore_index, loss, kept):
     """loss[o, j] = -w[y] x[o, y, j] and kept[o, j] = w[y], with y = target[o, j]; both 0
@@ -135,6 +179,4 @@ def nll_index(x, target, w, ignore_index, loss, kept):
                 loss[o, j] = 0.0
                 kept[o, j] = 0.0
             else:
-                w_y = np.float64(weight_at(w, y))
-                loss[o, j] = -(w_y * np.float64(x[o, y, j]))
-                kept[o, j] = w_y
+                loss[o, j], kept[o, j] = nll_sample(x[o, y, j], weight_at(w, y))

@@ -71,7 +71,15 @@ def element(op, x, w, shift, scale, dominant):
 @inline
 def is_dominant(op, m, c, s):
     """Whether log1m_softmax of this row needs the runner-up pass (one entry above 1/2)."""
-    return op == LOG1M_SOFTMAX and c == 1 and s < 1 and np.isfinite(m)
+    return op == LOG1M_SOFTMAX and c == 1 and s < 1 and math.isfinite(m)
+
+
+@inline
+def dominant_value(m, s, below_m, below_c, below_s):
+    """log1m_softmax at the dominant entry of a slice whose partial is (m, 1, s), from the
+    partial (below_*) of its entries below m: log(their sum) - lse, -inf when there are none."""
+    below, sign = log_abs_sum(below_m, below_c, below_s)
+    return (below - m) - math.log1p(s)
 
 
 @inline
@@ -220,5 +228,4 @@ def dominant_from(m, c, s, below_m, below_c, below_s, out):
     for i in range(m.shape[0]):
         out[i] = np.nan
         if is_dominant(LOG1M_SOFTMAX, m[i], c[i], s[i]):
-            below, sign = log_abs_sum(below_m[i], below_c[i], below_s[i])
-            out[i] = (below - m[i]) - math.log1p(s[i])
+            out[i] = dominant_value(m[i], s[i], below_m[i], below_c[i], below_s[i])

@@ -2,260 +2,447 @@
 
 The mathematics is the CPU backend's, called as device functions: the (max, ties, sum)
 partial and its one merge rule (``cpu/partials.py``: ``max_with``, ``add_term``, ``merge``,
-``log_abs_sum``) and the softmax-family formulas (``cpu/softmax.py``: ``row_constants``,
-``element``, ``is_dominant``). numba-cuda compiles those ``@njit`` functions for the device
-(their ``@intrinsic``/``@overload`` helpers lower on the CUDA target too); under the CUDA
-simulator the kernels are Python and call them as ordinary compiled CPU functions. Every float
-operation of a kernel goes through them, so the simulator never does float arithmetic in
-Python (which would warn on inf - inf where the compiled code quietly gives nan).
+``log_abs_sum``), the softmax-family formulas (``cpu/softmax.py``: ``row_constants``,
+``element``, ``is_dominant``, ``dominant_value``) and the per-sample losses and gradients
+(``cpu/losses.py``). numba-cuda compiles those ``@njit`` functions for the device (their
+``@overload`` helpers lower on the CUDA target too); under the CUDA simulator the kernels are
+Python and call them as compiled CPU functions. Every float operation of a kernel goes
+through them, so the simulator never does float arithmetic in Python (which would warn on
+inf - inf where the compiled code quietly gives nan).
 
-Two loop shapes:
+One loop shape serves every slice of the view (a row when inner == 1, a column x[o, :, j]
+when inner > 1): a *group* of threads per slice, several groups per block (``launch``).
 
-``rows``     inner == 1 (reduce the contiguous last axis): one block per row (grid-stride over
-             rows). Each thread walks the row with stride blockDim (coalesced), keeping its
-             own partial: a max pass, then a ties/sum pass against that max. The partials
-             meet in shared memory and are merged by a tree of ``merge`` (no warp shuffles:
-             the simulator has none), so all threads then know the row's partial.
-``columns``  inner > 1: one thread per (outer, inner) column, walking n (adjacent threads read
-             adjacent memory).
+  rows     a group of up to BLOCK threads (the power of two >= n): each thread walks the
+           row with stride ``group`` (adjacent threads read adjacent memory), keeping its
+           own partial, which the group merges in shared memory by a tree of ``merge`` (no
+           warp shuffles: the simulator has none). Short rows share a block.
+  columns  a group of one thread per column (adjacent threads read adjacent columns).
 
-Weights (``b``, or ``where`` as a bool mask) and the softmax-family op are compile-time
-constants of each kernel (closures built once per combination), so the unweighted kernels
-never read a weight and each op's kernel holds only its own formula. Without weights the
-kernel's ``w`` argument is any array (it is never read). Data of any float dtype is
-computed in float64 and rounded once where it is stored.
+Blocks stride over the slices until all are done; a group past the last slice stays idle
+but still reaches every ``syncthreads``, so the block never diverges at a barrier.
+Rows too long for one block (few rows: axis=None on a big vector) are split in parts: a
+partial per part (``partials``), merged per row (``merge_parts``), then ``apply``.
+
+Weights (``b``, or ``where`` as a bool mask) and the cut for log1m_softmax are None when
+absent: None is a type, so those kernels compile without the code that reads them. Data is
+read in its dtype, computed in float64 and rounded once where it is stored. Indices are
+int64 where products of sizes appear. Every kernel is compiled once per argument types and
+cached on disk (``cache=True``).
 """
 
-import functools
 import math
 
 import numpy as np
 from numba import cuda, float64
 
 from ..cpu.jit import inline
+from ..cpu.losses import (
+    index_target_grad,
+    index_target_loss,
+    nll_sample,
+    probability_target_grad,
+    probability_target_terms,
+    sample_constants,
+    smoothing_term,
+)
 from ..cpu.partials import add_term, log_abs_sum, max_with, merge
-from ..cpu.softmax import LOG1M_SOFTMAX, element, row_constants
+from ..cpu.softmax import LOG1M_SOFTMAX, dominant_value, element, is_dominant, row_constants
 
-# Threads per block: the row kernels' most (shared arrays are sized by it), the column
-# kernels' usual. A power of two (the tree reduction halves it).
+# Threads per block at most (the shared arrays' size); a power of two.
 BLOCK = 128
-# The fewest threads of a row block on a GPU: one warp.
-WARP = 32
 # Blocks at most in a launch; kernels stride over the rest.
 MAX_BLOCKS = 1 << 16
+# Rows of at least this many elements, fewer than SPLIT_ROWS of them, are split in parts
+# of PART elements, each reduced by its own block (a grid reduction in two launches).
+PART = 1 << 15
+SPLIT_ROWS = 256
 
 
-def row_block(n, simulator=False):
-    """Threads per block for rows of length n: the power of two >= n, within [WARP, BLOCK].
+def launch(slices, n, inner):
+    """(blocks, threads, group) for ``slices`` > 0 slices of length ``n``: a group of
+    threads per slice (the power of two >= n up to BLOCK for rows, inner == 1; one thread
+    for columns), as many groups per block as fit, no more than there are slices."""
+    group = 1
+    while inner == 1 and group < n and group < BLOCK:
+        group *= 2
+    per_block = min(BLOCK // group, slices)
+    return min(MAX_BLOCKS, -(-slices // per_block)), group * per_block, group
 
-    Under the simulator (each thread a Python thread) the floor is 1 instead of a warp.
+
+def flat_launch(size):
+    """(blocks, threads) for a thread per element of ``size`` > 0 elements."""
+    threads = min(BLOCK, size)
+    return min(MAX_BLOCKS, -(-size // threads)), threads
+
+
+def parts_of(rows, n, inner):
+    """How many parts each slice is split into: 1 unless a few long rows would leave the
+    GPU mostly idle."""
+    if inner != 1 or rows >= SPLIT_ROWS or n < 2 * PART:
+        return 1
+    return min(-(-n // PART), MAX_BLOCKS // max(rows, 1))
+
+
+@inline
+def add_pair(a, b, x, y):
+    """(a + x, b + y): two running sums (in compiled code, as every float operation)."""
+    return a + np.float64(x), b + np.float64(y)
+
+
+@inline
+def reciprocal(d):
+    """1 / d, or 0 where d is 0 (an all-ignored mean: nan loss, zero gradient, as torch)."""
+    return 1.0 / d if d != 0 else 0.0
+
+
+@inline
+def cut_weight(x, w, below, cut):
+    """The weight of entry x, or 0 with ``cut`` unless x < below (log1m_softmax's entries
+    below the max)."""
+    return 0.0 if cut and not (x < below) else np.float64(w)
+
+
+# Kernels call the CPU's @njit functions with scalars only (under the simulator a kernel is
+# Python and a device array cannot enter compiled code), so weights are read here: with
+# w None that branch is compiled away.
+@cuda.jit(device=True)
+def weight_of(w, o, k, j):
+    """w[o, k, j] as float64, or 1 without weights."""
+    return 1.0 if w is None else np.float64(w[o, k, j])
+
+
+@cuda.jit(device=True)
+def class_weight(w, k):
+    """The weight w[k] of class k as float64, or 1 without class weights."""
+    return 1.0 if w is None else np.float64(w[k])
+
+
+@cuda.jit(device=True)
+def group_merge(sm, sc, ss, group):
+    """Merge the partials the threads left in shared memory at their own index, in each
+    group of ``group`` (a power of two) consecutive threads; every thread gets its group's
+    partial. Every thread of the block calls it (it syncs).
+
+    Plain sums ride along as partials with a common max 0, which merge by adding (c, s).
     """
-    threads = 1
-    while threads < n and threads < BLOCK:
-        threads *= 2
-    return threads if simulator else max(threads, WARP)
-
-
-def column_launch(columns, simulator=False):
-    """(blocks, threads) for one thread per column, ``columns`` > 0 of them."""
-    threads = row_block(columns, simulator)
-    return min(MAX_BLOCKS, -(-columns // threads)), threads
-
-
-@inline
-def is_dominant(op, m, c, s):
-    """``cpu.softmax.is_dominant``'s twin: whether log1m_softmax of this slice needs its
-    entries below the max (one entry above 1/2). numba-cuda has no ``np.isfinite`` ufunc on
-    the device, so ``math.isfinite`` here."""
-    return op == LOG1M_SOFTMAX and c == 1 and s < 1 and math.isfinite(m)
-
-
-@inline
-def dominant_value(m, s, below_m, below_c, below_s):
-    """log1m_softmax at the dominant entry of a slice whose partial is (m, 1, s), given the
-    partial (below_*) of its entries below m: log(sum below) - lse, as ``cpu.softmax``'s
-    ``log_sum_below(...) - log1p(s)`` computes it."""
-    if below_m == -np.inf:
-        return -np.inf
-    return ((below_m - m) + math.log(below_c) + math.log1p(below_s / below_c)) - math.log1p(s)
-
-
-@functools.lru_cache(maxsize=None)
-def _device_functions(weighted):
-    """The device functions of the (un)weighted kernels: weight reads and slice partials."""
-    if weighted:
-        @cuda.jit(device=True)
-        def weight2(w, r, k):
-            return np.float64(w[r, k])
-
-        @cuda.jit(device=True)
-        def weight3(w, o, k, j):
-            return np.float64(w[o, k, j])
-    else:
-        @cuda.jit(device=True)
-        def weight2(w, r, k):
-            return 1.0
-
-        @cuda.jit(device=True)
-        def weight3(w, o, k, j):
-            return 1.0
-
-    @cuda.jit(device=True)
-    def row_partial(x, w, r, below, cut, sm, sc, ss):
-        """The partial (m, c, s) of row r of x (rows, n), reduced by the whole block; with
-        ``cut``, of its entries below ``below`` only. Every thread returns it; the caller
-        syncs before it uses sm, sc, ss again."""
-        tid = cuda.threadIdx.x
-        step = cuda.blockDim.x
-        n = x.shape[1]
-        m = -np.inf
-        for k in range(tid, n, step):
-            wk = weight2(w, r, k)
-            if cut and not (x[r, k] < below):
-                wk = 0.0
-            m = max_with(m, x[r, k], wk)
-        c = 0.0
-        s = 0.0
-        for k in range(tid, n, step):
-            wk = weight2(w, r, k)
-            if cut and not (x[r, k] < below):
-                wk = 0.0
-            c, s = add_term(c, s, x[r, k], wk, m)
-        sm[tid] = m
-        sc[tid] = c
-        ss[tid] = s
+    t = cuda.threadIdx.x
+    lane = t % group
+    cuda.syncthreads()
+    half = group // 2
+    while half > 0:
+        if lane < half:
+            sm[t], sc[t], ss[t] = merge(sm[t], sc[t], ss[t], sm[t + half], sc[t + half], ss[t + half])
         cuda.syncthreads()
-        half = step // 2
-        while half > 0:
-            if tid < half:
-                sm[tid], sc[tid], ss[tid] = merge(sm[tid], sc[tid], ss[tid],
-                                                  sm[tid + half], sc[tid + half], ss[tid + half])
-            cuda.syncthreads()
-            half //= 2
-        return sm[0], sc[0], ss[0]
-
-    @cuda.jit(device=True)
-    def column_partial(x, w, o, j, below, cut):
-        """The partial (m, c, s) of x[o, :, j] (x: (outer, n, inner)), by one thread; with
-        ``cut``, of its entries below ``below`` only."""
-        n = x.shape[1]
-        m = -np.inf
-        for k in range(n):
-            wk = weight3(w, o, k, j)
-            if cut and not (x[o, k, j] < below):
-                wk = 0.0
-            m = max_with(m, x[o, k, j], wk)
-        c = 0.0
-        s = 0.0
-        for k in range(n):
-            wk = weight3(w, o, k, j)
-            if cut and not (x[o, k, j] < below):
-                wk = 0.0
-            c, s = add_term(c, s, x[o, k, j], wk, m)
-        return m, c, s
-
-    return weight2, weight3, row_partial, column_partial
+        half //= 2
+    base = t - lane
+    m, c, s = sm[base], sc[base], ss[base]
+    cuda.syncthreads()
+    return m, c, s
 
 
-@functools.lru_cache(maxsize=None)
-def lse_rows(weighted):
-    """Kernel (x, w, out, sign): out[r], sign[r] = log|sum_k w[r, k] exp(x[r, k])| and its
-    sign, for x (rows, n); launch with ``row_block(n)`` threads."""
-    _, _, row_partial, _ = _device_functions(weighted)
-
-    @cuda.jit
-    def kernel(x, w, out, sign):
-        sm = cuda.shared.array(BLOCK, float64)
-        sc = cuda.shared.array(BLOCK, float64)
-        ss = cuda.shared.array(BLOCK, float64)
-        for r in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, c, s = row_partial(x, w, r, 0.0, False, sm, sc, ss)
-            if cuda.threadIdx.x == 0:
-                out[r], sign[r] = log_abs_sum(m, c, s)
-            cuda.syncthreads()
-
-    return kernel
+@cuda.jit(device=True)
+def group_sums(a, b, group, sm, sc, ss):
+    """(sum of a, sum of b) over each group of threads (see ``group_merge``)."""
+    t = cuda.threadIdx.x
+    sm[t], sc[t], ss[t] = 0.0, a, b
+    _, a, b = group_merge(sm, sc, ss, group)
+    return a, b
 
 
-@functools.lru_cache(maxsize=None)
-def lse_columns(weighted):
-    """Kernel (x, w, out, sign): out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and
-    its sign, for x (outer, n, inner); one thread per column (``column_launch``)."""
-    _, _, _, column_partial = _device_functions(weighted)
+@cuda.jit(device=True)
+def slice_partial(x, w, o, j, lo, hi, active, group, below, cut, sm, sc, ss):
+    """The partial (m, c, s) of x[o, lo:hi, j] (x: (outer, n, inner), weights w like x or
+    None), with ``cut`` of its entries below ``below`` only, reduced by the slice's group;
+    an inactive group gives an empty partial. Every thread of the block calls it."""
+    lane = cuda.threadIdx.x % group
+    m = -np.inf
+    c = 0.0
+    s = 0.0
+    if active:
+        for k in range(lo + lane, hi, group):
+            m = max_with(m, x[o, k, j], cut_weight(x[o, k, j], weight_of(w, o, k, j), below, cut))
+        for k in range(lo + lane, hi, group):
+            c, s = add_term(c, s, x[o, k, j], cut_weight(x[o, k, j], weight_of(w, o, k, j), below, cut), m)
+    t = cuda.threadIdx.x
+    sm[t], sc[t], ss[t] = m, c, s
+    return group_merge(sm, sc, ss, group)
 
-    @cuda.jit
-    def kernel(x, w, out, sign):
-        inner = x.shape[2]
-        columns = x.shape[0] * inner
-        start = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-        stride = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-        for t in range(start, columns, stride):
-            o = t // inner
-            j = t - o * inner
-            m, c, s = column_partial(x, w, o, j, 0.0, False)
+
+@cuda.jit(device=True)
+def block_slices(group):
+    """(start, step, slot, lane): this block's first slice, the stride between its turns,
+    and this thread's group (slot) and place in it (lane)."""
+    per_block = cuda.blockDim.x // group
+    slot = cuda.threadIdx.x // group
+    lane = cuda.threadIdx.x % group
+    return np.int64(cuda.blockIdx.x) * per_block, np.int64(cuda.gridDim.x) * per_block, slot, lane
+
+
+@cuda.jit(device=True)
+def slice_index(q, slices, inner):
+    """(o, j) of slice q, or of the last slice for an idle group (q >= slices), so that
+    views taken of it stay inside the array."""
+    q = min(q, slices - 1)
+    o = q // inner
+    return o, q - o * inner
+
+
+@cuda.jit(device=True)
+def flat_range():
+    """(start, step) of a grid-stride loop, a thread per element."""
+    return (np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x,
+            np.int64(cuda.gridDim.x) * cuda.blockDim.x)
+
+
+@cuda.jit(cache=True)
+def lse(x, w, group, out, sign):
+    """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign (``launch``)."""
+    sm = cuda.shared.array(BLOCK, float64)
+    sc = cuda.shared.array(BLOCK, float64)
+    ss = cuda.shared.array(BLOCK, float64)
+    outer, n, inner = x.shape
+    slices = outer * inner
+    start, step, slot, lane = block_slices(group)
+    for first in range(start, slices, step):
+        q = first + slot
+        o = q // inner
+        j = q - o * inner
+        m, c, s = slice_partial(x, w, o, j, 0, n, q < slices, group, 0.0, False, sm, sc, ss)
+        if q < slices and lane == 0:
             out[o, j], sign[o, j] = log_abs_sum(m, c, s)
 
-    return kernel
+
+@cuda.jit(cache=True)
+def softmax(x, w, op, group, out):
+    """out[o, k, j] = the op (``cpu.softmax``'s SOFTMAX, LOG_SOFTMAX or LOG1M_SOFTMAX) at
+    x[o, k, j] over axis 1 (``launch``)."""
+    sm = cuda.shared.array(BLOCK, float64)
+    sc = cuda.shared.array(BLOCK, float64)
+    ss = cuda.shared.array(BLOCK, float64)
+    outer, n, inner = x.shape
+    slices = outer * inner
+    start, step, slot, lane = block_slices(group)
+    for first in range(start, slices, step):
+        q = first + slot
+        o = q // inner
+        j = q - o * inner
+        active = q < slices
+        m, c, s = slice_partial(x, w, o, j, 0, n, active, group, 0.0, False, sm, sc, ss)
+        shift, scale = row_constants(op, m, c, s)
+        dominant = np.nan
+        if op == LOG1M_SOFTMAX:
+            # Every group takes part (the syncs); only those with a dominant entry read.
+            needed = active and is_dominant(op, m, c, s)
+            bm, bc, bs = slice_partial(x, w, o, j, 0, n, needed, group, m, True, sm, sc, ss)
+            if needed:
+                dominant = dominant_value(m, s, bm, bc, bs)
+        if active:
+            for k in range(lane, n, group):
+                out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
 
 
-@functools.lru_cache(maxsize=None)
-def softmax_rows(op, weighted):
-    """Kernel (x, w, out): out[r, k] = the op (``cpu.softmax``'s SOFTMAX, LOG_SOFTMAX or
-    LOG1M_SOFTMAX) at x[r, k] along the rows of x (rows, n); ``row_block(n)`` threads."""
-    weight2, _, row_partial, _ = _device_functions(weighted)
-    log1m = op == LOG1M_SOFTMAX
+@cuda.jit(cache=True)
+def partials(x, w, group, cm, cc, cs, pm, pc, ps):
+    """pm[o, p, j], pc, ps = the partial of part p of slice (o, j) (parts: pm.shape[1] of
+    equal length). With the slices' partials cm, cc, cs (else None): the partial of the
+    entries below the max, for slices with a dominant entry only (log1m_softmax)."""
+    sm = cuda.shared.array(BLOCK, float64)
+    sc = cuda.shared.array(BLOCK, float64)
+    ss = cuda.shared.array(BLOCK, float64)
+    outer, n, inner = x.shape
+    parts = pm.shape[1]
+    length = -(-n // parts)
+    tasks = outer * parts * inner
+    start, step, slot, lane = block_slices(group)
+    for first in range(start, tasks, step):
+        q = first + slot
+        active = q < tasks
+        o = q // (parts * inner)
+        p = (q // inner) % parts
+        j = q % inner
+        below = np.inf
+        cut = cm is not None
+        if cut and active:
+            active = is_dominant(LOG1M_SOFTMAX, cm[o, j], cc[o, j], cs[o, j])
+            below = cm[o, j] if active else np.inf
+        lo = p * length
+        m, c, s = slice_partial(x, w, o, j, lo, min(n, lo + length), active, group, below, cut, sm, sc, ss)
+        if q < tasks and lane == 0:
+            pm[o, p, j], pc[o, p, j], ps[o, p, j] = m, c, s
 
-    @cuda.jit
-    def kernel(x, w, out):
-        sm = cuda.shared.array(BLOCK, float64)
-        sc = cuda.shared.array(BLOCK, float64)
-        ss = cuda.shared.array(BLOCK, float64)
-        tid = cuda.threadIdx.x
-        step = cuda.blockDim.x
-        n = x.shape[1]
-        for r in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
-            m, c, s = row_partial(x, w, r, 0.0, False, sm, sc, ss)
-            shift, scale = row_constants(op, m, c, s)
-            dominant = np.nan
-            # The same answer in every thread of the block, so the syncs inside are safe.
-            if log1m and is_dominant(op, m, c, s):
-                cuda.syncthreads()
-                below_m, below_c, below_s = row_partial(x, w, r, m, True, sm, sc, ss)
-                dominant = dominant_value(m, s, below_m, below_c, below_s)
-            for k in range(tid, n, step):
-                out[r, k] = element(op, x[r, k], weight2(w, r, k), shift, scale, dominant)
-            cuda.syncthreads()
 
-    return kernel
+@cuda.jit(cache=True)
+def merge_parts(pm, pc, ps, m, c, s, out, sign):
+    """m[o, j], c, s = the merge of the parts pm[o, :, j], ...; with ``out`` (else None),
+    out[o, j], sign[o, j] = its log-sum-exp and sign. A thread per slice."""
+    outer, parts, inner = pm.shape
+    start, step = flat_range()
+    for q in range(start, outer * inner, step):
+        o = q // inner
+        j = q - o * inner
+        mm, cc, ss = -np.inf, 0.0, 0.0
+        for p in range(parts):
+            mm, cc, ss = merge(mm, cc, ss, pm[o, p, j], pc[o, p, j], ps[o, p, j])
+        m[o, j], c[o, j], s[o, j] = mm, cc, ss
+        if out is not None:
+            out[o, j], sign[o, j] = log_abs_sum(mm, cc, ss)
 
 
-@functools.lru_cache(maxsize=None)
-def softmax_columns(op, weighted):
-    """Kernel (x, w, out): out[o, k, j] = the op at x[o, k, j] along axis 1 of x (outer, n,
-    inner); one thread per column (``column_launch``)."""
-    _, weight3, _, column_partial = _device_functions(weighted)
-    log1m = op == LOG1M_SOFTMAX
+@cuda.jit(cache=True)
+def apply(x, w, op, m, c, s, bm, bc, bs, out):
+    """out[o, k, j] = the op at x[o, k, j], from its slice's partial m, c, s (and for
+    log1m_softmax bm, bc, bs: that of the entries below the max). A thread per element."""
+    outer, n, inner = x.shape
+    start, step = flat_range()
+    for i in range(start, outer * n * inner, step):
+        o = i // (n * inner)
+        k = (i // inner) % n
+        j = i % inner
+        shift, scale = row_constants(op, m[o, j], c[o, j], s[o, j])
+        dominant = np.nan
+        if is_dominant(op, m[o, j], c[o, j], s[o, j]):
+            dominant = dominant_value(m[o, j], s[o, j], bm[o, j], bc[o, j], bs[o, j])
+        out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
 
-    @cuda.jit
-    def kernel(x, w, out):
-        n = x.shape[1]
-        inner = x.shape[2]
-        columns = x.shape[0] * inner
-        start = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-        stride = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-        for t in range(start, columns, stride):
-            o = t // inner
-            j = t - o * inner
-            m, c, s = column_partial(x, w, o, j, 0.0, False)
-            shift, scale = row_constants(op, m, c, s)
-            dominant = np.nan
-            if log1m and is_dominant(op, m, c, s):
-                below_m, below_c, below_s = column_partial(x, w, o, j, m, True)
-                dominant = dominant_value(m, s, below_m, below_c, below_s)
-            for k in range(n):
-                out[o, k, j] = element(op, x[o, k, j], weight3(w, o, k, j), shift, scale, dominant)
 
-    return kernel
+@cuda.jit(cache=True)
+def class_weights(target, w, ignore_index, n_classes, kept, error):
+    """kept[o, j] = w[y] (1 without weights) for y = target[o, j], 0 where ignored. A class
+    index outside [0, n_classes) keeps 0 and sets error = (1, that index): the host raises
+    IndexError after the kernels, which read no logit of such a sample."""
+    outer, inner = target.shape
+    start, step = flat_range()
+    for q in range(start, outer * inner, step):
+        o = q // inner
+        j = q - o * inner
+        y = target[o, j]
+        kept[o, j] = 0.0
+        if y != ignore_index:
+            if 0 <= y < n_classes:
+                kept[o, j] = class_weight(w, y)
+            else:
+                error[0] = 1
+                error[1] = y
+
+
+@cuda.jit(cache=True)
+def nll(x, target, w, ignore_index, loss, kept):
+    """loss[o, j], kept[o, j] = -w_y x[o, y, j] and w_y, 0 and 0 where ignored or out of
+    range (``class_weights`` reports those). A thread per sample."""
+    outer, n_classes, inner = x.shape
+    start, step = flat_range()
+    for q in range(start, outer * inner, step):
+        o = q // inner
+        j = q - o * inner
+        y = target[o, j]
+        loss[o, j], kept[o, j] = 0.0, 0.0
+        if y != ignore_index and 0 <= y < n_classes:
+            loss[o, j], kept[o, j] = nll_sample(x[o, y, j], class_weight(w, y))
+
+
+@cuda.jit(cache=True)
+def cross_entropy_index(x, target, w, ignore_index, eps, scale, denominator, group, loss, grad):
+    """Per-sample cross-entropy of logits x (outer, C, inner) with class indices target
+    (outer, inner) into loss (outer, inner), and scale * its gradient into grad (like x, or
+    None); scale is 1 / denominator[0] when a denominator (the mean's) is given. A sample
+    ignored or out of range has loss and gradient 0. A group of threads per sample."""
+    sm = cuda.shared.array(BLOCK, float64)
+    sc = cuda.shared.array(BLOCK, float64)
+    ss = cuda.shared.array(BLOCK, float64)
+    if denominator is not None:
+        scale = reciprocal(denominator[0])
+    outer, n_classes, inner = x.shape
+    slices = outer * inner
+    start, step, slot, lane = block_slices(group)
+    for first in range(start, slices, step):
+        q = first + slot
+        o, j = slice_index(q, slices, inner)
+        y = target[o, j] if q < slices else ignore_index
+        live = q < slices and y != ignore_index and 0 <= y < n_classes
+        m, c, s = slice_partial(x, None, o, j, 0, n_classes, live, group, 0.0, False, sm, sc, ss)
+        log_shift, lse, p_shift, total = sample_constants(m, c, s)
+        smooth, total_weight = 0.0, 0.0
+        if eps > 0:
+            if live:
+                for k in range(lane, n_classes, group):
+                    w_k = class_weight(w, k)
+                    smooth, total_weight = add_pair(
+                        smooth, total_weight, smoothing_term(x[o, k, j], w_k, log_shift, lse), w_k)
+            smooth, total_weight = group_sums(smooth, total_weight, group, sm, sc, ss)
+        if live:
+            w_y = class_weight(w, y)
+            if lane == 0:
+                loss[o, j] = index_target_loss(x[o, y, j], w_y, eps, n_classes, log_shift, lse, smooth)
+            if grad is not None:
+                for k in range(lane, n_classes, group):
+                    grad[o, k, j] = index_target_grad(x[o, k, j], k == y, w_y, class_weight(w, k), eps,
+                                                      n_classes, p_shift, total, total_weight, scale)
+        elif q < slices:
+            if lane == 0:
+                loss[o, j] = 0.0
+            if grad is not None:
+                for k in range(lane, n_classes, group):
+                    grad[o, k, j] = 0.0
+
+
+@cuda.jit(cache=True)
+def cross_entropy_probability(x, target, w, eps, scale, group, loss, grad):
+    """Per-sample cross-entropy of logits x (outer, C, inner) with class probabilities
+    target (like x) into loss (outer, inner), and scale * its gradient into grad (like x,
+    or None). A group of threads per sample."""
+    sm = cuda.shared.array(BLOCK, float64)
+    sc = cuda.shared.array(BLOCK, float64)
+    ss = cuda.shared.array(BLOCK, float64)
+    outer, n_classes, inner = x.shape
+    slices = outer * inner
+    start, step, slot, lane = block_slices(group)
+    for first in range(start, slices, step):
+        q = first + slot
+        o, j = slice_index(q, slices, inner)
+        live = q < slices
+        m, c, s = slice_partial(x, None, o, j, 0, n_classes, live, group, 0.0, False, sm, sc, ss)
+        log_shift, lse, p_shift, total = sample_constants(m, c, s)
+        value, weighted_total = 0.0, 0.0
+        if live:
+            for k in range(lane, n_classes, group):
+                term, wt = probability_target_terms(x[o, k, j], target[o, k, j], class_weight(w, k),
+                                                    eps, n_classes, log_shift, lse)
+                value, weighted_total = add_pair(value, weighted_total, term, wt)
+        value, weighted_total = group_sums(value, weighted_total, group, sm, sc, ss)
+        if live:
+            if lane == 0:
+                loss[o, j] = value
+            if grad is not None:
+                for k in range(lane, n_classes, group):
+                    grad[o, k, j] = probability_target_grad(
+                        x[o, k, j], target[o, k, j], class_weight(w, k), eps, n_classes, p_shift,
+                        total, weighted_total, scale)
+
+
+@cuda.jit(cache=True)
+def total(values, denominator, divisor, out):
+    """out[0] = the sum of values (2-D) / denominator[0] (or / divisor when denominator is
+    None). One block."""
+    sm = cuda.shared.array(BLOCK, float64)
+    sc = cuda.shared.array(BLOCK, float64)
+    ss = cuda.shared.array(BLOCK, float64)
+    outer, inner = values.shape
+    tally, unused = 0.0, 0.0
+    for q in range(cuda.threadIdx.x, outer * inner, cuda.blockDim.x):
+        o = q // inner
+        tally, unused = add_pair(tally, unused, values[o, q - o * inner], 0.0)
+    tally, unused = group_sums(tally, unused, cuda.blockDim.x, sm, sc, ss)
+    if denominator is not None:
+        divisor = denominator[0]
+    if cuda.threadIdx.x == 0:
+        out[0] = divided(tally, divisor)
+
+
+@inline
+def divided(a, b):
+    """a / b with NumPy's special values (0 / 0 is nan), in compiled code."""
+    return a / b
 
 
 _COPY_SOURCE = '''
@@ -268,33 +455,37 @@ def kernel(src, dst, strides):
 '''
 
 
-@functools.lru_cache(maxsize=None)
+_COPIES = {}
+
+
 def permuted_copy(ndim, gather):
     """Kernel (src, dst, strides) copying between an ``ndim``-D array and a flat C-ordered
-    buffer that holds the same elements with the axes permuted.
+    buffer that holds the same elements with the axes permuted (and converting the dtype).
 
     ``strides[a]`` is the step (in elements) of axis ``a`` of the N-D array in the flat
     buffer. ``gather``: src N-D (any strides), dst the flat buffer; else src is the flat
-    buffer and dst the N-D array. Launch over the buffer's length (``column_launch``).
+    buffer and dst the N-D array. Launch over the buffer's length (``flat_launch``).
     Generated per ndim: a kernel cannot build an index tuple of variable length.
     """
-    nd = "src" if gather else "dst"
-    indices = "\n".join(f"        i{a} = (f // strides[{a}]) % {nd}.shape[{a}]" for a in range(ndim))
-    index = ", ".join(f"i{a}" for a in range(ndim))
-    assignment = f"dst[f] = src[{index}]" if gather else f"dst[{index}] = src[f]"
-    source = _COPY_SOURCE.format(flat="dst" if gather else "src", indices=indices,
-                                 assignment=assignment)
-    namespace = {"cuda": cuda, "np": np}
-    exec(compile(source, f"<numba_lse.cuda permuted_copy ndim={ndim}>", "exec"), namespace)
-    return cuda.jit(namespace["kernel"])
+    key = (ndim, gather)
+    if key not in _COPIES:
+        nd = "src" if gather else "dst"
+        indices = "\n".join(f"        i{a} = (f // strides[{a}]) % {nd}.shape[{a}]" for a in range(ndim))
+        index = ", ".join(f"i{a}" for a in range(ndim))
+        assignment = f"dst[f] = src[{index}]" if gather else f"dst[{index}] = src[f]"
+        source = _COPY_SOURCE.format(flat="dst" if gather else "src", indices=indices,
+                                     assignment=assignment)
+        namespace = {"cuda": cuda, "np": np}
+        exec(compile(source, f"<numba_lse.cuda permuted_copy ndim={ndim}>", "exec"), namespace)
+        _COPIES[key] = cuda.jit(namespace["kernel"])
+    return _COPIES[key]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nan_where_negative(out, sign):
     """out[i] = nan where sign[i] < 0 (1-D arrays): the log of a negative sum, without
-    return_sign. Element-wise, grid-stride."""
-    start = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    stride = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-    for i in range(start, out.shape[0], stride):
+    return_sign. A thread per element."""
+    start, step = flat_range()
+    for i in range(start, out.shape[0], step):
         if sign[i] < 0:
             out[i] = math.nan
