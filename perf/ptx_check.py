@@ -24,6 +24,8 @@ import numba.cuda.cudadrv.nvrtc as nvrtc  # noqa: E402
 import numba.cuda.dispatcher as dispatcher  # noqa: E402
 from numba import cuda, types  # noqa: E402
 
+from numba_lse.cuda import log1m_softmax_row, log_softmax_row, logsumexp_row, softmax_row  # noqa: E402
+
 
 def fake_device(cc):
     """Let numba-cuda compile device functions for ``cc`` with no driver loaded."""
@@ -31,8 +33,19 @@ def fake_device(cc):
     nvrtc.get_supported_ccs = lambda: (cc,)
 
 
+def user_kernel(x, out, lse):
+    """A user's kernel calling the device functions of ``numba_lse.cuda``."""
+    r = cuda.grid(1)
+    if r < x.shape[0]:
+        lse[r] = logsumexp_row(x[r])
+        softmax_row(x[r], out[r])
+        log_softmax_row(x[r], out[r])
+        log1m_softmax_row(x[r], out[r])
+
+
 def signatures():
-    """(name, kernel, argument types) for every launch the backend makes."""
+    """(name, kernel, argument types) for every launch the backend makes, and a user's
+    kernel calling the device functions."""
     from numba_lse.cuda import kernels as k
 
     i64, f64, none = types.int64, types.float64, types.none
@@ -62,6 +75,7 @@ def signatures():
         for values, den in itertools.product((a(2), a(2, f64)), (none, a(1, f64))):
             yield "total", k.total, (values, den, f64, a(1))
         yield "nan_where_negative", k.nan_where_negative, (a(1), a(1))
+        yield "user_kernel", cuda.jit(user_kernel), (types.Array(dtype, 2, "A"), a(2), a(1))
     # The copies: any strides in, C-ordered out, with the dtype conversions of _gpu.
     conversions = [(types.float16, types.float32), (types.float32, types.float16),
                    (types.int64, types.float64), (types.boolean, types.float64),

@@ -1,5 +1,8 @@
 """The CUDA backend: numba device arrays in, numba device arrays out, ``@cuda.jit`` kernels.
 
+Its public names are the device functions of ``device.py`` for users' own kernels
+(``logsumexp_row``, ``softmax_row``, ``log_softmax_row``, ``log1m_softmax_row``).
+
 Mirrors ``numba_lse.cpu``: each function takes validated arrays (float32/float64, axes a
 sorted tuple), builds the canonical (outer, n, inner) view, allocates the output and launches
 the kernels of ``kernels.py``, which compute with the CPU backend's scalar functions (one
@@ -24,6 +27,11 @@ from numba.core.errors import NumbaPerformanceWarning
 
 from ..cpu.softmax import LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX
 from . import kernels
+from .device import log1m_softmax_row, log_softmax_row, logsumexp_row, softmax_row
+
+# The public names of this module: device functions for users' own kernels (the rest is the
+# backend behind numba_lse's functions).
+__all__ = ["logsumexp_row", "softmax_row", "log_softmax_row", "log1m_softmax_row"]
 
 _OPS = {"softmax": SOFTMAX, "log_softmax": LOG_SOFTMAX, "log1m_softmax": LOG1M_SOFTMAX}
 
