@@ -24,6 +24,7 @@ import numpy as np
 from numba import prange
 
 from .exp import exp_of_difference, is_float32
+from .log import log1p_nonpositive
 from .intrinsics import maxnum
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import add_term, log_abs_sum, row_of, sample_of, slice_of, transposed, weight_at
@@ -64,8 +65,9 @@ def element(op, x, w, shift, scale, dominant):
         return 0.0
     if np.float64(x) == shift and dominant == dominant:
         return dominant
-    # + 0.0 turns log1p(-0) = -0 into 0: log(1 - 0) is 0.
-    return math.log1p(-(exp_of_difference(x, shift) / scale)) + 0.0
+    # p <= 1/2 here (the one entry above 1/2 is the dominant one); log1p_nonpositive(-0)
+    # is +0, as log(1 - 0).
+    return log1p_nonpositive(-(exp_of_difference(x, shift) / scale))
 
 
 @inline

@@ -1,0 +1,65 @@
+"""The vectorisable log1p of cpu/log.py against mpmath: error bound in ulps, special values.
+
+log1m_softmax calls it with y = -p, p a softmax value in [0, 1/2], so the samples cover
+every binade of p from the smallest subnormal to 1/2, densely around the two places where
+the method changes: u = 1 + y crossing sqrt(1/2) (the range reduction) and y near 0 (where
+1 + y rounds).
+"""
+
+import mpmath
+import numpy as np
+import pytest
+from numba import njit
+
+from numba_lse.cpu.log import log1p_nonpositive
+
+BOUND_ULPS = 1.0
+
+
+@njit
+def log1p_array(y):
+    out = np.empty(y.shape, np.float64)
+    for i in range(y.size):
+        out[i] = log1p_nonpositive(y[i])
+    return out
+
+
+def ulp_errors(y):
+    """|log1p_nonpositive(y) - log1p(y)| in ulps of the exact value (mpmath, 120 bits)."""
+    computed = log1p_array(y)
+    errors = np.empty(y.size)
+    with mpmath.workprec(120):
+        for i, (yi, ci) in enumerate(zip(y.tolist(), computed.tolist())):
+            exact = mpmath.log1p(mpmath.mpf(yi))
+            ulp = np.spacing(abs(float(exact))) if exact != 0 else np.nextafter(0.0, 1.0)
+            errors[i] = abs(float((mpmath.mpf(ci) - exact) / ulp))
+    return errors
+
+
+def samples_per_binade(count, seed=0):
+    rng = np.random.default_rng(seed)
+    exponents = np.arange(-1074, 0)
+    p = np.ldexp(rng.uniform(1.0, 2.0, (exponents.size, count)), exponents[:, None]).ravel()
+    return -p[p <= 0.5]
+
+
+def test_every_binade_within_one_ulp():
+    y = samples_per_binade(40)
+    assert ulp_errors(y).max() <= BOUND_ULPS
+
+
+@pytest.mark.parametrize("center", [1.0 - np.sqrt(0.5), 0.5, 2.0**-27, 2.0**-53])
+def test_near_the_method_changes(center):
+    """Around p where u = 1 - p crosses sqrt(1/2), the ends of the domain, and where 1 - p
+    rounds to 1."""
+    steps = np.arange(-2000, 2001)
+    y = -np.clip(center + steps * np.spacing(center) * 7, 0.0, 0.5)
+    assert ulp_errors(y).max() <= BOUND_ULPS
+
+
+def test_special_values():
+    out = log1p_array(np.array([0.0, -0.0, np.nan, -0.5, -5e-324]))
+    assert out[0] == 0.0 and out[1] == 0.0
+    assert np.isnan(out[2])
+    assert out[3] == np.float64(mpmath.log(0.5))
+    assert out[4] == -5e-324
