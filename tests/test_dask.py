@@ -498,21 +498,24 @@ def test_softmax_family_special_values(scheduler, name, dtype):
 @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
 @pytest.mark.parametrize("position", [0, 5, 12])
 @pytest.mark.parametrize("big", [800.0, 30.0, 5.0])
-def test_log1m_softmax_dominant_entry_split(dtype, position, big):
-    # Each row: twelve zeros and one dominant entry, the row split in 4 chunks.
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_log1m_softmax_dominant_entry_split(dtype, position, big, offset):
+    # Each row: twelve entries at `offset` and one dominant entry `big` above them, the row
+    # split in 4 chunks. At offset 1000, log(sum below) - max must not be formed from two
+    # numbers near 1000 (an ulp of 1000 is hundreds of ulps of the result).
     if dtype == np.float32 and big == 800.0:
         big = 80.0
     row = np.zeros(13)
     row[position] = big
-    x = np.stack([row, np.roll(row, 4), -row, row * 0.5]).astype(dtype)
+    x = (np.stack([row, np.roll(row, 4), -row, row * 0.5]) + offset).astype(dtype)
     out = check_softmax("log1m_softmax", x, (2, 4), 1, what=f"dominant {big} at {position}")
     # The dominant entry: log(1 - p) = log(12) - log(12 + e^big), exactly (float64 reference).
     exact = np.log(12.0) - np.logaddexp(np.log(12.0), float(np.asarray(big, dtype)))
     value = float(out[0, position])
     assert abs(value - exact) <= 4 * float(np.finfo(dtype).eps) * abs(exact), (value, exact)
     # And a tie at the max across chunks: no dominant entry, each tied entry log(1 - p).
-    tie = np.zeros(13)
-    tie[1] = tie[11] = big
+    tie = np.full(13, offset)
+    tie[1] = tie[11] = offset + big
     check_softmax("log1m_softmax", tie.astype(dtype)[None], (1, 4), 1, what="tie across chunks")
 
 

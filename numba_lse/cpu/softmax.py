@@ -27,7 +27,7 @@ from .exp import exp_of_difference, is_float32
 from .log import log1p_nonpositive
 from .intrinsics import maxnum
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import add_term, log_abs_sum, row_of, sample_of, slice_of, transposed, weight_at
+from .partials import add_term, row_of, sample_of, slice_of, transposed, weight_at
 from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, inner_partials, row_partials, transpose_tile
 
 SOFTMAX = 0
@@ -77,11 +77,20 @@ def is_dominant(op, m, c, s):
 
 
 @inline
+def log_relative_sum(m0, c, s, m):
+    """log(exp(m0) (c + s)) - m for a partial (m0, c, s) of positive terms (c > 0), -inf for
+    an empty one: the offset m0 - m first, exact or rounded once, so that no rounding of
+    log(sum) ~ m (an ulp of 1000 is 500 ulps of 0.3) enters a result that is small."""
+    if m0 == -np.inf:
+        return -np.inf
+    return (m0 - m) + math.log(c) + math.log1p(s / c)
+
+
+@inline
 def dominant_value(m, s, below_m, below_c, below_s):
     """log1m_softmax at the dominant entry of a slice whose partial is (m, 1, s), from the
     partial (below_*) of its entries below m: log(their sum) - lse, -inf when there are none."""
-    below, sign = log_abs_sum(below_m, below_c, below_s)
-    return (below - m) - math.log1p(s)
+    return log_relative_sum(below_m, below_c, below_s, m) - math.log1p(s)
 
 
 @inline
@@ -100,7 +109,7 @@ def log_sum_below(x, w, m):
         xi = np.float64(x[i])
         wi = weight_at(w, i) if xi < m else 0.0
         c, s = add_term(c, s, xi, wi, runner_up)
-    return (runner_up - m) + math.log(c) + math.log1p(s / c)
+    return log_relative_sum(runner_up, c, s, m)
 
 
 @kernel
