@@ -1,122 +1,112 @@
-"""The public functions on GPU arrays: same values as on NumPy arrays, results on the device.
+"""What only GPU arrays do: results of the caller's kind on the device (0-d for a scalar),
+streams, the class-index flag read back from the device, and the GPU's own errors.
 
-Runs on Numba's CUDA simulator where there is no GPU (tests/conftest.py turns it on), and
-unchanged on a GPU. The simulator's device arrays have no ``__cuda_array_interface__``, so
-CuPy and torch inputs are exercised only on a real GPU (see test_interface_objects).
+The semantics shared with NumPy arrays (values, dtypes, special values, the common errors)
+are tested once for both backends in tests/test_backends.py. These tests run on Numba's
+CUDA simulator where there is no GPU (tests/conftest.py turns it on), and unchanged on a GPU.
+The simulator's device arrays have no ``__cuda_array_interface__``, so CuPy and torch inputs
+are exercised only on a real GPU (see test_interface_objects).
 """
 
 import numpy as np
 import pytest
-from numpy.exceptions import AxisError
 
 import numba_lse as nl
 
 cuda = pytest.importorskip("numba.cuda")
-if not (cuda.is_available() or getattr(cuda, "simulator_enabled", False)
-        or __import__("numba").config.ENABLE_CUDASIM):
+if not (cuda.is_available() or __import__("numba").config.ENABLE_CUDASIM):
     pytest.skip("no GPU and the CUDA simulator is off", allow_module_level=True)
 
-DTYPES = [np.float32, np.float64]
-RTOL = {np.float32: 4e-7, np.float64: 1e-13}
+
+def _data(shape, dtype=np.float64, seed=0):
+    return (5 * np.random.default_rng(seed).standard_normal(shape)).astype(dtype)
 
 
-def _data(shape, dtype, seed=0):
-    x = 5 * np.random.default_rng(seed).standard_normal(shape)
-    return x.astype(dtype)
+def _is_device_array(result):
+    # numba device arrays (the simulator's too); a NumPy array or scalar is a host value.
+    return hasattr(result, "copy_to_host") and not isinstance(result, (np.ndarray, np.generic))
 
 
-def _host(result):
-    assert hasattr(result, "copy_to_host"), f"expected a device array, got {type(result)}"
-    return result.copy_to_host()
+X = _data((3, 4))
+TARGET = np.array([0, 3, 1])
+CALLS = {
+    # id: (call on device arrays x, t; the shapes of its results)
+    "logsumexp-all-axes": (lambda x, t: nl.logsumexp(x), [()]),
+    "logsumexp-sign": (lambda x, t: nl.logsumexp(x, axis=1, return_sign=True), [(3,), (3,)]),
+    "logsumexp-sign-all-axes": (lambda x, t: nl.logsumexp(x, return_sign=True), [(), ()]),
+    "softmax": (lambda x, t: nl.softmax(x, axis=1), [(3, 4)]),
+    "log1m_softmax-all-axes": (lambda x, t: nl.log1m_softmax(x), [(3, 4)]),
+    "nll_loss-mean": (lambda x, t: nl.nll_loss(x, t), [()]),
+    "nll_loss-none": (lambda x, t: nl.nll_loss(x, t, reduction="none"), [(3,)]),
+    "cross_entropy-sum-grad": (lambda x, t: nl.cross_entropy(x, t, reduction="sum", return_grad=True),
+                               [(), (3, 4)]),
+    "cross_entropy-unbatched": (lambda x, t: nl.cross_entropy(x[0], cuda.to_device(TARGET[0]),
+                                                              reduction="none", return_grad=True),
+                                [(), (4,)]),
+}
 
 
-def _close(got, want, dtype):
-    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=0)
-    assert got.dtype == np.asarray(want).dtype and got.shape == np.shape(want)
+@pytest.mark.parametrize("case", CALLS)
+def test_results_stay_on_the_device(case):
+    # A numba device array in, numba device arrays out: a reduction to a scalar is a 0-d
+    # device array, never a host value (the NumPy path gives a NumPy scalar there).
+    call, shapes = CALLS[case]
+    result = call(cuda.to_device(X), cuda.to_device(TARGET))
+    results = result if isinstance(result, tuple) else (result,)
+    assert [r.shape for r in results] == shapes
+    assert all(_is_device_array(r) for r in results), [type(r) for r in results]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape, axis", [((7,), None), ((3, 40), 1), ((40, 3), 0), ((3, 40), None),
-                                         ((2, 3, 4), (0, 2)), ((2, 3, 4), -1)])
-def test_logsumexp(shape, axis, dtype):
-    x = _data(shape, dtype)
-    d = cuda.to_device(x)
-    _close(_host(nl.logsumexp(d, axis=axis)), nl.logsumexp(x, axis=axis), dtype)
-    _close(_host(nl.logsumexp(d, axis=axis, keepdims=True)),
-           nl.logsumexp(x, axis=axis, keepdims=True), dtype)
+def test_callers_stream():
+    # Kernels launch on the stream of the caller's array (its __cuda_array_interface__ names
+    # it; on the simulator streams are sequential); the values are the stream's work.
+    stream = cuda.stream()
+    x = _data((4, 6))
+    d = cuda.to_device(x, stream=stream)
+    got = nl.log_softmax(d, axis=1)
+    lse = nl.logsumexp(d, axis=0)
+    stream.synchronize()
+    rtol = 4 * np.finfo(np.float64).eps
+    np.testing.assert_allclose(got.copy_to_host(), nl.log_softmax(x, axis=1), rtol=rtol)
+    np.testing.assert_allclose(lse.copy_to_host(), nl.logsumexp(x, axis=0), rtol=rtol)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_logsumexp_weights_sign_and_where(dtype):
-    x = _data((4, 30), dtype)
-    b = _data((4, 30), dtype, seed=1)
-    d, db = cuda.to_device(x), cuda.to_device(b)
-    got, sign = nl.logsumexp(d, axis=1, b=db, return_sign=True)
-    want, want_sign = nl.logsumexp(x, axis=1, b=b, return_sign=True)
-    _close(_host(got), want, dtype)
-    np.testing.assert_array_equal(_host(sign), want_sign)
-    # Without return_sign, a negative sum gives nan, as on the CPU.
-    np.testing.assert_array_equal(np.isnan(_host(nl.logsumexp(d, axis=1, b=db))),
-                                  np.isnan(nl.logsumexp(x, axis=1, b=b)))
-    mask = np.random.default_rng(2).random((4, 30)) > 0.5
-    mask[0] = False  # a fully masked row: -inf
-    _close(_host(nl.logsumexp(d, axis=1, where=cuda.to_device(mask))),
-           nl.logsumexp(x, axis=1, where=mask), dtype)
+def test_class_index_flag_is_per_call():
+    # An index out of range is flagged on the device and raised after the kernels; the next
+    # call has a fresh flag and computes as usual.
+    d = cuda.to_device(X)
+    with pytest.raises(IndexError, match=r"^Target 9 is out of bounds\.$"):
+        nl.cross_entropy(d, cuda.to_device(np.array([0, 9, 1])))
+    got = nl.cross_entropy(d, cuda.to_device(TARGET)).copy_to_host()
+    np.testing.assert_allclose(got, nl.cross_entropy(X, TARGET), rtol=4 * np.finfo(np.float64).eps)
 
 
-def test_logsumexp_special_values_and_empty_axis():
-    x = np.array([[-np.inf, -np.inf], [np.inf, 1.0], [np.nan, 0.0], [1e308, 1e308], [1000, -1000]])
-    np.testing.assert_array_equal(_host(nl.logsumexp(cuda.to_device(x), axis=1)),
-                                  nl.logsumexp(x, axis=1))
-    empty = np.zeros((3, 0))
-    got, sign = nl.logsumexp(cuda.to_device(empty), axis=1, return_sign=True)
-    want, want_sign = nl.logsumexp(empty, axis=1, return_sign=True)
-    np.testing.assert_array_equal(_host(got), want)
-    np.testing.assert_array_equal(_host(sign), want_sign)
+GPU_ERRORS = {
+    # id: (call, exception, message): where the GPU path refuses what the CPU path takes
+    "host-array-beside-device-array": (lambda d: nl.logsumexp(d, b=np.ones((3, 4))),
+                                       TypeError, "pass GPU arrays for all array arguments"),
+    "host-target": (lambda d: nl.cross_entropy(d, TARGET),
+                    TypeError, "target is a numpy.ndarray while another argument is on the GPU"),
+    "complex": (lambda d: nl.logsumexp(cuda.to_device(np.ones(3, np.complex64))),
+                TypeError, "complex input is computed on the CPU only"),
+    "b-broadcast": (lambda d: nl.logsumexp(d, b=cuda.to_device(np.ones(4))),
+                    ValueError, r"b with shape \(4,\) must have a's shape \(3, 4\) on the GPU"),
+    "b-dtype": (lambda d: nl.logsumexp(d, b=cuda.to_device(np.ones((3, 4), np.float32))),
+                TypeError, r"b \(float32\) must have a's floating dtype \(float64\)"),
+    "b-with-where": (lambda d: nl.logsumexp(d, b=d, where=cuda.to_device(np.ones((3, 4), bool))),
+                     TypeError, "b and where together are not supported on the GPU"),
+    "where-broadcast": (lambda d: nl.softmax(d, where=cuda.to_device(np.ones(4, bool))),
+                        ValueError, r"where with shape \(4,\) must have x's shape \(3, 4\)"),
+    "softmax-0d": (lambda d: nl.softmax(cuda.to_device(np.array(1.0))),
+                   ValueError, "a 0-d GPU array has nothing to normalise"),
+}
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "log1m_softmax"])
-@pytest.mark.parametrize("shape, axis", [((7,), None), ((3, 40), 1), ((40, 3), 0), ((2, 3, 4), (0, 2))])
-def test_softmax_family(name, shape, axis, dtype):
-    x = _data(shape, dtype)
-    x.flat[1] = 900.0  # a dominant entry: log1m_softmax's runner-up path
-    f = getattr(nl, name)
-    got = _host(f(cuda.to_device(x), axis=axis))
-    want = f(x, axis=axis)
-    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=1e-300)
-    assert got.dtype == want.dtype
-
-
-def test_softmax_where():
-    x = _data((3, 9), np.float64)
-    mask = np.random.default_rng(3).random((3, 9)) > 0.4
-    got = _host(nl.softmax(cuda.to_device(x), axis=1, where=cuda.to_device(mask)))
-    np.testing.assert_allclose(got, nl.softmax(x, axis=1, where=mask), rtol=1e-13, atol=0)
-
-
-def test_bad_input_raises_before_any_kernel():
-    d = cuda.to_device(np.ones((2, 3)))
-    with pytest.raises(AxisError):
-        nl.logsumexp(d, axis=2)
-    with pytest.raises(ValueError, match="repeated axis"):
-        nl.softmax(d, axis=(1, 1))
-    with pytest.raises(TypeError, match="int64"):
-        nl.logsumexp(cuda.to_device(np.ones(3, dtype=np.int64)))
-    with pytest.raises(TypeError, match="float16"):
-        nl.softmax(cuda.to_device(np.ones(3, dtype=np.float16)))
-    with pytest.raises(TypeError, match="complex128"):
-        nl.logsumexp(cuda.to_device(np.ones(3, dtype=np.complex128)))
-    with pytest.raises(TypeError, match="GPU"):
-        nl.logsumexp(d, b=np.ones((2, 3)))  # one argument on the host
-    with pytest.raises(ValueError, match="shape"):
-        nl.logsumexp(d, b=cuda.to_device(np.ones((3, 2))))
-    with pytest.raises(TypeError, match="boolean"):
-        nl.softmax(d, where=cuda.to_device(np.ones((2, 3))))
-    with pytest.raises(ValueError, match="zero-size"):
-        nl.softmax(cuda.to_device(np.ones((2, 0))), axis=1)
-    with pytest.raises(TypeError, match="losses"):
-        nl.cross_entropy(d, cuda.to_device(np.zeros(2, dtype=np.int64)))
+@pytest.mark.parametrize("case", GPU_ERRORS)
+def test_gpu_only_errors(case):
+    call, error, message = GPU_ERRORS[case]
+    with pytest.raises(error, match=message):
+        call(cuda.to_device(X))
 
 
 def test_interface_objects():
@@ -131,3 +121,5 @@ def test_interface_objects():
         assert type(got) is type(device_x)
         host = got.get() if module == "cupy" else got.cpu().numpy()
         np.testing.assert_allclose(host, nl.log_softmax(x, axis=1), rtol=4e-7)
+        total = nl.logsumexp(device_x)
+        assert type(total) is type(device_x) and total.shape == ()
