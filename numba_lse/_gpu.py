@@ -41,13 +41,19 @@ def _cuda():
     return cuda, backend
 
 
-def _device(array, name):
-    """A numba device array viewing ``array`` (zero-copy), of a dtype numba_lse accepts."""
+def _device(array, name, launch):
+    """A numba device array viewing ``array`` (zero-copy), of a dtype numba_lse accepts.
+
+    ``launch`` is the stream the kernels will run on (``_stream_key`` of the first array).
+    The interface asks a consumer to order its work after the producer's stream: an array
+    of that stream is ordered by launching on it, without a host wait; an array of another
+    stream is waited for here (numba's ``as_cuda_array(sync=True)`` synchronises it).
+    """
     cuda, _ = _cuda()
     if _is_simulated(array):
         device = array
     elif hasattr(array, "__cuda_array_interface__"):
-        device = cuda.as_cuda_array(array)
+        device = cuda.as_cuda_array(array, sync=_stream_key(array) != launch)
     else:
         raise TypeError(
             f"{name} is a {type(array).__module__}.{type(array).__name__} while another "
@@ -80,14 +86,20 @@ def _returned(result, dtype, stream):
     return backend.cast(result, dtype, stream) if result.dtype != dtype else result
 
 
-def _stream(array):
-    """The caller's stream: the interface's ``stream`` field, else the default stream."""
+def _stream_key(array):
+    """The stream an array's interface names, None for none or a default stream (1: legacy,
+    2: per-thread), where numba's default stream orders the work."""
     interface = getattr(array, "__cuda_array_interface__", None)
     pointer = interface.get("stream") if interface else None
-    if not pointer or pointer in (1, 2):  # absent, legacy or per-thread default stream
+    return None if pointer in (None, 1, 2) else pointer
+
+
+def _stream(key):
+    """The stream to launch on for a ``_stream_key``: the caller's, else the default."""
+    if key is None:
         return 0
     cuda, _ = _cuda()
-    return cuda.external_stream(pointer)
+    return cuda.external_stream(key)
 
 
 def _as_callers(result, like):
@@ -111,10 +123,11 @@ def _filled(shape, value, dtype, stream):
 
 def logsumexp(a, axis, b, keepdims, return_sign, where):
     cuda, backend = _cuda()
-    x = _device(a, "a")
-    stream = _stream(a)
-    weights = None if b is None else _device(b, "b")
-    mask = None if where is None else _device(where, "where")
+    launch = _stream_key(a)
+    x = _device(a, "a", launch)
+    weights = None if b is None else _device(b, "b", launch)
+    mask = None if where is None else _device(where, "where", launch)
+    stream = _stream(launch)
     if weights is not None:
         if weights.shape != x.shape:
             raise ValueError(f"b with shape {weights.shape} must have a's shape {x.shape} on the GPU")
@@ -153,9 +166,10 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
 
 def softmax_family(name, x, axis, where):
     _, backend = _cuda()
-    device = _device(x, "x")
-    stream = _stream(x)
-    mask = None if where is None else _device(where, "where")
+    launch = _stream_key(x)
+    device = _device(x, "x", launch)
+    mask = None if where is None else _device(where, "where", launch)
+    stream = _stream(launch)
     if mask is not None:
         _validate.check_where(mask, device.shape)
         if mask.shape != device.shape:
@@ -177,10 +191,11 @@ def _loss_arrays(input, target, weight, ignore_index, reduction, label_smoothing
     """(logits, target, weight, smoothing, result dtype, unbatched, stream) on the device,
     checked from metadata as on the CPU; class indices are checked by the kernels."""
     _, backend = _cuda()
-    x = _device(input, "input")
-    t = _device(target, "target")
-    w = None if weight is None else _device(weight, "weight")
-    stream = _stream(input)
+    launch = _stream_key(input)
+    x = _device(input, "input", launch)
+    t = _device(target, "target", launch)
+    w = None if weight is None else _device(weight, "weight", launch)
+    stream = _stream(launch)
     smoothing, probability = _validate.loss_metadata(x, t, w, ignore_index, reduction,
                                                      label_smoothing, probabilities_allowed)
     x, dtype = _computed(x, stream)

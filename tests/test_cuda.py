@@ -5,7 +5,9 @@ The semantics shared with NumPy arrays (values, dtypes, special values, the comm
 are tested once for both backends in tests/test_backends.py. These tests run on Numba's
 CUDA simulator where there is no GPU (tests/conftest.py turns it on), and unchanged on a GPU.
 The simulator's device arrays have no ``__cuda_array_interface__``, so CuPy and torch inputs
-are exercised only on a real GPU (see test_interface_objects).
+are exercised only on a real GPU (test_interface_objects); what numba_lse does with an
+interface (its stream, the host wait for another stream, the result through the caller's
+library) is tested with stand-in objects everywhere.
 """
 
 import numpy as np
@@ -107,6 +109,71 @@ def test_gpu_only_errors(case):
     call, error, message = GPU_ERRORS[case]
     with pytest.raises(error, match=message):
         call(cuda.to_device(X))
+
+
+def interface(wrapped, stream, module="producer"):
+    """A GPU array known only by its ``__cuda_array_interface__`` (as CuPy's and torch's
+    are), of a class from ``module``, viewing the numba device array ``wrapped``, produced
+    on ``stream``."""
+    kind = type("Array", (), {"__module__": module, "device": "cuda:0", "wrapped": wrapped})
+    array = kind()
+    array.__cuda_array_interface__ = {"shape": wrapped.shape, "typestr": wrapped.dtype.str,
+                                      "data": (0, False), "version": 3, "stream": stream}
+    return array
+
+
+@pytest.fixture
+def interface_protocol(monkeypatch):
+    """numba's side of the interface, recorded: as_cuda_array (the simulator has none) gives
+    the wrapped device array, external_stream the default stream; returns the calls."""
+    calls = {"as_cuda_array": [], "external_stream": []}
+
+    def as_cuda_array(obj, sync=True):
+        calls["as_cuda_array"].append((obj.__cuda_array_interface__["stream"], sync))
+        return obj.wrapped
+
+    def external_stream(pointer):
+        calls["external_stream"].append(pointer)
+        return 0
+
+    monkeypatch.setattr(cuda, "as_cuda_array", as_cuda_array, raising=False)
+    monkeypatch.setattr(cuda, "external_stream", external_stream)
+    return calls
+
+
+@pytest.mark.parametrize("stream", [None, 1, 2, 0x7F00])
+def test_interface_streams(interface_protocol, stream):
+    # Kernels launch on the stream the first array's interface names (numba's default stream
+    # for none or a default one); that array is ordered by the launch itself, with no host
+    # wait (sync=False); an argument produced on another stream is waited for (sync=True).
+    x, b = _data((3, 4)), _data((3, 4), seed=1)
+    got = nl.logsumexp(interface(cuda.to_device(x), stream), axis=1,
+                       b=interface(cuda.to_device(b), 0x5E00))
+    np.testing.assert_allclose(got.copy_to_host(), nl.logsumexp(x, axis=1, b=b),
+                               rtol=4 * np.finfo(np.float64).eps)
+    assert interface_protocol["as_cuda_array"] == [(stream, False), (0x5E00, True)]
+    assert interface_protocol["external_stream"] == ([stream] if stream == 0x7F00 else [])
+
+
+@pytest.mark.parametrize("module", ["cupy", "torch"])
+def test_interface_results_of_the_callers_kind(interface_protocol, monkeypatch, module):
+    # Results go back through the caller's library (cupy.asarray; torch.as_tensor on the
+    # caller's device), which wraps numba's array by its interface, zero-copy.
+    import sys
+    import types
+
+    made = []
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(
+        asarray=lambda r: made.append(("cupy", r, None)) or r))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(
+        as_tensor=lambda r, device: made.append(("torch", r, device)) or r))
+    logits = interface(cuda.to_device(X), None, f"{module}.core")
+    loss, grad = nl.cross_entropy(logits, interface(cuda.to_device(TARGET), None, module),
+                                  return_grad=True)
+    assert made == [(module, loss, "cuda:0" if module == "torch" else None),
+                    (module, grad, "cuda:0" if module == "torch" else None)]
+    np.testing.assert_allclose(grad.copy_to_host(), nl.cross_entropy(X, TARGET, return_grad=True)[1],
+                               rtol=4 * np.finfo(np.float64).eps)
 
 
 def test_interface_objects():
