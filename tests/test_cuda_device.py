@@ -93,3 +93,19 @@ def test_empty_row():
 
     kernel[1, 1](cuda.to_device(np.empty((1, 0))), lse)
     assert lse.copy_to_host()[0] == -np.inf
+
+
+@pytest.mark.parametrize("out_length", [WIDTH - 1, WIDTH + 1])
+@pytest.mark.parametrize("name", sorted(ROW_FUNCTIONS))
+def test_output_of_another_length_is_nan(name, out_length):
+    # A kernel cannot raise: an out of the wrong length is filled with nan, and nothing is
+    # read or written past either array (the simulator would raise IndexError if it were).
+    row_function = ROW_FUNCTIONS[name]
+
+    @cuda.jit
+    def kernel(x, out):
+        row_function(x[0], out[0])
+
+    out = cuda.to_device(np.zeros((1, out_length)))
+    kernel[1, 1](cuda.to_device(ROWS[7:8]), out)
+    assert np.isnan(out.copy_to_host()).all()

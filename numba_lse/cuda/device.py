@@ -15,7 +15,8 @@ A row is any 1-D array the thread can read: a row of a device array, a local or 
 array. The values and special values are those of ``numba_lse.logsumexp`` /
 ``softmax`` / ``log_softmax`` / ``log1m_softmax`` of the row (the same scalar functions:
 the max-shift with ties kept out of the sum, one merge rule), computed in float64;
-``out`` (the row's length) may be float32. They run on one thread, two passes over the row
+``out`` must have the row's length (else it is filled with nan: a kernel cannot raise,
+and nothing outside either array is touched) and may be float32. They run on one thread, two passes over the row
 (three for a log1m_softmax row with one entry above 1/2): meant for rows of up to a few
 thousand elements, one per thread; numba_lse's own kernels spread longer rows over a block.
 Under Numba's CUDA simulator they run as Python, like the kernel that calls them.
@@ -54,6 +55,12 @@ def logsumexp_row(x):
 
 @cuda.jit(device=True)
 def _normalise_row(op, x, out):
+    if out.shape[0] != x.shape[0]:
+        # A kernel cannot raise: a row of nan marks the mistake, and nothing is read or
+        # written outside either array.
+        for k in range(out.shape[0]):
+            out[k] = np.nan
+        return
     m, c, s = _row_partial(x, 0.0, False)
     shift, scale = row_constants(op, m, c, s)
     dominant = np.nan
