@@ -88,10 +88,11 @@ def _returned(result, dtype, stream):
 
 def _stream_key(array):
     """The stream an array's interface names, None for none or a default stream (1: legacy,
-    2: per-thread), where numba's default stream orders the work."""
+    2: per-thread; 0, which the interface forbids, read as the default), where numba's
+    default stream orders the work."""
     interface = getattr(array, "__cuda_array_interface__", None)
     pointer = interface.get("stream") if interface else None
-    return None if pointer in (None, 1, 2) else pointer
+    return None if pointer in (None, 0, 1, 2) else pointer
 
 
 def _stream(key):

@@ -141,7 +141,7 @@ def interface_protocol(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("stream", [None, 1, 2, 0x7F00])
+@pytest.mark.parametrize("stream", [None, 0, 1, 2, 0x7F00])
 def test_interface_streams(interface_protocol, stream):
     # Kernels launch on the stream the first array's interface names (numba's default stream
     # for none or a default one); that array is ordered by the launch itself, with no host
