@@ -20,6 +20,7 @@ nothing of the size of the logits is allocated besides the gradient itself.
 import numpy as np
 from numba import prange
 
+from .intrinsics import prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import is_present, sample_of, store, weight_at, zero_fill
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
@@ -131,6 +132,7 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
     outer, n_classes, inner = x.shape
     threads = threads_for(x.size)
     for t in prange(outer * inner):
+        prefer_wide_vectors()
         o = t // inner
         j = t - o * inner
         g = sample_of(grad, o, j)
@@ -150,6 +152,7 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     outer, n_classes, inner = x.shape
     threads = threads_for(x.size)
     for t in prange(outer * inner):
+        prefer_wide_vectors()
         o = t // inner
         j = t - o * inner
         constants = sample_constants(m[o, j], c[o, j], s[o, j])

@@ -17,9 +17,10 @@ import math
 import numpy as np
 from numba import types
 from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from .exp import exp_nonpositive
-from .intrinsics import add_reassoc, maxnum
+from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
 from .jit import inline, kernel
 
 
@@ -55,6 +56,10 @@ def is_present(array):
     """False when array is None: a constant, so LLVM removes the code it guards."""
 
 
+def lowest(x):
+    """-inf in the dtype of the array x."""
+
+
 # No weights is a type (NoneType): each helper compiles to the plain or the weighted form,
 # so the unweighted loops carry no weight at all.
 @overload(weight_at, inline="always")
@@ -82,6 +87,13 @@ def _slice_of(w, lo, hi):
 def max_with(current, x, w):
     """The running max after seeing x; an entry with zero weight takes no part."""
     return maxnum(current, np.float64(x) if w != 0 else -np.inf)
+
+
+@inline
+def max_in_dtype(current, x, w):
+    """``max_with`` for a running max of x's own dtype: a max is exact in any dtype, and a
+    float32 loop has twice the vector lanes of a float64 one."""
+    return maxnum(current, x if w != 0 else current)
 
 
 @inline
@@ -150,14 +162,17 @@ BLOCK = 1024
 @kernel
 def block_max(x, w, m):
     """max(m, the max of x over entries of nonzero weight)."""
+    prefer_wide_vectors()
+    block_m = lowest(x)
     for i in range(x.shape[0]):
-        m = max_with(m, x[i], weight_at(w, i))
-    return m
+        block_m = max_in_dtype(block_m, x[i], weight_at(w, i))
+    return maxnum(m, np.float64(block_m))
 
 
 @kernel
 def block_ties_sum(x, w, m):
     """(c, s) of the slice x for the max m: its ties' weights and the sum of the others."""
+    prefer_wide_vectors()
     c = 0.0
     s = 0.0
     for i in range(x.shape[0]):
@@ -226,3 +241,9 @@ def _store(array, i, value):
 def _is_present(array):
     present = not isinstance(array, types.NoneType)
     return lambda array: present
+
+
+@overload(lowest, inline="always")
+def _lowest(x):
+    scalar = as_dtype(x.dtype).type
+    return lambda x: scalar(-np.inf)

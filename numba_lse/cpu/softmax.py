@@ -27,7 +27,7 @@ from numba import prange
 
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonpositive
-from .intrinsics import maxnum
+from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import add_term, partial_of_slice, row_of, sample_of, slice_of, transposed, weight_at
 from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, column_partials, inner_partials, row_partials, transpose_tile
@@ -117,6 +117,7 @@ def log_sum_below(x, w, m):
 @kernel
 def write_slice(op, x, w, out, shift, scale, dominant):
     """out[i] = the op's value at x[i]: a function of its own, so LLVM vectorises it alone."""
+    prefer_wide_vectors()
     if op == SOFTMAX:
         for i in range(x.shape[0]):
             out[i] = element(SOFTMAX, x[i], weight_at(w, i), shift, scale, dominant)
@@ -132,6 +133,7 @@ def write_slice(op, x, w, out, shift, scale, dominant):
 def write_tile(op, xt, wt, out, shift, scale, dominant):
     """out[r, k] = the op's value at xt[0, k, r]: a transposed tile of short rows (see
     ``reduce.transpose_tile``), computed across rows, then transposed back."""
+    prefer_wide_vectors()
     n, width = xt.shape[1], xt.shape[2]
     values = np.empty((n, width))
     if op == SOFTMAX:
@@ -256,6 +258,7 @@ def apply_partials(op, x, w, out, m, c, s, dominant):
                         shift[o, 0], scale[o, 0], dominant[o, 0])
     else:
         for t in prange(outer * n):
+            prefer_wide_vectors()
             o = t // n
             k = t - o * n
             for j in range(inner):
