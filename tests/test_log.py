@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numba_lse.cpu.log import log1p_nonpositive
+from numba_lse.cpu.log import log1p_nonnegative, log1p_nonpositive
 
 BOUND_ULPS = 1.0
 
@@ -24,9 +24,17 @@ def log1p_array(y):
     return out
 
 
-def ulp_errors(y):
-    """|log1p_nonpositive(y) - log1p(y)| in ulps of the exact value (mpmath, 120 bits)."""
-    computed = log1p_array(y)
+@njit
+def log1p_nonnegative_array(y):
+    out = np.empty(y.shape, np.float64)
+    for i in range(y.size):
+        out[i] = log1p_nonnegative(y[i])
+    return out
+
+
+def ulp_errors(y, log1p=log1p_array):
+    """|log1p(y) - the exact log1p(y)| in ulps of the exact value (mpmath, 120 bits)."""
+    computed = log1p(y)
     errors = np.empty(y.size)
     with mpmath.workprec(120):
         for i, (yi, ci) in enumerate(zip(y.tolist(), computed.tolist())):
@@ -63,3 +71,33 @@ def test_special_values():
     assert np.isnan(out[2])
     assert out[3] == np.float64(mpmath.log(0.5))
     assert out[4] == -5e-324
+
+
+# log1p_nonnegative: log1p(s / c) of a log-sum-exp, s / c anywhere in [0, inf].
+
+def test_nonnegative_every_binade_within_one_ulp():
+    rng = np.random.default_rng(1)
+    exponents = np.arange(-1074, 1024)
+    y = np.ldexp(rng.uniform(1.0, 2.0, (exponents.size, 30)), exponents[:, None]).ravel()
+    y = y[np.isfinite(y)]
+    assert ulp_errors(y, log1p_nonnegative_array).max() <= BOUND_ULPS
+
+
+@pytest.mark.parametrize("center", [np.sqrt(2.0) - 1, 1.0, 2.0, np.sqrt(2.0) * 2**20 - 1,
+                                    2.0**-27, 2.0**-53, 2.0**53, 2.0**1000])
+def test_nonnegative_near_the_method_changes(center):
+    """Around y where u = 1 + y crosses sqrt(2) 2^k (the range reduction), where the exact
+    error of 1 + y changes formula (y = 1), where 1 + y rounds to 1, and where it rounds to y."""
+    steps = np.arange(-2000, 2001)
+    y = np.clip(center + steps * np.spacing(center) * 7, 0.0, None)
+    assert ulp_errors(y, log1p_nonnegative_array).max() <= BOUND_ULPS
+
+
+def test_nonnegative_special_values():
+    out = log1p_nonnegative_array(np.array([0.0, -0.0, np.inf, np.nan, 5e-324, 1.0, 1.7976931348623157e308]))
+    assert out[0] == 0.0 and out[1] == 0.0
+    assert out[2] == np.inf
+    assert np.isnan(out[3])
+    assert out[4] == 5e-324
+    assert out[5] == np.float64(mpmath.log(2))
+    assert out[6] == np.float64(mpmath.log1p(mpmath.mpf(1.7976931348623157e308)))

@@ -22,6 +22,7 @@ from numba.np.numpy_support import as_dtype
 from .exp import exp_nonpositive
 from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
 from .jit import inline, kernel
+from .log import log1p_nonnegative
 
 
 def weight_at(w, index):
@@ -152,7 +153,27 @@ def log_abs_sum(m, c, s):
         return m + log_c + math.log(-1.0 - t), -sign
     if t == -1:
         return -np.inf, 0.0
-    return m + log_c + math.log1p(t), sign
+    return m + log_c + (log1p_nonnegative(t) if t >= 0 else math.log1p(t)), sign
+
+
+@inline
+def is_plain(m, c, s):
+    """Whether ``log_abs_sum(m, c, s)`` is (m + 0.0 + log1p_nonnegative(s), 1.0): one tie,
+    nonnegative terms, a max above -inf. Every unweighted row but the special ones."""
+    return c == 1.0 and s >= 0 and m > -np.inf
+
+
+@kernel
+def finish_slices(m, c, s, out, sign):
+    """out[i], sign[i] = log_abs_sum(m[i], c[i], s[i]) for 1-D arrays: first the plain form
+    for all, in a vector loop, then the exact function for the slices that are not plain."""
+    prefer_wide_vectors()
+    for i in range(m.shape[0]):
+        out[i] = (m[i] + 0.0) + log1p_nonnegative(s[i])
+        sign[i] = 1.0
+    for i in range(m.shape[0]):
+        if not is_plain(m[i], c[i], s[i]):
+            out[i], sign[i] = log_abs_sum(m[i], c[i], s[i])
 
 
 # Elements per block: a block is read twice (max, then sum) while it sits in L1.

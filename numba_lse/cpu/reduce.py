@@ -21,7 +21,7 @@ from .jit import kernel, restore_threads, threads_for
 from .partials import (
     BLOCK,
     add_term,
-    log_abs_sum,
+    finish_slices,
     max_in_dtype,
     merge,
     partial_of_slice,
@@ -167,11 +167,8 @@ def lse_inner(x, w, out, sign):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign."""
     threads = threads_for(x.size)
     m, c, s = inner_partials(x, w)
-    outer, inner = out.shape
-    for t in prange(outer * inner):
-        o = t // inner
-        j = t - o * inner
-        out[o, j], sign[o, j] = log_abs_sum(m[o, j], c[o, j], s[o, j])
+    for o in prange(out.shape[0]):
+        finish_slices(m[o], c[o], s[o], out[o], sign[o])
     restore_threads(threads)
 
 
@@ -199,6 +196,9 @@ def merge_partials(m, c, s):
 def lse_of_partials(m, c, s, out, sign):
     """out[i], sign[i] = the log-sum-exp and sign of the partial (m, c, s)[i] (1-D arrays)."""
     threads = threads_for(m.size)
-    for i in prange(m.shape[0]):
-        out[i], sign[i] = log_abs_sum(m[i], c[i], s[i])
+    n = m.shape[0]
+    for task in prange(-(-n // BLOCK)):
+        lo = task * BLOCK
+        hi = min(n, lo + BLOCK)
+        finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], sign[lo:hi])
     restore_threads(threads)

@@ -26,7 +26,7 @@ import numpy as np
 from numba import prange
 
 from .exp import exp_of_difference, is_float32
-from .log import log1p_nonpositive
+from .log import log1p_nonnegative, log1p_nonpositive
 from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import add_term, partial_of_slice, row_of, sample_of, slice_of, transposed, weight_at
@@ -46,7 +46,7 @@ def row_constants(op, m, c, s):
         if m == np.inf or m == -np.inf:
             # shift 0 and log-sum inf / -inf give SciPy's nan at the infs, -inf elsewhere.
             return 0.0, m
-        return m, (0.0 if c == 1 else math.log(c)) + math.log1p(s / c)
+        return m, (0.0 if c == 1 else math.log(c)) + log1p_nonnegative(s / c)
     if m == np.inf or m == -np.inf:
         return 0.0, np.nan
     return m, c + s
