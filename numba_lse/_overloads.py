@@ -343,8 +343,8 @@ def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="me
             scale = 1.0 / kept_weight if kept_weight != 0 else 0.0
         m, c, s = reduce.row_partials(x, None)
         loss = np.empty((n, 1))
-        grad = np.empty((n, n_classes, 1), dtype=dtype) if with_grad else None
-        losses.cross_entropy_index(x.reshape((n, n_classes, 1)), target.astype(np.int64).reshape((n, 1)),
+        grad = np.empty((n, n_classes), dtype=dtype) if with_grad else None
+        losses.cross_entropy_index(x, target.astype(np.int64).reshape((n, 1)),
                                    w, ignore_index, np.float64(label_smoothing),
                                    m.reshape((n, 1)), c.reshape((n, 1)), s.reshape((n, 1)),
                                    scale, loss, grad)

@@ -158,12 +158,15 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
         scale = 1.0 / denominator
     else:
         scale = 0.0  # an all-ignored mean is nan, and its gradient zeros, as torch
+    # Samples along rows (inner == 1): the kernels take (N, C) views, whose rows have a
+    # contiguous type where the data is contiguous (the gradient loop vectorises).
+    samples = (lambda v: v[:, :, 0]) if layout.inner == 1 else (lambda v: v)
     if probability:
-        _launch(losses.cross_entropy_probability, logits, layout.view(target), weight, smoothing,
-                m, c, s, scale, loss, grad)
+        _launch(losses.cross_entropy_probability, samples(logits), samples(layout.view(target)),
+                weight, smoothing, m, c, s, scale, loss, None if grad is None else samples(grad))
     else:
-        _launch(losses.cross_entropy_index, logits, indices, weight, ignore_index, smoothing,
-                m, c, s, scale, loss, grad)
+        _launch(losses.cross_entropy_index, samples(logits), indices, weight, ignore_index,
+                smoothing, m, c, s, scale, loss, None if grad is None else samples(grad))
     result = _reduce_loss(layout.reduced(loss), reduction, denominator)
     return result, (None if grad is None else layout.full(grad))
 

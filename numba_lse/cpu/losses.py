@@ -128,8 +128,9 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
 
     m, c, s: the samples' partials (outer, inner); loss: (outer, inner) output; grad: like x,
     or None. An ignored sample's loss and gradient are 0 and its logits are never read.
+    Where inner is 1, x and grad may be given as (outer, C) instead (``sample_of``).
     """
-    outer, n_classes, inner = x.shape
+    outer, inner = loss.shape
     threads = threads_for(x.size)
     for t in prange(outer * inner):
         prefer_wide_vectors()
@@ -142,14 +143,15 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
             zero_fill(g)
         else:
             constants = sample_constants(m[o, j], c[o, j], s[o, j])
-            loss[o, j] = index_target_sample(x[o, :, j], y, w, eps, constants, scale, g)
+            loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
     restore_threads(threads)
 
 
 @kernel(parallel=True)
 def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
-    """Per-sample losses of logits x (outer, C, inner), probabilities target like x."""
-    outer, n_classes, inner = x.shape
+    """Per-sample losses of logits x (outer, C, inner), probabilities target like x (both, and
+    grad, may be (outer, C) where inner is 1)."""
+    outer, inner = loss.shape
     threads = threads_for(x.size)
     for t in prange(outer * inner):
         prefer_wide_vectors()
@@ -157,7 +159,7 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
         j = t - o * inner
         constants = sample_constants(m[o, j], c[o, j], s[o, j])
         loss[o, j] = probability_target_sample(
-            x[o, :, j], target[o, :, j], w, eps, constants, scale, sample_of(grad, o, j)
+            sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
         )
     restore_threads(threads)
 

@@ -42,7 +42,9 @@ def transposed(w, r0, r1):
 
 
 def sample_of(array, o, j):
-    """array[o, :, j] of a 3-D array, or None when there is none."""
+    """array[o, :, j] of a 3-D array, row o of a 2-D one (an (outer, n) view of a 3-D array
+    whose inner size is 1: its rows keep a contiguous type, so their loops vectorise), or
+    None when there is none."""
 
 
 def zero_fill(array):
@@ -233,6 +235,8 @@ def _transposed(w, r0, r1):
 def _sample_of(array, o, j):
     if isinstance(array, types.NoneType):
         return lambda array, o, j: None
+    if array.ndim == 2:
+        return lambda array, o, j: array[o]
     return lambda array, o, j: array[o, :, j]
 
 
