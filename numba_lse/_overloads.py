@@ -206,10 +206,14 @@ def _softmax_overload(name, op):
                 raise ValueError("numba_lse: cannot normalise over a zero-size axis")
             c = _as_c(x, dtype)
             out = np.empty(x.shape, dtype=dtype)
+            # The op as an int64, not a literal: the kernels compiled for the Python call
+            # (a literal op would compile specialised ones, whose vectorised loops may round
+            # their last bit differently).
+            kind = np.int64(op)
             if inner == 1:
-                softmax.softmax_rows(op, c.reshape((outer, n)), None, out.reshape((outer, n)))
+                softmax.softmax_rows(kind, c.reshape((outer, n)), None, out.reshape((outer, n)))
             else:
-                softmax.softmax_inner(op, c.reshape((outer, n, inner)), None,
+                softmax.softmax_inner(kind, c.reshape((outer, n, inner)), None,
                                       out.reshape((outer, n, inner)))
             return out
 

@@ -29,12 +29,15 @@ from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive
 from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import add_term, partial_of_slice, row_of, sample_of, slice_of, transposed, weight_at
+from .partials import (add_term, partial_of_slice, row_of, rows_of, sample_of, slice_of, transposed,
+                       weight_at)
 from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, column_partials, inner_partials, row_partials, transpose_tile
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
 LOG1M_SOFTMAX = 2
+# Rows of (outer, n, inner) per parallel task when writing along axis 1 (inner > 1).
+WRITE_ROWS = 16
 
 
 @inline
@@ -130,27 +133,34 @@ def write_slice(op, x, w, out, shift, scale, dominant):
 
 
 @kernel
+def write_columns(op, x, w, out, shift, scale, dominant):
+    """out[k, j] = the op's value at x[k, j] (2-D, weights w like x or None) for the slices
+    along axis 0, whose constants are shift[j], scale[j], dominant[j]: a row at a time, so
+    the vector lanes run along a contiguous row, across slices."""
+    prefer_wide_vectors()
+    for k in range(x.shape[0]):
+        xk = x[k]
+        wk = row_of(w, k)
+        out_k = out[k]
+        if op == SOFTMAX:
+            for j in range(xk.shape[0]):
+                out_k[j] = element(SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j], dominant[j])
+        elif op == LOG_SOFTMAX:
+            for j in range(xk.shape[0]):
+                out_k[j] = element(LOG_SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j], dominant[j])
+        else:
+            for j in range(xk.shape[0]):
+                out_k[j] = element(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j], dominant[j])
+
+
+@kernel
 def write_tile(op, xt, wt, out, shift, scale, dominant):
     """out[r, k] = the op's value at xt[0, k, r]: a transposed tile of short rows (see
     ``reduce.transpose_tile``), computed across rows, then transposed back."""
     prefer_wide_vectors()
     n, width = xt.shape[1], xt.shape[2]
     values = np.empty((n, width))
-    if op == SOFTMAX:
-        for k in range(n):
-            for j in range(width):
-                values[k, j] = element(SOFTMAX, xt[0, k, j], weight_at(wt, (0, k, j)),
-                                       shift[j], scale[j], dominant[j])
-    elif op == LOG_SOFTMAX:
-        for k in range(n):
-            for j in range(width):
-                values[k, j] = element(LOG_SOFTMAX, xt[0, k, j], weight_at(wt, (0, k, j)),
-                                       shift[j], scale[j], dominant[j])
-    else:
-        for k in range(n):
-            for j in range(width):
-                values[k, j] = element(LOG1M_SOFTMAX, xt[0, k, j], weight_at(wt, (0, k, j)),
-                                       shift[j], scale[j], dominant[j])
+    write_columns(op, xt[0], row_of(wt, 0), values, shift, scale, dominant)
     for j in range(width):
         for k in range(n):
             out[j, k] = values[k, j]
@@ -257,14 +267,13 @@ def apply_partials(op, x, w, out, m, c, s, dominant):
             write_slice(op, x[o, :, 0], sample_of(w, o, 0), out[o, :, 0],
                         shift[o, 0], scale[o, 0], dominant[o, 0])
     else:
-        for t in prange(outer * n):
-            prefer_wide_vectors()
-            o = t // n
-            k = t - o * n
-            for j in range(inner):
-                out[o, k, j] = element(
-                    op, x[o, k, j], weight_at(w, (o, k, j)), shift[o, j], scale[o, j], dominant[o, j]
-                )
+        n_blocks = -(-n // WRITE_ROWS)
+        for t in prange(outer * n_blocks):
+            o = t // n_blocks
+            k0 = (t - o * n_blocks) * WRITE_ROWS
+            k1 = min(n, k0 + WRITE_ROWS)
+            write_columns(op, x[o, k0:k1], rows_of(w, o, k0, k1), out[o, k0:k1],
+                          shift[o], scale[o], dominant[o])
     restore_threads(threads)
 
 
