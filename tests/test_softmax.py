@@ -400,6 +400,20 @@ class TestLayouts:
         np.testing.assert_array_equal(x, before)
 
     @pytest.mark.parametrize("name", FUNCS)
+    @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+    def test_long_rows_same_bits_whole_or_chunked(self, name, dtype):
+        # Rows longer than a CHUNK are one task each when there are enough of them (16 here),
+        # chunk by chunk otherwise (2 rows): the same partials, the same bits.
+        from numba_lse.cpu.reduce import CHUNK
+        rng = _rng("long rows", name, _name(dtype))
+        x = (30 * rng.standard_normal((16, CHUNK + 1000))).astype(dtype)
+        x[3, 5] = 400.0  # a dominant entry (log1m_softmax's own pass)
+        where = rng.random(x.shape) < 0.9
+        np.testing.assert_array_equal(FUNCS[name](x, axis=1)[:2], FUNCS[name](x[:2], axis=1))
+        np.testing.assert_array_equal(FUNCS[name](x, axis=1, where=where)[:2],
+                                      FUNCS[name](x[:2], axis=1, where=where[:2]))
+
+    @pytest.mark.parametrize("name", FUNCS)
     def test_inputs_never_written(self, name):
         rng = _rng("never written", name)
         x = (3 * rng.standard_normal((5, 7))).astype(np.float64)

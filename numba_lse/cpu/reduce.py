@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from .intrinsics import prefer_wide_vectors
-from .jit import kernel, restore_threads, threads_for
+from .jit import inline, kernel, restore_threads, threads_for
 from .partials import (
     BLOCK,
     add_term_compensated,
@@ -104,6 +104,19 @@ def transpose_tile(x, r0, r1):
         for i in range(r1 - r0):
             columns[k, i] = x[r0 + i, k]
     return out
+
+
+@inline
+def chunked_partial(row, w):
+    """The partial of a 1-D row (weights w or None) as ``row_partials`` forms it: per CHUNK,
+    merged in order (the same bits), on the calling thread."""
+    n = row.shape[0]
+    m, c, s = partial_of_slice(row[:CHUNK], slice_of(w, 0, min(n, CHUNK)))
+    for lo in range(CHUNK, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        chunk_m, chunk_c, chunk_s = partial_of_slice(row[lo:hi], slice_of(w, lo, hi))
+        m, c, s = merge(m, c, s, chunk_m, chunk_c, chunk_s)
+    return m, c, s
 
 
 @kernel(parallel=True)

@@ -31,13 +31,20 @@ from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import (add_term, partial_of_slice, row_of, rows_of, sample_of, slice_of, transposed,
                        weight_at)
-from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, column_partials, inner_partials, row_partials, transpose_tile
+from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
+                     row_partials, transpose_tile)
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
 LOG1M_SOFTMAX = 2
 # Rows of (outer, n, inner) per parallel task when writing along axis 1 (inner > 1).
 WRITE_ROWS = 16
+# Rows longer than a CHUNK are still one task each, start to end, when they fit in a core's
+# L2 cache (so that their second read comes from it) and there are enough of them to keep
+# the threads busy; their partial is merged chunk by chunk, as row_partials merges it, so
+# the values are the same bits as the chunked path's.
+WHOLE_ROW_BYTES = 1 << 20
+WHOLE_ROWS_FROM = 16
 
 
 @inline
@@ -206,11 +213,11 @@ def softmax_rows(op, x, w, out):
                 shift[j], scale[j], dominant[j] = slice_constants(op, x[r0 + j], row_of(w, r0 + j),
                                                                   m[j], c[j], s[j])
             write_tile(op, xt, wt, out[r0:r1], shift, scale, dominant)
-    elif n <= CHUNK:
+    elif n <= CHUNK or (rows >= WHOLE_ROWS_FROM and n * x.itemsize <= WHOLE_ROW_BYTES):
         for task in prange(rows):
             row = x[task]
             weights = row_of(w, task)
-            m, c, s = partial_of_slice(row, weights)
+            m, c, s = chunked_partial(row, weights)
             shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
             write_slice(op, row, weights, out[task], shift, scale, dominant)
     else:
