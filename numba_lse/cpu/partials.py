@@ -37,6 +37,10 @@ def slice_of(w, lo, hi):
     """w[lo:hi] of the 1-D weights w, or None when there are none."""
 
 
+def rows_in(w, r0, r1):
+    """w[r0:r1] of the 2-D weights w, or None when there are none."""
+
+
 def rows_of(w, o, k0, k1):
     """w[o, k0:k1] of the 3-D weights w, or None when there are none."""
 
@@ -260,6 +264,13 @@ def partial_of_slice(x, w):
         block_c, block_s = block_ties_sum(xb, wb, block_m)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
     return m, c, s
+
+
+@overload(rows_in, inline="always")
+def _rows_in(w, r0, r1):
+    if isinstance(w, types.NoneType):
+        return lambda w, r0, r1: None
+    return lambda w, r0, r1: w[r0:r1]
 
 
 @overload(rows_of, inline="always")

@@ -64,27 +64,32 @@ def column_partials(x, w, o, j0, m, c, s, block_rows):
     m_block = np.empty(width, x.dtype)
     # The running partials, local (arrays LLVM knows apart from x, so the loops vectorise
     # without alias checks), and the compensation of s.
-    run_m = np.full(width, -np.inf)
+    run_m = np.empty(width)
     run_c = np.zeros(width)
     run_s = np.zeros(width)
     run_e = np.zeros(width)
+    m_block[:] = -np.inf
     for k0 in range(0, n, block_rows):
         k1 = min(n, k0 + block_rows)
-        m_block[:] = run_m
         for k in range(k0, k1):
             xk = x[o, k, j0:j1]
             wk = part_of(w, o, k, j0, j1)
             for j in range(width):
                 m_block[j] = max_in_dtype(m_block[j], xk[j], weight_at(wk, j))
-        for j in range(width):
-            run_m[j], run_c[j], run_s[j], run_e[j] = raise_max(run_m[j], run_c[j], run_s[j], run_e[j],
-                                                               np.float64(m_block[j]))
+        if k0 == 0:
+            run_m[:] = m_block
+        else:
+            for j in range(width):
+                run_m[j], run_c[j], run_s[j], run_e[j] = raise_max(
+                    run_m[j], run_c[j], run_s[j], run_e[j], np.float64(m_block[j]))
         for k in range(k0, k1):
             xk = x[o, k, j0:j1]
             wk = part_of(w, o, k, j0, j1)
             for j in range(width):
                 run_c[j], run_s[j], run_e[j] = add_term_compensated(
                     run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j])
+    if n == 0:
+        run_m[:] = -np.inf
     m[:] = run_m
     c[:] = run_c
     for j in range(width):

@@ -26,11 +26,11 @@ import numpy as np
 from numba import prange
 
 from .exp import exp_of_difference, is_float32
-from .log import log1p_nonnegative, log1p_nonpositive
+from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import (add_term, partial_of_slice, row_of, rows_of, sample_of, slice_of, transposed,
-                       weight_at)
+from .partials import (add_term, partial_of_slice, row_of, rows_in, rows_of, sample_of, slice_of,
+                       transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
@@ -56,7 +56,9 @@ def row_constants(op, m, c, s):
         if m == np.inf or m == -np.inf:
             # shift 0 and log-sum inf / -inf give SciPy's nan at the infs, -inf elsewhere.
             return 0.0, m
-        return m, (0.0 if c == 1 else math.log(c)) + log1p_nonnegative(s / c)
+        # log c as log1p(c - 1), exact argument (c counts ties, >= 1 here): no libm call,
+        # so a loop of row constants vectorises.
+        return m, log1p_nonnegative(c - 1.0) + log1p_nonnegative(s / c)
     if m == np.inf or m == -np.inf:
         return 0.0, np.nan
     return m, c + s
@@ -65,11 +67,18 @@ def row_constants(op, m, c, s):
 @inline
 def element(op, x, w, shift, scale, dominant):
     """The output for entry x (weight w) of a row with constants (shift, scale, dominant)."""
+    return element_by_reciprocal(op, x, w, shift, scale, 1.0 / scale, dominant)
+
+
+@inline
+def element_by_reciprocal(op, x, w, shift, scale, reciprocal, dominant):
+    """``element``, given 1 / scale as well: float32 data multiplies by it where float64
+    divides (its 2^-52 error vanishes in the float32 rounding, and a vector divide costs ten
+    multiplies). A loop whose scale varies per lane (columns) passes them precomputed;
+    elsewhere LLVM hoists ``element``'s 1 / scale out of the loop, or drops it (float64)."""
     if op == SOFTMAX:
         if is_float32(x):
-            # A product with the (hoisted) reciprocal: its 2^-52 error vanishes in the
-            # float32 rounding, and a vector multiply is much cheaper than a divide.
-            return exp_of_difference(x, shift) * (1.0 / scale) if w != 0 else 0.0
+            return exp_of_difference(x, shift) * reciprocal if w != 0 else 0.0
         return exp_of_difference(x, shift) / scale if w != 0 else 0.0
     if op == LOG_SOFTMAX:
         return (np.float64(x) - shift) - scale if w != 0 else -np.inf
@@ -78,7 +87,9 @@ def element(op, x, w, shift, scale, dominant):
     if np.float64(x) == shift and dominant == dominant:
         return dominant
     # p <= 1/2 here (the one entry above 1/2 is the dominant one); log1p_nonpositive(-0)
-    # is +0, as log(1 - 0).
+    # is +0, as log(1 - 0). float32 data: the log1p with one divide less, too.
+    if is_float32(x):
+        return log1p_nonpositive_for_float32(-(exp_of_difference(x, shift) * reciprocal))
     return log1p_nonpositive(-(exp_of_difference(x, shift) / scale))
 
 
@@ -145,19 +156,22 @@ def write_columns(op, x, w, out, shift, scale, dominant):
     along axis 0, whose constants are shift[j], scale[j], dominant[j]: a row at a time, so
     the vector lanes run along a contiguous row, across slices."""
     prefer_wide_vectors()
+    reciprocal = 1.0 / scale
     for k in range(x.shape[0]):
         xk = x[k]
         wk = row_of(w, k)
         out_k = out[k]
         if op == SOFTMAX:
             for j in range(xk.shape[0]):
-                out_k[j] = element(SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j], dominant[j])
+                out_k[j] = element_by_reciprocal(SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j],
+                                                 reciprocal[j], dominant[j])
         elif op == LOG_SOFTMAX:
             for j in range(xk.shape[0]):
                 out_k[j] = element(LOG_SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j], dominant[j])
         else:
             for j in range(xk.shape[0]):
-                out_k[j] = element(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), shift[j], scale[j], dominant[j])
+                out_k[j] = element_by_reciprocal(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), shift[j],
+                                                 scale[j], reciprocal[j], dominant[j])
 
 
 @kernel
@@ -171,6 +185,28 @@ def write_tile(op, xt, wt, out, shift, scale, dominant):
     for j in range(width):
         for k in range(n):
             out[j, k] = values[k, j]
+
+
+@kernel
+def tile_constants(op, x, w, m, c, s, shift, scale, dominant):
+    """shift, scale, dominant[j] = ``slice_constants`` of row j of x (2-D, weights w or None)
+    from its partial (m, c, s)[j]: the first two in a vector loop, the third (log1m_softmax
+    only) where a row has a dominant entry."""
+    prefer_wide_vectors()
+    if op == SOFTMAX:
+        for j in range(m.shape[0]):
+            shift[j], scale[j] = row_constants(SOFTMAX, m[j], c[j], s[j])
+    elif op == LOG_SOFTMAX:
+        for j in range(m.shape[0]):
+            shift[j], scale[j] = row_constants(LOG_SOFTMAX, m[j], c[j], s[j])
+    else:
+        for j in range(m.shape[0]):
+            shift[j], scale[j] = row_constants(LOG1M_SOFTMAX, m[j], c[j], s[j])
+    dominant[:] = np.nan
+    if op == LOG1M_SOFTMAX:
+        for j in range(m.shape[0]):
+            if is_dominant(op, m[j], c[j], s[j]):
+                dominant[j] = log_sum_below(x[j], row_of(w, j), m[j]) - math.log1p(s[j])
 
 
 @inline
@@ -209,9 +245,7 @@ def softmax_rows(op, x, w, out):
             shift = np.empty(r1 - r0)
             scale = np.empty(r1 - r0)
             dominant = np.empty(r1 - r0)
-            for j in range(r1 - r0):
-                shift[j], scale[j], dominant[j] = slice_constants(op, x[r0 + j], row_of(w, r0 + j),
-                                                                  m[j], c[j], s[j])
+            tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s, shift, scale, dominant)
             write_tile(op, xt, wt, out[r0:r1], shift, scale, dominant)
     elif n <= CHUNK or (rows >= WHOLE_ROWS_FROM and n * x.itemsize <= WHOLE_ROW_BYTES):
         for task in prange(rows):

@@ -25,7 +25,7 @@ Under Numba's CUDA simulator they run as Python, like the kernel that calls them
 import numpy as np
 from numba import cuda
 
-from ..cpu.partials import add_term, log_abs_sum, max_with
+from ..cpu.partials import add_term_compensated, log_abs_sum, max_with
 from ..cpu.softmax import LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX, dominant_value, element, is_dominant, row_constants
 from .kernels import cut_weight
 
@@ -40,9 +40,12 @@ def _row_partial(x, below, cut):
         m = max_with(m, x[k], cut_weight(x[k], 1.0, below, cut))
     c = 0.0
     s = 0.0
+    e = 0.0
+    # One thread walks the row: a sequential sum, compensated (float64), as the CPU's
+    # columns (hence its rows shorter than 32, which go a transposed tile at a time).
     for k in range(x.shape[0]):
-        c, s = add_term(c, s, x[k], cut_weight(x[k], 1.0, below, cut), m)
-    return m, c, s
+        c, s, e = add_term_compensated(c, s, e, x[k], cut_weight(x[k], 1.0, below, cut), m)
+    return m, c, s + e
 
 
 @cuda.jit(device=True)
