@@ -29,8 +29,8 @@ from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import (add_term, partial_of_slice, row_of, rows_in, rows_of, sample_of, slice_of,
-                       transposed, weight_at)
+from .partials import (add_term, row_of, rows_in, rows_of, sample_of, slice_of, transposed,
+                       weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
