@@ -331,9 +331,11 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
 
     Notes
     -----
-    ``l_n = -w[y_n] * log_probs[n, y_n]``. Sums are accumulated in float64 (NumPy's pairwise
-    summation) and rounded once, so a float32 mean over 10^6 samples is within 1 ulp of the
-    float64 value. Errors use torch's messages: ``IndexError("Target 7 is out of bounds.")``.
+    ``l_n = -w[y_n] * log_probs[n, y_n]``, in float64. The sums ('sum', and both of the
+    'mean') are compensated float64 sums (Neumaier's), within an ulp of the exact sums of
+    the ``l_n`` however many there are, then rounded once to the result's dtype; inside
+    ``@njit`` they are plain float64 sums. Errors use torch's messages:
+    ``IndexError("Target 7 is out of bounds.")``.
 
     Examples
     --------

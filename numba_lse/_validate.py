@@ -1,6 +1,7 @@
 """Every user error is raised here, from shapes and dtypes alone, before any kernel runs.
 
-Pure Python: axis normalisation, the dtype policy, broadcasting of weights.
+Python: axis normalisation, the dtype policy, broadcasting of weights; one compiled pass
+checks class-index targets (``cpu.losses.first_out_of_bounds``), with no temporaries.
 """
 
 import math
@@ -8,6 +9,8 @@ import operator
 
 import numpy as np
 from numpy.exceptions import AxisError
+
+from .cpu import losses
 
 # float16 is computed in float32 (Numba has no float16 arithmetic on the CPU) and returned as
 # float16; integers and booleans become float64, as in SciPy.
@@ -240,6 +243,13 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
 
 def check_classes(t, ignore_index, n_classes):
     """IndexError (torch's message) for a class index outside [0, n_classes), ignore_index aside."""
+    if (t.dtype.kind == "i" or t.dtype.itemsize < 8) and -2**63 <= ignore_index < 2**63:
+        # Every value as int64, exactly: one compiled pass, no temporaries.
+        flat = t.astype(np.int64, copy=False).reshape(-1)
+        first = losses.first_out_of_bounds(flat, ignore_index, n_classes)
+        if first >= 0:
+            raise IndexError(f"Target {flat[first]} is out of bounds.")
+        return
     out_of_bounds = (t != ignore_index) & ((t < 0) | (t >= n_classes))
     if out_of_bounds.any():
         raise IndexError(f"Target {t[out_of_bounds].flat[0]} is out of bounds.")

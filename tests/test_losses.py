@@ -773,6 +773,45 @@ class TestAccuracy:
         assert abs(float(plain) - ref) <= float(np.spacing(np.float32(ref)))
 
 
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    def test_nll_loss_float64_sums_within_1_ulp_of_exact(self, weighted):
+        """float64 'sum' and 'mean' over 10^5 samples of mixed sign, with ignored ones: within
+        1 ulp of the exactly rounded sums of the very per-sample losses (math.fsum)."""
+        rng = _rng("nll float64 sums", weighted)
+        n = 10**5
+        log_probs = rng.standard_normal((n, 10)) * 10.0 ** rng.integers(-3, 4, (n, 1))
+        t = rng.integers(0, 10, n)
+        t[::5] = -100
+        w = rng.uniform(0.5, 2.0, 10) if weighted else None
+        per_sample = nll_loss(log_probs, t, weight=w, reduction="none")
+        kept = t != -100
+        w_y = (np.ones(10) if w is None else w)[t[kept]]
+        assert same_bits(per_sample[kept], -(w_y * log_probs[kept, t[kept]]))
+        total = math.fsum(per_sample.tolist())
+        result = nll_loss(log_probs, t, weight=w, reduction="sum")
+        assert abs(float(result) - total) <= float(np.spacing(abs(total)))
+        mean = total / math.fsum(w_y.tolist())
+        result = nll_loss(log_probs, t, weight=w)
+        assert abs(float(result) - mean) <= 2 * float(np.spacing(abs(mean)))
+
+    def test_nll_loss_same_bits_for_any_thread_count(self):
+        """Blocks of samples run in parallel; their sums are added in order."""
+        import numba
+        rng = _rng("nll threads")
+        log_probs = rng.standard_normal((100_000, 7))
+        t = rng.integers(0, 7, 100_000)
+        before = numba.get_num_threads()
+        results = []
+        try:
+            for threads in range(1, before + 1):
+                numba.set_num_threads(threads)
+                results.append([nll_loss(log_probs, t, reduction=r) for r in ("sum", "mean")])
+        finally:
+            numba.set_num_threads(before)
+        for other in results[1:]:
+            assert all(same_bits(a, b) for a, b in zip(results[0], other))
+
+
 # --------------------------------------------------------------------- 6. bad input
 
 @pytest.fixture
@@ -806,10 +845,20 @@ class TestBadInput:
         (np.zeros((2, 5, 3)), np.array([[0, 1, 2], [3, 4, 9]]), 9),
         (X35, np.array([0, 200, 1], dtype=np.uint8), 200),
         (X35, np.array([0, 5, 1], dtype=np.int8), 5),
-    ], ids=["7", "-5", "unbatched", "NCd", "uint8", "int8_equal_C"])
+        (X35, np.array([0, 2**64 - 1, 1], dtype=np.uint64), 2**64 - 1),
+        (X35, np.array([0, 1, 9, 2, 1, 3], dtype=np.int32)[::2], 9),
+        (X35, np.array([[0, 1], [7, 2], [1, 3]])[:, 0], 7),
+    ], ids=["7", "-5", "unbatched", "NCd", "uint8", "int8_equal_C", "uint64_max",
+            "int32_strided", "column_view"])
     def test_target_out_of_bounds(self, fn, x, t, bad):
         with pytest.raises(IndexError, match=re.escape(f"Target {bad} is out of bounds.")):
             fn(x, t)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    def test_out_of_bounds_with_ignore_index_beyond_int64(self, fn):
+        """An ignore_index no int64 target can equal ignores nothing (checked exactly)."""
+        with pytest.raises(IndexError, match=re.escape("Target -3 is out of bounds.")):
+            fn(X35, np.array([0, -3, 1]), ignore_index=2**70)
 
     @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
     def test_out_of_bounds_with_custom_ignore_index(self, fn):

@@ -22,7 +22,7 @@ from numba import prange
 
 from .intrinsics import prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import is_present, sample_of, store, weight_at, zero_fill
+from .partials import add_compensated, is_present, sample_of, store, store_at, weight_at, zero_fill
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
 
 
@@ -171,17 +171,52 @@ def nll_sample(x_y, w_y):
     return -(w_y * np.float64(x_y)), w_y
 
 
-@kernel
-def nll_index(x, target, w, ignore_index, loss, kept):
-    """loss[o, j] = -w[y] x[o, y, j] and kept[o, j] = w[y], with y = target[o, j]; both 0
-    where ignored (the ignored sample's log-probabilities are never read, nan or not).
-    A gather: one pass, on the calling thread."""
+# Samples per task of ``nll_index``: its sums run sequentially (compensated) within a block,
+# then over blocks in order, so the result does not depend on the number of threads.
+NLL_BLOCK = 4096
+
+
+@kernel(parallel=True)
+def nll_index(x, target, w, ignore_index, loss):
+    """(sum, mean) of the per-sample losses -w[y] x[o, y, j], y = target[o, j], over the
+    samples not ignored (the mean's denominator: the sum of their w[y]); each loss is written
+    to loss[o, j] too, unless loss is None. An ignored sample's loss is 0 and its
+    log-probabilities are never read, nan or not. A gather, in blocks of samples run in
+    parallel; the sums are compensated (Neumaier) in float64, so within an ulp or so of the
+    exact sums whatever their length."""
     outer, n_classes, inner = x.shape
-    for o in range(outer):
-        for j in range(inner):
-            y = target[o, j]
-            if y == ignore_index:
-                loss[o, j] = 0.0
-                kept[o, j] = 0.0
-            else:
-                loss[o, j], kept[o, j] = nll_sample(x[o, y, j], weight_at(w, y))
+    threads = threads_for(outer * inner)
+    rows = max(1, NLL_BLOCK // max(1, inner))
+    n_blocks = -(-outer // rows)
+    sums = np.empty((n_blocks, 4))
+    for b in prange(n_blocks):
+        total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
+        for o in range(b * rows, min(outer, (b + 1) * rows)):
+            for j in range(inner):
+                y = target[o, j]
+                value, w_y = 0.0, 0.0
+                if y != ignore_index:
+                    value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
+                store_at(loss, o, j, value)
+                total, total_error = add_compensated(total, total_error, value)
+                kept, kept_error = add_compensated(kept, kept_error, w_y)
+        sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = total, total_error, kept, kept_error
+    total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
+    for b in range(n_blocks):
+        total, total_error = add_compensated(total, total_error + sums[b, 1], sums[b, 0])
+        kept, kept_error = add_compensated(kept, kept_error + sums[b, 3], sums[b, 2])
+    restore_threads(threads)
+    total += total_error
+    # IEEE division: an all-ignored mean is 0 / 0 = nan, as torch's.
+    return total, total / (kept + kept_error)
+
+
+@kernel
+def first_out_of_bounds(target, ignore_index, n_classes):
+    """The position of the first entry of the 1-D int64 target outside [0, n_classes) and not
+    ignore_index, or -1: the check of ``_validate.check_classes``, in one pass."""
+    for i in range(target.shape[0]):
+        y = target[i]
+        if y != ignore_index and (y < 0 or y >= n_classes):
+            return i
+    return -1

@@ -67,6 +67,10 @@ def store(array, i, value):
     """array[i] = value, or nothing when there is no array."""
 
 
+def store_at(array, i, j, value):
+    """array[i, j] = value, or nothing when there is no array."""
+
+
 def is_present(array):
     """False when array is None: a constant, so LLVM removes the code it guards."""
 
@@ -150,13 +154,21 @@ def add_term_compensated(c, s, e, x, w, m):
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
     v = 0.0 if (tie or w == 0) else w * exp_nonpositive(np.float64(x) - m)
-    t = s + v
     if is_float32(x):
         # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp.
-        return c, t, e
+        return c, s + v, e
+    s, e = add_compensated(s, e, v)
+    return c, s, e
+
+
+@inline
+def add_compensated(s, e, v):
+    """(s + v, e + the rounding error of s + v): one step of Neumaier's summation, whose sum
+    is s + e at the end. An infinite or nan term leaves the error undefined: none is kept,
+    so the sum is that of plain addition (inf, or nan)."""
+    t = s + v
     error = ((s - t) + v) if abs(s) >= abs(v) else ((v - t) + s)
-    # An infinite term (an infinite weight) leaves the error undefined: none is kept.
-    return c, t, e + (error if t - t == 0.0 else 0.0)
+    return t, e + (error if t - t == 0.0 else 0.0)
 
 
 @inline
@@ -321,6 +333,17 @@ def _store(array, i, value):
 
     def put(array, i, value):
         array[i] = value
+
+    return put
+
+
+@overload(store_at, inline="always")
+def _store_at(array, i, j, value):
+    if isinstance(array, types.NoneType):
+        return lambda array, i, j, value: None
+
+    def put(array, i, j, value):
+        array[i, j] = value
 
     return put
 
