@@ -5,6 +5,18 @@ import numpy as np
 from . import _dask, _dispatch, _gpu, _validate
 
 
+_NUMPY = (np.ndarray, type(None))
+
+
+def _on_numpy(*arrays):
+    """Whether every one of ``arrays`` is a NumPy array or None: no Dask or GPU routing to
+    look for (the check costs a fraction of a small call)."""
+    for array in arrays:
+        if type(array) not in _NUMPY:
+            return False
+    return True
+
+
 def _as_result(array, dtype):
     """The result as the caller expects it: ``dtype``, and a NumPy scalar when 0-d (SciPy)."""
     array = array.astype(dtype, copy=False)
@@ -102,11 +114,13 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     >>> float(res), float(sgn)
     (1.5413248546129181, -1.0)
     """
-    if _dask.is_dask(a, b, where):
-        return _dask.logsumexp(a, axis, b, keepdims, return_sign, where)
-    if _gpu.is_gpu(a, b, where):
-        return _gpu.logsumexp(a, axis, b, keepdims, return_sign, where)
+    if not _on_numpy(a, b, where):
+        if _dask.is_dask(a, b, where):
+            return _dask.logsumexp(a, axis, b, keepdims, return_sign, where)
+        if _gpu.is_gpu(a, b, where):
+            return _gpu.logsumexp(a, axis, b, keepdims, return_sign, where)
     backend = _dispatch.backend_for(a, b, where)
+    weighted = b is not None
     a, b, axes, dtype = _validate.logsumexp_args(a, b, axis, where)
     if a.size == 0:
         # As SciPy: -inf, with the sign of -inf (-1; nan+nanj when complex: -inf / |-inf|),
@@ -119,8 +133,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
         out, sign = _as_result(out, dtype), _as_result(sign, dtype)
         return (out, sign) if return_sign else out
     out, sign = backend.logsumexp(a, b, axes)
-    if not return_sign and dtype.kind != "c":
-        # Without a sign to return, the log of a negative sum is nan, as SciPy.
+    if weighted and not return_sign and dtype.kind != "c":
+        # Without a sign to return, the log of a negative sum is nan, as SciPy (only
+        # weights can make a sum negative; a mask cannot).
         out[sign < 0] = np.nan
     if keepdims:
         out = np.expand_dims(out, axes)
@@ -135,10 +150,11 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 
 
 def _softmax_family(name, x, axis, where):
-    if _dask.is_dask(x, where):
-        return _dask.softmax_family(name, x, axis, where)
-    if _gpu.is_gpu(x, where):
-        return _gpu.softmax_family(name, x, axis, where)
+    if not _on_numpy(x, where):
+        if _dask.is_dask(x, where):
+            return _dask.softmax_family(name, x, axis, where)
+        if _gpu.is_gpu(x, where):
+            return _gpu.softmax_family(name, x, axis, where)
     backend = _dispatch.backend_for(x, where)
     x, axes, mask, dtype = _validate.softmax_args(x, axis, where)
     return _as_result(backend.softmax_family(name, x, mask, axes), dtype)
@@ -345,10 +361,11 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     >>> float(nl.nll_loss(log_probs, np.array([0, 1])))
     0.08775768130835727
     """
-    if _dask.is_dask(log_probs, target, weight):
-        return _dask.nll_loss(log_probs, target, weight, ignore_index, reduction)
-    if _gpu.is_gpu(log_probs, target, weight):
-        return _gpu.nll_loss(log_probs, target, weight, ignore_index, reduction)
+    if not _on_numpy(log_probs, target, weight):
+        if _dask.is_dask(log_probs, target, weight):
+            return _dask.nll_loss(log_probs, target, weight, ignore_index, reduction)
+        if _gpu.is_gpu(log_probs, target, weight):
+            return _gpu.nll_loss(log_probs, target, weight, ignore_index, reduction)
     backend = _dispatch.backend_for(log_probs, target, weight)
     x, t, w, _, dtype, unbatched = _validate.loss_args(log_probs, target, weight, ignore_index, reduction)
     loss = backend.nll_loss(x, t, w, ignore_index, reduction)
@@ -423,12 +440,13 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     >>> float(loss), grad
     (0.6931471805599453, array([[-0.5,  0.5]]))
     """
-    if _dask.is_dask(logits, target, weight):
-        return _dask.cross_entropy(logits, target, weight, ignore_index, reduction,
-                                   label_smoothing, return_grad)
-    if _gpu.is_gpu(logits, target, weight):
-        return _gpu.cross_entropy(logits, target, weight, ignore_index, reduction,
-                                  label_smoothing, return_grad)
+    if not _on_numpy(logits, target, weight):
+        if _dask.is_dask(logits, target, weight):
+            return _dask.cross_entropy(logits, target, weight, ignore_index, reduction,
+                                       label_smoothing, return_grad)
+        if _gpu.is_gpu(logits, target, weight):
+            return _gpu.cross_entropy(logits, target, weight, ignore_index, reduction,
+                                      label_smoothing, return_grad)
     backend = _dispatch.backend_for(logits, target, weight)
     x, t, w, eps, dtype, unbatched = _validate.loss_args(
         logits, target, weight, ignore_index, reduction, label_smoothing, probabilities_allowed=True

@@ -76,26 +76,47 @@ class CanonicalView:
         self.outer = math.prod(shape[ax] for ax in order[:start])
         self.n = math.prod(shape[ax] for ax in order[start:stop])
         self.inner = math.prod(shape[ax] for ax in order[stop:])
+        # Worked out once here (the view is cached): a call on a small array costs little
+        # more than its kernel. None where no transpose is needed.
+        identity = tuple(range(len(order)))
+        self._perm = None if self.perm == identity else self.perm
+        self._full_shape = [self.shape[ax] for ax in self.perm]
+        self._back = None if self._perm is None else tuple(int(i) for i in np.argsort(self.perm))
+        self._kept_shape = [self.shape[ax] for ax in self.kept_perm]
+        kept_back = tuple(int(i) for i in np.argsort(self.kept_perm))
+        self._kept_back = None if kept_back == tuple(range(len(kept_back))) else kept_back
+        kept = sorted(self.kept_perm)
+        kept_order = tuple(kept.index(ax) for ax in self.kept_perm)
+        self._kept_order = None if kept_order == tuple(range(len(kept_order))) else kept_order
+
     def view(self, array):
         """``array`` (of this shape) as (outer, n, inner): a view when strides allow."""
-        return array.transpose(self.perm).reshape(self.outer, self.n, self.inner)
+        if self._perm is not None:
+            array = array.transpose(self._perm)
+        return array.reshape(self.outer, self.n, self.inner)
+
+    def rows(self, array):
+        """``view(array)[:, :, 0]`` where inner is 1: (outer, n)."""
+        if self._perm is not None:
+            array = array.transpose(self._perm)
+        return array.reshape(self.outer, self.n)
 
     def reduced(self, out):
         """An (outer, inner) result as an array of the kept axes, in their original order."""
-        kept_shape = [self.shape[ax] for ax in self.kept_perm]
-        back = np.argsort(self.kept_perm)
-        return out.reshape(kept_shape).transpose(back)
+        out = out.reshape(self._kept_shape)
+        return out if self._kept_back is None else out.transpose(self._kept_back)
 
     def kept_view(self, array):
         """An array shaped like the kept axes (original order) as (outer, inner)."""
-        kept = sorted(self.kept_perm)
-        return array.transpose([kept.index(ax) for ax in self.kept_perm]).reshape(self.outer, self.inner)
+        if self._kept_order is not None:
+            array = array.transpose(self._kept_order)
+        return array.reshape(self.outer, self.inner)
 
     def full(self, out):
         """An (outer, n, inner) result as an array of the original shape and axis order."""
-        if self.perm == tuple(range(len(self.perm))):
+        if self._back is None:
             return out.reshape(self.shape)
-        return out.reshape([self.shape[ax] for ax in self.perm]).transpose(np.argsort(self.perm))
+        return out.reshape(self._full_shape).transpose(self._back)
 
 
 @functools.lru_cache(maxsize=512)

@@ -43,6 +43,8 @@ def result_dtype(*values):
 
     Python scalars are weak (NEP 50): float32 data with ``b=2`` stays float32.
     """
+    if len(values) == 1 and isinstance(values[0], np.ndarray) and values[0].dtype.kind == "f":
+        return values[0].dtype  # the common case, without NumPy's promotion machinery
     dtype = np.result_type(*values)
     if dtype.kind in "biu":
         return np.dtype(np.float64)
@@ -130,7 +132,7 @@ def softmax_args(x, axis, where):
     axes = normalize_axes(axis, max(x_array.ndim, 1))
     if x_array.ndim == 0:
         axes = ()
-    elif math.prod(x_array.shape[ax] for ax in axes) == 0:
+    elif x_array.size == 0 and math.prod(x_array.shape[ax] for ax in axes) == 0:
         raise ValueError(
             f"cannot normalise over a zero-size axis: x has shape {x_array.shape} and "
             f"axis={axis!r} (SciPy raises 'zero-size array to reduction operation maximum')"

@@ -5,6 +5,7 @@ canonical view, allocates the output and launches one kernel. Nothing here raise
 input: ``_validate`` has already done so.
 """
 
+import math
 import threading
 
 import numba
@@ -44,14 +45,14 @@ def logsumexp(a, b, axes):
     if a.dtype.kind == "c":
         return _complex_logsumexp(a, b, axes)
     layout = canonical_view(a.shape, a.strides, axes)
-    x = layout.view(a)
-    w = None if b is None else layout.view(b)
-    out = np.empty((layout.outer, layout.inner), dtype=a.dtype)
-    sign = np.empty((layout.outer, layout.inner), dtype=a.dtype)
     if layout.inner == 1:
-        _launch(reduce.lse_rows, x[:, :, 0], None if w is None else w[:, :, 0], out[:, 0], sign[:, 0])
+        out = np.empty(layout.outer, dtype=a.dtype)
+        sign = np.empty(layout.outer, dtype=a.dtype)
+        _launch(reduce.lse_rows, layout.rows(a), None if b is None else layout.rows(b), out, sign)
     else:
-        _launch(reduce.lse_inner, x, w, out, sign)
+        out = np.empty((layout.outer, layout.inner), dtype=a.dtype)
+        sign = np.empty((layout.outer, layout.inner), dtype=a.dtype)
+        _launch(reduce.lse_inner, layout.view(a), None if b is None else layout.view(b), out, sign)
     return layout.reduced(out), layout.reduced(sign)
 
 
@@ -62,14 +63,14 @@ _OPS = {"softmax": softmax.SOFTMAX, "log_softmax": softmax.LOG_SOFTMAX,
 def softmax_family(name, x, where, axes):
     """softmax, log_softmax or log1m_softmax of x over ``axes``; same shape and dtype as x."""
     layout = canonical_view(x.shape, x.strides, axes)
-    view = layout.view(x)
-    mask = None if where is None else layout.view(where)
-    out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
     if layout.inner == 1:
-        _launch(softmax.softmax_rows, _OPS[name], view[:, :, 0],
-                None if mask is None else mask[:, :, 0], out[:, :, 0])
+        out = np.empty((layout.outer, layout.n), dtype=x.dtype)
+        _launch(softmax.softmax_rows, _OPS[name], layout.rows(x),
+                None if where is None else layout.rows(where), out)
     else:
-        _launch(softmax.softmax_inner, _OPS[name], view, mask, out)
+        out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
+        _launch(softmax.softmax_inner, _OPS[name], layout.view(x),
+                None if where is None else layout.view(where), out)
     return layout.full(out)
 
 
@@ -149,9 +150,7 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
         denominator = float(layout.outer * layout.inner)
     else:
         indices = layout.kept_view(target)
-        kept = indices != ignore_index
-        picked = np.where(kept, indices, 0)
-        denominator = float(np.sum(weight[picked], where=kept)) if weight is not None else float(np.count_nonzero(kept))
+        denominator = losses.kept_weight(indices, weight, ignore_index)
     if reduction != "mean":
         scale = 1.0
     elif denominator != 0:
@@ -193,8 +192,17 @@ def _reduce_loss(loss, reduction, denominator):
     total = np.sum(loss, dtype=np.float64)
     if reduction == "sum":
         return total
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.float64(total) / np.float64(denominator)
+    return _divide(float(total), float(denominator))
+
+
+def _divide(a, b):
+    """a / b as an IEEE division (nan for 0 / 0 and nan / 0, +-inf for x / 0) and a NumPy
+    scalar, without NumPy's error state (entering it costs more than a small call)."""
+    if b != 0:
+        return np.float64(a / b)
+    if a == 0 or a != a:
+        return np.float64(np.nan)
+    return np.float64(math.copysign(math.inf, a) * math.copysign(1.0, b))
 
 
 def _complex_logsumexp(a, b, axes):

@@ -212,6 +212,26 @@ def nll_index(x, target, w, ignore_index, loss):
 
 
 @kernel
+def kept_weight(target, w, ignore_index):
+    """The sum of w[y] (1 without weights) over the class indices y of the 2-D target that
+    are not ignore_index: the denominator of a 'mean'. Without weights an exact count; with
+    them a compensated float64 sum (Neumaier)."""
+    if not is_present(w):
+        count = 0
+        for o in range(target.shape[0]):
+            for j in range(target.shape[1]):
+                count += target[o, j] != ignore_index
+        return np.float64(count)
+    total, error = 0.0, 0.0
+    for o in range(target.shape[0]):
+        for j in range(target.shape[1]):
+            y = target[o, j]
+            if y != ignore_index:
+                total, error = add_compensated(total, error, np.float64(weight_at(w, y)))
+    return total + error
+
+
+@kernel
 def first_out_of_bounds(target, ignore_index, n_classes):
     """The position of the first entry of the 1-D int64 target outside [0, n_classes) and not
     ignore_index, or -1: the check of ``_validate.check_classes``, in one pass."""
