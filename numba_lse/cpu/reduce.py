@@ -112,6 +112,15 @@ def transpose_tile(x, r0, r1):
 
 
 @inline
+def tile_partials(x, w, r0, r1, m, c, s):
+    """m, c, s = the partials of the short rows x[r0:r1] (weights w like x, or None).
+
+    Rows too short to vectorise along: the tile is transposed and its columns reduced, so
+    the vector lanes run across rows."""
+    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, SHORT_ROW)
+
+
+@inline
 def chunked_partial(row, w):
     """The partial of a 1-D row (weights w or None) as ``row_partials`` forms it: per CHUNK,
     merged in order (the same bits), on the calling thread."""
@@ -133,13 +142,10 @@ def row_partials(x, w):
         m = np.empty(rows)
         c = np.empty(rows)
         s = np.empty(rows)
-        # Rows too short to vectorise along: transpose a tile of them and reduce its
-        # columns, so the vector lanes run across rows.
         for t in prange(-(-rows // TILE_ROWS)):
             r0 = t * TILE_ROWS
             r1 = min(rows, r0 + TILE_ROWS)
-            column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0,
-                            m[r0:r1], c[r0:r1], s[r0:r1], SHORT_ROW)
+            tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1])
         restore_threads(threads)
         return m, c, s
     n_chunks = max(1, -(-n // CHUNK))
@@ -160,12 +166,26 @@ def row_partials(x, w):
     return np.ascontiguousarray(m2[:, 0]), np.ascontiguousarray(c2[:, 0]), np.ascontiguousarray(s2[:, 0])
 
 
-@kernel
+@kernel(parallel=True)
 def lse_rows(x, w, out, sign):
-    """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r."""
+    """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r.
+
+    Short rows are finished a tile at a time, while the tile's partials are in L1 (a
+    million rows of 10 wrote and read back three arrays of partials: 2.6 ms of 17)."""
+    rows, n = x.shape
     threads = threads_for(x.size)
-    m, c, s = row_partials(x, w)
-    lse_of_partials(m, c, s, out, sign)
+    if n < SHORT_ROW:
+        for t in prange(-(-rows // TILE_ROWS)):
+            r0 = t * TILE_ROWS
+            r1 = min(rows, r0 + TILE_ROWS)
+            m = np.empty(r1 - r0)
+            c = np.empty(r1 - r0)
+            s = np.empty(r1 - r0)
+            tile_partials(x, w, r0, r1, m, c, s)
+            finish_slices(m, c, s, out[r0:r1], sign[r0:r1])
+    else:
+        m, c, s = row_partials(x, w)
+        lse_of_partials(m, c, s, out, sign)
     restore_threads(threads)
 
 
