@@ -350,7 +350,7 @@ def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="me
         grad = np.empty((n, n_classes), dtype=dtype) if with_grad else None
         losses.cross_entropy_index(x, target.astype(np.int64).reshape((n, 1)),
                                    w, ignore_index, np.float64(label_smoothing),
-                                   m.reshape((n, 1)), c.reshape((n, 1)), s.reshape((n, 1)),
+                                   m, c, s,
                                    scale, loss, grad)
         return loss.reshape(n), kept_weight, grad
 

@@ -143,7 +143,10 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     layout = canonical_view(x.shape, x.strides, (1,))
     logits = layout.view(x)
     probability = target.shape == x.shape and target.dtype.kind == "f"
-    m, c, s = _partials(logits)
+    if layout.inner == 1 and layout.n < reduce.SHORT_ROW:
+        m = c = s = None  # the kernels reduce short rows a tile at a time themselves
+    else:
+        m, c, s = (p.reshape(-1) for p in _partials(logits))
     loss = np.empty((layout.outer, layout.inner))
     grad = np.empty(logits.shape, dtype=x.dtype) if return_grad else None
     if probability:

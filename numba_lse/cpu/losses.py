@@ -18,11 +18,13 @@ nothing of the size of the logits is allocated besides the gradient itself.
 
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from .intrinsics import prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import add_compensated, is_present, sample_of, store, store_at, weight_at, zero_fill
+from .reduce import TILE_ROWS, tile_partials
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
 
 
@@ -122,45 +124,107 @@ def sample_constants(m, c, s):
     return log_shift, lse, p_shift, total
 
 
+# Samples per task of the cross-entropy kernels. Their constants are computed a block at a
+# time in a vector loop (one sample at a time, the logs and divides of the constants cost
+# more than its loss); for short rows, their partials too, a transposed tile at a time.
+SAMPLE_BLOCK = TILE_ROWS
+
+
+def block_partials(x, m, c, s, lo, hi):
+    """The partials (m, c, s) of samples lo..hi: slices of the 1-D m, c, s, or, where m is
+    None, those of the short rows x[lo:hi] of the 2-D x, computed here (``tile_partials``)."""
+
+
+@overload(block_partials, inline="always")
+def _block_partials(x, m, c, s, lo, hi):
+    if isinstance(m, types.NoneType):
+        def compute(x, m, c, s, lo, hi):
+            bm = np.empty(hi - lo)
+            bc = np.empty(hi - lo)
+            bs = np.empty(hi - lo)
+            tile_partials(x, None, lo, hi, bm, bc, bs)
+            return bm, bc, bs
+        return compute
+    return lambda x, m, c, s, lo, hi: (m[lo:hi], c[lo:hi], s[lo:hi])
+
+
+@inline
+def next_sample(o, j, inner):
+    """The index (o, j) of the sample after (o, j), without an integer divide per sample."""
+    j += 1
+    if j == inner:
+        return o + 1, 0
+    return o, j
+
+
+@kernel
+def block_constants(m, c, s):
+    """``sample_constants`` of each partial (m, c, s)[i], as four arrays: a vector loop."""
+    prefer_wide_vectors()
+    log_shift = np.empty(m.shape[0])
+    lse = np.empty(m.shape[0])
+    p_shift = np.empty(m.shape[0])
+    total = np.empty(m.shape[0])
+    for i in range(m.shape[0]):
+        log_shift[i], lse[i], p_shift[i], total[i] = sample_constants(m[i], c[i], s[i])
+    return log_shift, lse, p_shift, total
+
+
 @kernel(parallel=True)
 def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad):
     """Per-sample losses of logits x (outer, C, inner), class indices target (outer, inner).
 
-    m, c, s: the samples' partials (outer, inner); loss: (outer, inner) output; grad: like x,
-    or None. An ignored sample's loss and gradient are 0 and its logits are never read.
-    Where inner is 1, x and grad may be given as (outer, C) instead (``sample_of``).
+    m, c, s: the samples' partials, 1-D (sample o * inner + j), or None where x is 2-D with
+    rows shorter than SHORT_ROW (then computed here, a block at a time); loss: (outer,
+    inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
+    its logits are never read (bar a short row's partial). Where inner is 1, x and grad may
+    be given as (outer, C) instead (``sample_of``).
     """
     outer, inner = loss.shape
+    size = outer * inner
     threads = threads_for(x.size)
-    for t in prange(outer * inner):
+    for b in prange(-(-size // SAMPLE_BLOCK)):
         prefer_wide_vectors()
-        o = t // inner
-        j = t - o * inner
-        g = sample_of(grad, o, j)
-        y = target[o, j]
-        if y == ignore_index:
-            loss[o, j] = 0.0
-            zero_fill(g)
-        else:
-            constants = sample_constants(m[o, j], c[o, j], s[o, j])
-            loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
+        lo = b * SAMPLE_BLOCK
+        hi = min(size, lo + SAMPLE_BLOCK)
+        bm, bc, bs = block_partials(x, m, c, s, lo, hi)
+        log_shift, lse, p_shift, total = block_constants(bm, bc, bs)
+        o = lo // inner
+        j = lo - o * inner
+        for i in range(hi - lo):
+            g = sample_of(grad, o, j)
+            y = target[o, j]
+            if y == ignore_index:
+                loss[o, j] = 0.0
+                zero_fill(g)
+            else:
+                constants = (log_shift[i], lse[i], p_shift[i], total[i])
+                loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
+            o, j = next_sample(o, j, inner)
     restore_threads(threads)
 
 
 @kernel(parallel=True)
 def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     """Per-sample losses of logits x (outer, C, inner), probabilities target like x (both, and
-    grad, may be (outer, C) where inner is 1)."""
+    grad, may be (outer, C) where inner is 1); m, c, s as ``cross_entropy_index`` takes them."""
     outer, inner = loss.shape
+    size = outer * inner
     threads = threads_for(x.size)
-    for t in prange(outer * inner):
+    for b in prange(-(-size // SAMPLE_BLOCK)):
         prefer_wide_vectors()
-        o = t // inner
-        j = t - o * inner
-        constants = sample_constants(m[o, j], c[o, j], s[o, j])
-        loss[o, j] = probability_target_sample(
-            sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
-        )
+        lo = b * SAMPLE_BLOCK
+        hi = min(size, lo + SAMPLE_BLOCK)
+        bm, bc, bs = block_partials(x, m, c, s, lo, hi)
+        log_shift, lse, p_shift, total = block_constants(bm, bc, bs)
+        o = lo // inner
+        j = lo - o * inner
+        for i in range(hi - lo):
+            constants = (log_shift[i], lse[i], p_shift[i], total[i])
+            loss[o, j] = probability_target_sample(
+                sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
+            )
+            o, j = next_sample(o, j, inner)
     restore_threads(threads)
 
 
