@@ -141,12 +141,17 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     float64 (rounded by the caller), the gradient in x's dtype.
     """
     layout = canonical_view(x.shape, x.strides, (1,))
-    logits = layout.view(x)
     probability = target.shape == x.shape and target.dtype.kind == "f"
+    # Samples along rows (inner == 1): the kernels take (N, C) views, whose rows have a
+    # contiguous type where the data is contiguous (the gradient loop vectorises).
+    samples = layout.rows if layout.inner == 1 else layout.view
+    logits = samples(x)
     if layout.inner == 1 and layout.n < reduce.SHORT_ROW:
         m = c = s = None  # the kernels reduce short rows a tile at a time themselves
+    elif layout.inner == 1:
+        m, c, s = _launch(reduce.row_partials, logits, None)
     else:
-        m, c, s = (p.reshape(-1) for p in _partials(logits))
+        m, c, s = (p.reshape(-1) for p in _launch(reduce.inner_partials, logits, None))
     loss = np.empty((layout.outer, layout.inner))
     grad = np.empty(logits.shape, dtype=x.dtype) if return_grad else None
     if probability:
@@ -160,15 +165,12 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
         scale = 1.0 / denominator
     else:
         scale = 0.0  # an all-ignored mean is nan, and its gradient zeros, as torch
-    # Samples along rows (inner == 1): the kernels take (N, C) views, whose rows have a
-    # contiguous type where the data is contiguous (the gradient loop vectorises).
-    samples = (lambda v: v[:, :, 0]) if layout.inner == 1 else (lambda v: v)
     if probability:
-        _launch(losses.cross_entropy_probability, samples(logits), samples(layout.view(target)),
-                weight, smoothing, m, c, s, scale, loss, None if grad is None else samples(grad))
+        _launch(losses.cross_entropy_probability, logits, samples(target), weight, smoothing,
+                m, c, s, scale, loss, grad)
     else:
-        _launch(losses.cross_entropy_index, samples(logits), indices, weight, ignore_index,
-                smoothing, m, c, s, scale, loss, None if grad is None else samples(grad))
+        _launch(losses.cross_entropy_index, logits, indices, weight, ignore_index, smoothing,
+                m, c, s, scale, loss, grad)
     result = _reduce_loss(layout.reduced(loss), reduction, denominator)
     return result, (None if grad is None else layout.full(grad))
 
@@ -192,7 +194,7 @@ def _reduce_loss(loss, reduction, denominator):
     """'none', 'sum' or 'mean' of float64 per-sample losses (pairwise sums, as NumPy)."""
     if reduction == "none":
         return loss
-    total = np.sum(loss, dtype=np.float64)
+    total = np.add.reduce(loss, axis=None)  # np.sum's pairwise sum, without its wrappers
     if reduction == "sum":
         return total
     return _divide(float(total), float(denominator))
