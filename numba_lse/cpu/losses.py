@@ -170,6 +170,17 @@ def block_constants(m, c, s):
     return log_shift, lse, p_shift, total
 
 
+@inline
+def sample_block(x, m, c, s, b, size, inner):
+    """(count, o, j, constants) of block b of the samples: its number of samples, the index
+    (o, j) of its first, and the four arrays of its ``block_constants``."""
+    lo = b * SAMPLE_BLOCK
+    hi = min(size, lo + SAMPLE_BLOCK)
+    bm, bc, bs = block_partials(x, m, c, s, lo, hi)
+    o = lo // inner
+    return hi - lo, o, lo - o * inner, block_constants(bm, bc, bs)
+
+
 @kernel(parallel=True)
 def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad):
     """Per-sample losses of logits x (outer, C, inner), class indices target (outer, inner).
@@ -185,13 +196,8 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
     threads = threads_for(x.size)
     for b in prange(-(-size // SAMPLE_BLOCK)):
         prefer_wide_vectors()
-        lo = b * SAMPLE_BLOCK
-        hi = min(size, lo + SAMPLE_BLOCK)
-        bm, bc, bs = block_partials(x, m, c, s, lo, hi)
-        log_shift, lse, p_shift, total = block_constants(bm, bc, bs)
-        o = lo // inner
-        j = lo - o * inner
-        for i in range(hi - lo):
+        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, size, inner)
+        for i in range(count):
             g = sample_of(grad, o, j)
             y = target[o, j]
             if y == ignore_index:
@@ -213,13 +219,8 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     threads = threads_for(x.size)
     for b in prange(-(-size // SAMPLE_BLOCK)):
         prefer_wide_vectors()
-        lo = b * SAMPLE_BLOCK
-        hi = min(size, lo + SAMPLE_BLOCK)
-        bm, bc, bs = block_partials(x, m, c, s, lo, hi)
-        log_shift, lse, p_shift, total = block_constants(bm, bc, bs)
-        o = lo // inner
-        j = lo - o * inner
-        for i in range(hi - lo):
+        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, size, inner)
+        for i in range(count):
             constants = (log_shift[i], lse[i], p_shift[i], total[i])
             loss[o, j] = probability_target_sample(
                 sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
