@@ -270,8 +270,7 @@ def _nll_block(x, t, w, *, ignore_index):
 
 
 def _divide(total, denominator):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.float64(total) / np.float64(denominator)
+    return cpu.divide(float(total), float(denominator))
 
 
 def _reciprocal_or_zero(denominator):

@@ -197,10 +197,10 @@ def _reduce_loss(loss, reduction, denominator):
     total = np.add.reduce(loss, axis=None)  # np.sum's pairwise sum, without its wrappers
     if reduction == "sum":
         return total
-    return _divide(float(total), float(denominator))
+    return divide(float(total), float(denominator))
 
 
-def _divide(a, b):
+def divide(a, b):
     """a / b as an IEEE division (nan for 0 / 0 and nan / 0, +-inf for x / 0) and a NumPy
     scalar, without NumPy's error state (entering it costs more than a small call)."""
     if b != 0:
