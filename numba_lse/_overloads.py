@@ -23,7 +23,7 @@ from numpy.exceptions import AxisError
 
 from . import _api
 from .cpu import losses, reduce, softmax
-from .cpu.partials import weight_at
+from .cpu.partials import FOR_OUTPUTS, weight_at
 
 _FLOATS = (types.float32, types.float64)
 
@@ -345,7 +345,7 @@ def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="me
         scale = 1.0
         if mean:
             scale = 1.0 / kept_weight if kept_weight != 0 else 0.0
-        m, c, s = reduce.row_partials(x, None)
+        m, c, s = reduce.row_partials(x, None, FOR_OUTPUTS)
         loss = np.empty((n, 1))
         grad = np.empty((n, n_classes), dtype=dtype) if with_grad else None
         losses.cross_entropy_index(x, target.astype(np.int64).reshape((n, 1)),

@@ -577,6 +577,22 @@ def _embed_as_column(row):
     """``row`` as column 1 of an (n, 3) array (columns 0 and 2: other data): inner kernel."""
     return np.stack([row[::-1], row, np.zeros_like(row)], axis=1)
 
+def _float64_reference(name, x, axis):
+    """The op of float64 data x along ``axis`` in float64, in forms that keep its relative
+    error near 2^-50 (log1p where the sum is close to 1; the entry above 1/2 of
+    log1m_softmax as log(s) - log1p(s), s the sum of the others): finite rows only."""
+    m = x.max(axis=axis, keepdims=True)
+    ties = (x == m).sum(axis=axis, keepdims=True)
+    s = np.where(x == m, 0.0, np.exp(x - m)).sum(axis=axis, keepdims=True)
+    if name == "softmax":
+        return np.exp(x - m) / (ties + s)
+    if name == "log_softmax":
+        return (x - m) - (np.log(ties) + np.log1p(s / ties))
+    p = np.exp(x - m) / (ties + s)
+    with np.errstate(divide="ignore"):  # the unused branch of np.where: log1p(-1), log(0)
+        return np.where((x == m) & (ties == 1) & (s < 1), np.log(s) - np.log1p(s), np.log1p(-p))
+
+
 
 class TestAccuracy:
     @pytest.mark.parametrize("layout", ["row", "column"])
@@ -610,6 +626,31 @@ class TestAccuracy:
         msg = "\n".join(lines)
         assert ours_worst <= 1.0, msg
         assert ours_worst < scipy_worst and ours_total < scipy_total, msg
+
+    @pytest.mark.parametrize("name", FUNCS)
+    @pytest.mark.parametrize("shape, axis", [((3000, 10), -1), ((64, 1000), -1),
+                                             ((2, 70000), -1), ((1000, 64), 0)])
+    def test_float32_is_a_float64_value_rounded_once(self, name, shape, axis):
+        # float32 results are float64 computations rounded once: within 1/2 ulp plus the
+        # float64 computation's own error, whose budget is 1/16 ulp (2^-28): its float32 exp
+        # (2^-31 relative, in the row sums too) gains at most 2 through log1m_softmax's
+        # log1p(-p), p <= 1/2. Every kernel layout: tiles of short rows, rows, chunked long
+        # rows, columns. The float64 reference (log1p forms; relative error ~2^-50) is exact
+        # at this scale.
+        rng = _rng("rounded once", name, shape, axis)
+        scales = np.array([0.01, 1.0, 10.0, 50.0])
+        x = rng.standard_normal(shape)
+        if axis == -1:
+            x *= scales[np.arange(shape[0]) % 4][:, None]
+        else:
+            x *= scales[np.arange(shape[1]) % 4][None, :]
+        x = x.astype(np.float32)
+        computed = FUNCS[name](x, axis=axis).astype(np.float64)
+        ref = _float64_reference(name, x.astype(np.float64), axis)
+        ulp = np.spacing(np.abs(ref.astype(np.float32))).astype(np.float64)
+        error = np.abs(computed - ref) / ulp
+        worst = np.unravel_index(np.argmax(error), error.shape)
+        assert error.max() <= 0.5 + 1 / 16, (worst, x[worst], computed[worst], ref[worst], error.max())
 
     @pytest.mark.parametrize("name", FUNCS)
     @pytest.mark.parametrize("dtype", FLOATS, ids=_name)

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from .._layout import canonical_view
-from . import losses, reduce, softmax
+from . import losses, partials, reduce, softmax
 
 # Numba's fallback threading layer ("workqueue", used when neither TBB nor OpenMP loads) aborts
 # the process when two threads launch parallel kernels at once. With it, launches take turns;
@@ -149,9 +149,10 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     if layout.inner == 1 and layout.n < reduce.SHORT_ROW:
         m = c = s = None  # the kernels reduce short rows a tile at a time themselves
     elif layout.inner == 1:
-        m, c, s = _launch(reduce.row_partials, logits, None)
+        m, c, s = _launch(reduce.row_partials, logits, None, partials.FOR_OUTPUTS)
     else:
-        m, c, s = (p.reshape(-1) for p in _launch(reduce.inner_partials, logits, None))
+        m, c, s = (p.reshape(-1) for p in _launch(reduce.inner_partials, logits, None,
+                                                  partials.FOR_OUTPUTS))
     loss = np.empty((layout.outer, layout.inner))
     grad = np.empty(logits.shape, dtype=x.dtype) if return_grad else None
     if probability:

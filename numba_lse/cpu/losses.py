@@ -23,7 +23,8 @@ from numba.extending import overload
 
 from .intrinsics import prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import add_compensated, is_present, sample_of, store, store_at, weight_at, zero_fill
+from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
+                       weight_at, zero_fill)
 from .reduce import TILE_ROWS, tile_partials
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
 
@@ -142,7 +143,7 @@ def _block_partials(x, m, c, s, lo, hi):
             bm = np.empty(hi - lo)
             bc = np.empty(hi - lo)
             bs = np.empty(hi - lo)
-            tile_partials(x, None, lo, hi, bm, bc, bs)
+            tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
             return bm, bc, bs
         return compute
     return lambda x, m, c, s, lo, hi: (m[lo:hi], c[lo:hi], s[lo:hi])

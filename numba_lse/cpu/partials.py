@@ -19,7 +19,7 @@ from numba import types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from .exp import exp_nonpositive, is_float32
+from .exp import exp_nonpositive, exp_of_difference, is_float32
 from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
 from .jit import inline, kernel
 from .log import log1p_nonnegative
@@ -115,9 +115,34 @@ def max_in_dtype(current, x, w):
     return maxnum(current, x if w != 0 else current)
 
 
+# Marks the partials of a softmax-family output or a cross-entropy (``for_outputs``), as
+# opposed to those of a log-sum-exp (None, the default): see ``term_exp``.
+FOR_OUTPUTS = True
+
+
+def term_exp(x, m, for_outputs):
+    """exp(x - m) for a term of a partial: the full exp (``exp_nonpositive``) for a
+    log-sum-exp; for the partials of element-wise outputs (``for_outputs`` FOR_OUTPUTS), the
+    exp that x's dtype needs (``exp_of_difference``: float32 data, relative error 2^-31).
+
+    Why the outputs may: their sum c + s then has a relative error below 2^-31, which reaches
+    softmax (c + s divides), log_softmax and the cross-entropy losses ((x - m) - log(c + s) and
+    (m - x_y) + log(c + s), two terms of one sign: no cancellation) and log1m_softmax
+    (log1p(-p), p <= 1/2) as a relative error below 2^-30, 1/64 of a float32 ulp. A log-sum-exp
+    m + log(c + s) cancels where m ~ -log(c + s): its sums keep the full exp."""
+
+
+@overload(term_exp)
+def _term_exp(x, m, for_outputs):
+    if isinstance(for_outputs, (types.NoneType, types.Omitted)):
+        return lambda x, m, for_outputs: exp_nonpositive(np.float64(x) - m)
+    return lambda x, m, for_outputs: exp_of_difference(x, m)
+
+
 @inline
-def add_term(c, s, x, w, m):
-    """Add the term w exp(x - m) to the ties c or the sum s of a partial whose max is m.
+def add_term(c, s, x, w, m, for_outputs=None):
+    """Add the term w exp(x - m) to the ties c or the sum s of a partial whose max is m
+    (``term_exp`` says what ``for_outputs`` changes).
 
     A tie adds its weight to c exactly. A zero weight adds nothing, even where x is inf or nan
     (SciPy's rule). A nan x reaches s and makes the result nan.
@@ -125,7 +150,7 @@ def add_term(c, s, x, w, m):
     tie = np.float64(x) == m
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
-    s = add_reassoc(s, 0.0 if (tie or w == 0) else w * exp_nonpositive(np.float64(x) - m))
+    s = add_reassoc(s, 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs))
     return c, s
 
 
@@ -145,7 +170,7 @@ def merge(m1, c1, s1, m2, c2, s2):
 
 
 @inline
-def add_term_compensated(c, s, e, x, w, m):
+def add_term_compensated(c, s, e, x, w, m, for_outputs=None):
     """``add_term`` with the sum s carried with its rounding error e (Neumaier's summation),
     for sums that run sequentially (a column's, along its rows): their error then stays of
     the order of an ulp whatever their length, as the vector lanes keep a row's. (float64
@@ -153,7 +178,7 @@ def add_term_compensated(c, s, e, x, w, m):
     tie = np.float64(x) == m
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
-    v = 0.0 if (tie or w == 0) else w * exp_nonpositive(np.float64(x) - m)
+    v = 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs)
     if is_float32(x):
         # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp.
         return c, s + v, e
@@ -247,19 +272,20 @@ def block_max(x, w, m):
 
 
 @kernel
-def block_ties_sum(x, w, m):
+def block_ties_sum(x, w, m, for_outputs=None):
     """(c, s) of the slice x for the max m: its ties' weights and the sum of the others."""
     prefer_wide_vectors()
     c = 0.0
     s = 0.0
     for i in range(x.shape[0]):
-        c, s = add_term(c, s, x[i], weight_at(w, i), m)
+        c, s = add_term(c, s, x[i], weight_at(w, i), m, for_outputs)
     return c, s
 
 
 @inline
-def partial_of_slice(x, w):
-    """The partial of the 1-D slice x (weights w, same length, or None), block by block.
+def partial_of_slice(x, w, for_outputs=None):
+    """The partial of the 1-D slice x (weights w, same length, or None), block by block
+    (``term_exp`` says what ``for_outputs`` changes).
 
     The two loops are functions of their own, not inlined: LLVM vectorises each better
     alone (measured 25 % faster than the same loops written here).
@@ -273,7 +299,7 @@ def partial_of_slice(x, w):
         xb = x[lo:hi]
         wb = slice_of(w, lo, hi)
         block_m = block_max(xb, wb, m)
-        block_c, block_s = block_ties_sum(xb, wb, block_m)
+        block_c, block_s = block_ties_sum(xb, wb, block_m, for_outputs)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
     return m, c, s
 

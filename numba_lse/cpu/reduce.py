@@ -47,8 +47,9 @@ TILE_ROWS = 256
 
 
 @kernel
-def column_partials(x, w, o, j0, m, c, s, block_rows):
-    """m, c, s[j] = the partial of x[o, :, j0 + j] (x: 3-D, weights w like x or None).
+def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None):
+    """m, c, s[j] = the partial of x[o, :, j0 + j] (x: 3-D, weights w like x or None;
+    ``partials.term_exp`` says what ``for_outputs`` changes).
 
     Walks axis 1 in blocks of ``block_rows`` rows, keeping one running partial per column,
     so every inner loop runs along the last axis, over a slice x[o, k, j0:j0 + width] (of
@@ -87,7 +88,7 @@ def column_partials(x, w, o, j0, m, c, s, block_rows):
             wk = part_of(w, o, k, j0, j1)
             for j in range(width):
                 run_c[j], run_s[j], run_e[j] = add_term_compensated(
-                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j])
+                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], for_outputs)
     if n == 0:
         run_m[:] = -np.inf
     m[:] = run_m
@@ -112,30 +113,32 @@ def transpose_tile(x, r0, r1):
 
 
 @inline
-def tile_partials(x, w, r0, r1, m, c, s):
+def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
     """m, c, s = the partials of the short rows x[r0:r1] (weights w like x, or None).
 
     Rows too short to vectorise along: the tile is transposed and its columns reduced, so
     the vector lanes run across rows."""
-    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, SHORT_ROW)
+    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, SHORT_ROW,
+                    for_outputs)
 
 
 @inline
-def chunked_partial(row, w):
+def chunked_partial(row, w, for_outputs=None):
     """The partial of a 1-D row (weights w or None) as ``row_partials`` forms it: per CHUNK,
     merged in order (the same bits), on the calling thread."""
     n = row.shape[0]
-    m, c, s = partial_of_slice(row[:CHUNK], slice_of(w, 0, min(n, CHUNK)))
+    m, c, s = partial_of_slice(row[:CHUNK], slice_of(w, 0, min(n, CHUNK)), for_outputs)
     for lo in range(CHUNK, n, CHUNK):
         hi = min(n, lo + CHUNK)
-        chunk_m, chunk_c, chunk_s = partial_of_slice(row[lo:hi], slice_of(w, lo, hi))
+        chunk_m, chunk_c, chunk_s = partial_of_slice(row[lo:hi], slice_of(w, lo, hi), for_outputs)
         m, c, s = merge(m, c, s, chunk_m, chunk_c, chunk_s)
     return m, c, s
 
 
 @kernel(parallel=True)
-def row_partials(x, w):
-    """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None."""
+def row_partials(x, w, for_outputs=None):
+    """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None
+    (``partials.term_exp`` says what ``for_outputs`` changes)."""
     rows, n = x.shape
     threads = threads_for(x.size)
     if n < SHORT_ROW:
@@ -145,7 +148,7 @@ def row_partials(x, w):
         for t in prange(-(-rows // TILE_ROWS)):
             r0 = t * TILE_ROWS
             r1 = min(rows, r0 + TILE_ROWS)
-            tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1])
+            tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1], for_outputs)
         restore_threads(threads)
         return m, c, s
     n_chunks = max(1, -(-n // CHUNK))
@@ -157,7 +160,8 @@ def row_partials(x, w):
         k = task - r * n_chunks
         lo = k * CHUNK
         hi = min(n, lo + CHUNK)
-        m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi))
+        m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi),
+                                                        for_outputs)
     if n_chunks > 1:
         for r in prange(rows):
             for k in range(1, n_chunks):
@@ -190,8 +194,9 @@ def lse_rows(x, w, out, sign):
 
 
 @kernel(parallel=True)
-def inner_partials(x, w):
-    """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1."""
+def inner_partials(x, w, for_outputs=None):
+    """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1
+    (``partials.term_exp`` says what ``for_outputs`` changes)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
     m = np.empty((outer, inner))
@@ -202,7 +207,7 @@ def inner_partials(x, w):
         o = task // n_bands
         j0 = (task - o * n_bands) * INNER_BAND
         j1 = min(inner, j0 + INNER_BAND)
-        column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS)
+        column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS, for_outputs)
     restore_threads(threads)
     return m, c, s
 

@@ -29,8 +29,8 @@ from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
-from .partials import (add_term, row_of, rows_in, rows_of, sample_of, slice_of, transposed,
-                       weight_at)
+from .partials import (FOR_OUTPUTS, add_term, row_of, rows_in, rows_of, sample_of, slice_of,
+                       transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
@@ -252,7 +252,7 @@ def softmax_rows(op, x, w, out):
             m = np.empty(r1 - r0)
             c = np.empty(r1 - r0)
             s = np.empty(r1 - r0)
-            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW)
+            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
             shift = np.empty(r1 - r0)
             scale = np.empty(r1 - r0)
             dominant = np.empty(r1 - r0)
@@ -265,11 +265,11 @@ def softmax_rows(op, x, w, out):
         for task in prange(rows):
             row = x[task]
             weights = row_of(w, task)
-            m, c, s = chunked_partial(row, weights)
+            m, c, s = chunked_partial(row, weights, FOR_OUTPUTS)
             shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
             write_slice(op, row, weights, out[task], shift, scale, dominant)
     else:
-        m, c, s = row_partials(x, w)
+        m, c, s = row_partials(x, w, FOR_OUTPUTS)
         shift = np.empty(rows)
         scale = np.empty(rows)
         dominant = np.empty(rows)
@@ -290,7 +290,7 @@ def softmax_inner(op, x, w, out):
     """out[o, k, j] = the op's value at x[o, k, j], along axis 1 of x (outer, n, inner)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
-    m, c, s = inner_partials(x, w)
+    m, c, s = inner_partials(x, w, FOR_OUTPUTS)
     dominant = np.full((outer, inner), np.nan)
     for t in prange(outer * inner):
         o = t // inner
