@@ -146,8 +146,9 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     # contiguous type where the data is contiguous (the gradient loop vectorises).
     samples = layout.rows if layout.inner == 1 else layout.view
     logits = samples(x)
-    if layout.inner == 1 and layout.n < reduce.SHORT_ROW:
-        m = c = s = None  # the kernels reduce short rows a tile at a time themselves
+    if layout.inner == 1 and (layout.n < reduce.SHORT_ROW
+                              or softmax.rows_done_whole(layout.outer, layout.n, x.itemsize)):
+        m = c = s = None  # the kernels reduce the rows themselves, a block at a time
     elif layout.inner == 1:
         m, c, s = _launch(reduce.row_partials, logits, None, partials.FOR_OUTPUTS)
     else:

@@ -25,7 +25,7 @@ from .intrinsics import prefer_wide_vectors
 from .jit import inline, kernel, restore_threads, threads_for
 from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
                        weight_at, zero_fill)
-from .reduce import TILE_ROWS, tile_partials
+from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
 
 
@@ -129,11 +129,15 @@ def sample_constants(m, c, s):
 # time in a vector loop (one sample at a time, the logs and divides of the constants cost
 # more than its loss); for short rows, their partials too, a transposed tile at a time.
 SAMPLE_BLOCK = TILE_ROWS
+# Where the kernels reduce longer rows themselves, a block holds at most this many bytes of
+# logits, so that the sweep after the partials (loss, gradient) reads them from L2.
+FUSED_BYTES = 1 << 18
 
 
 def block_partials(x, m, c, s, lo, hi):
     """The partials (m, c, s) of samples lo..hi: slices of the 1-D m, c, s, or, where m is
-    None, those of the short rows x[lo:hi] of the 2-D x, computed here (``tile_partials``)."""
+    None, those of the rows x[lo:hi] of the 2-D x, computed here: a transposed tile
+    (``tile_partials``) for rows shorter than SHORT_ROW, else row by row."""
 
 
 @overload(block_partials, inline="always")
@@ -143,10 +147,30 @@ def _block_partials(x, m, c, s, lo, hi):
             bm = np.empty(hi - lo)
             bc = np.empty(hi - lo)
             bs = np.empty(hi - lo)
-            tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
+            if x.shape[1] < SHORT_ROW:
+                tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
+            else:
+                for r in range(lo, hi):
+                    bm[r - lo], bc[r - lo], bs[r - lo] = chunked_partial(x[r], None, FOR_OUTPUTS)
             return bm, bc, bs
         return compute
     return lambda x, m, c, s, lo, hi: (m[lo:hi], c[lo:hi], s[lo:hi])
+
+
+def samples_per_block(x, m):
+    """SAMPLE_BLOCK, or fewer where the kernel reduces rows of SHORT_ROW or more itself (m
+    None): as many as FUSED_BYTES hold, at least one."""
+
+
+@overload(samples_per_block, inline="always")
+def _samples_per_block(x, m):
+    if isinstance(m, types.NoneType):
+        def fused(x, m):
+            if x.shape[1] < SHORT_ROW:
+                return SAMPLE_BLOCK
+            return max(1, min(SAMPLE_BLOCK, FUSED_BYTES // (x.shape[1] * x.itemsize)))
+        return fused
+    return lambda x, m: SAMPLE_BLOCK
 
 
 @inline
@@ -172,11 +196,11 @@ def block_constants(m, c, s):
 
 
 @inline
-def sample_block(x, m, c, s, b, size, inner):
-    """(count, o, j, constants) of block b of the samples: its number of samples, the index
-    (o, j) of its first, and the four arrays of its ``block_constants``."""
-    lo = b * SAMPLE_BLOCK
-    hi = min(size, lo + SAMPLE_BLOCK)
+def sample_block(x, m, c, s, b, block, size, inner):
+    """(count, o, j, constants) of block b of the samples (``block`` per block): its number of
+    samples, the index (o, j) of its first, and the four arrays of its ``block_constants``."""
+    lo = b * block
+    hi = min(size, lo + block)
     bm, bc, bs = block_partials(x, m, c, s, lo, hi)
     o = lo // inner
     return hi - lo, o, lo - o * inner, block_constants(bm, bc, bs)
@@ -187,17 +211,20 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
     """Per-sample losses of logits x (outer, C, inner), class indices target (outer, inner).
 
     m, c, s: the samples' partials, 1-D (sample o * inner + j), or None where x is 2-D with
-    rows shorter than SHORT_ROW (then computed here, a block at a time); loss: (outer,
+    rows that are best reduced here, a block at a time (``block_partials``; the rows that
+    ``softmax.rows_done_whole`` takes whole, or shorter than SHORT_ROW); loss: (outer,
     inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
-    its logits are never read (bar a short row's partial). Where inner is 1, x and grad may
-    be given as (outer, C) instead (``sample_of``).
+    its logits are never read (bar the partials computed here). Where inner is 1, x and grad
+    may be given as (outer, C) instead (``sample_of``).
     """
     outer, inner = loss.shape
     size = outer * inner
     threads = threads_for(x.size)
-    for b in prange(-(-size // SAMPLE_BLOCK)):
+    block = samples_per_block(x, m)
+    for b in prange(-(-size // block)):
         prefer_wide_vectors()
-        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, size, inner)
+        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
+                                                                     inner)
         for i in range(count):
             g = sample_of(grad, o, j)
             y = target[o, j]
@@ -218,9 +245,11 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     outer, inner = loss.shape
     size = outer * inner
     threads = threads_for(x.size)
-    for b in prange(-(-size // SAMPLE_BLOCK)):
+    block = samples_per_block(x, m)
+    for b in prange(-(-size // block)):
         prefer_wide_vectors()
-        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, size, inner)
+        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
+                                                                     inner)
         for i in range(count):
             constants = (log_shift[i], lse[i], p_shift[i], total[i])
             loss[o, j] = probability_target_sample(

@@ -48,6 +48,13 @@ WHOLE_ROWS_FROM = 16
 
 
 @inline
+def rows_done_whole(rows, n, itemsize):
+    """Whether each of ``rows`` rows of n elements is best one task, start to end (its partial,
+    then its outputs, whose read of the row comes from the cache), rather than chunks."""
+    return n <= CHUNK or (rows >= WHOLE_ROWS_FROM and n * itemsize <= WHOLE_ROW_BYTES)
+
+
+@inline
 def row_constants(op, m, c, s):
     """(shift, scale) of a row whose partial is (m, c, s), for the element formulas."""
     if s != s:
@@ -261,7 +268,7 @@ def softmax_rows(op, x, w, out):
                 write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
             else:
                 write_tile(op, xt, wt, out[r0:r1], shift, scale, dominant)
-    elif n <= CHUNK or (rows >= WHOLE_ROWS_FROM and n * x.itemsize <= WHOLE_ROW_BYTES):
+    elif rows_done_whole(rows, n, x.itemsize):
         for task in prange(rows):
             row = x[task]
             weights = row_of(w, task)
