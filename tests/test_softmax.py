@@ -747,16 +747,20 @@ class TestLog1mSoftmax:
 
     @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
     def test_dominant_rows_exhaustive(self, dtype):
-        # One entry above 1/2 (the runner-up pass): gaps from 1e-3 to beyond underflow.
-        gaps = ([1e-3, 0.5, 1, 2, 5, 10, 20, 37, 50, 100, 300, 700, 745, 746, 1000, 1500]
-                if dtype == np.float64 else [1e-3, 0.5, 1, 2, 5, 10, 17, 20, 50, 80, 88, 104, 150])
+        # One entry above 1/2: gaps from 1e-3 to beyond underflow, either side of the sum
+        # below which the runner-up pass takes the sum of the others again (KEPT_SUM =
+        # 2^-900, a gap of 623.8), each row alone and as a column (the strided kernel).
+        gaps = [1e-3, 0.5, 1, 2, 5, 10, 17, 20, 37, 50, 88, 104, 150, 300, 600, 623, 623.8,
+                623.9, 624, 650, 700, 720, 740, 745, 746, 1000, 1500]
         failures = []
         for gap in gaps:
             for tail in ([0.0], [0.0, 0.0], [0.0, -1.0, -3.0], [0.0, -gap]):
                 for top in (0.0, 1.0, -50.0, 500.0 if dtype == np.float64 else 50.0):
                     row = np.array([top + gap] + [top + t for t in tail], dtype=dtype)
-                    failures += accuracy_failures("log1m_softmax", row, None,
-                                                  nl.log1m_softmax(row), f"row {row.tolist()}")
+                    for label, out in (("row", nl.log1m_softmax(row)),
+                                       ("column", nl.log1m_softmax(row[:, None], axis=0)[:, 0])):
+                        failures += accuracy_failures("log1m_softmax", row, None, out,
+                                                      f"{label} {row.tolist()}")
         assert not failures, "\n".join(failures[:20])
 
 

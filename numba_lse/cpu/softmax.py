@@ -11,9 +11,10 @@ cache; longer rows and strided axes are read twice from memory. From a row's par
     log1m_softmax_i = log1p(-softmax_i)                      where softmax_i <= 1/2
                     = log(sum_{j != i} e^(x_j - m)) - log1p(s)  for the one entry above 1/2
 
-The entry above 1/2 is the unique max (c = 1, s < 1). Its sum over the others is s, which
-underflows when the max dominates by more than ~745; so for those rows only, one more pass
-computes that sum shifted by the runner-up: log(sum_{j != i} e^(x_j - m2)) + (m2 - m).
+The entry above 1/2 is the unique max (c = 1, s < 1), and its value is log(s) - log1p(s):
+s is the sum over the others. Its terms may underflow when the max dominates by more than
+~745; so for rows whose s is below KEPT_SUM only, one more pass computes that sum shifted by
+the runner-up: log(sum_{j != i} e^(x_j - m2)) + (m2 - m).
 
 Special rows, as SciPy: a nan gives a row of nan; softmax of a row with +inf or of all -inf is
 nan; log_softmax of a row with +inf is nan at the infs and -inf elsewhere, of all -inf nan.
@@ -100,10 +101,23 @@ def element_by_reciprocal(op, x, w, shift, scale, reciprocal, dominant):
     return log1p_nonpositive(-(exp_of_difference(x, shift) / scale))
 
 
+# A row sum s at or above this holds every term to far below its rounding: each term's exp is
+# within 2^-1075 of its value (subnormal, or 0 below -745), and any count of them is far
+# below 2^-53 s. Below it, a dominant entry's sum over the others is taken again, shifted.
+KEPT_SUM = 2.0 ** -900
+
+
 @inline
 def is_dominant(op, m, c, s):
-    """Whether log1m_softmax of this row needs the runner-up pass (one entry above 1/2)."""
+    """Whether log1m_softmax of this row has an entry above 1/2 (its ``dominant_value``)."""
     return op == LOG1M_SOFTMAX and c == 1 and s < 1 and math.isfinite(m)
+
+
+@inline
+def needs_runner_up(op, m, c, s):
+    """Whether the row's dominant entry needs the partial of the entries below the max (the
+    runner-up pass): its sum over the others, s, may have lost terms to underflow."""
+    return is_dominant(op, m, c, s) and not s >= KEPT_SUM
 
 
 @inline
@@ -118,28 +132,44 @@ def log_relative_sum(m0, c, s, m):
 
 @inline
 def dominant_value(m, s, below_m, below_c, below_s):
-    """log1m_softmax at the dominant entry of a slice whose partial is (m, 1, s), from the
-    partial (below_*) of its entries below m: log(their sum) - lse, -inf when there are none."""
+    """log1m_softmax at the dominant entry of a slice whose partial is (m, 1, s): log(the sum
+    over the others) - lse, -inf when there are none. That sum is s itself where s is at
+    least KEPT_SUM; below, it comes from the partial (below_*) of the entries below m, which
+    is read only there (``needs_runner_up``)."""
+    if s >= KEPT_SUM:
+        return math.log(s) - math.log1p(s)
     return log_relative_sum(below_m, below_c, below_s, m) - math.log1p(s)
 
 
 @inline
-def log_sum_below(x, w, m):
-    """log(sum of exp(x_j - m) over the weighted entries below m), without underflow."""
+def partial_below(x, w, m):
+    """The partial (runner-up, c, s) of the weighted entries of x below m: (-inf, 0, 0) when
+    there are none."""
     runner_up = -np.inf
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
         if weight_at(w, i) != 0 and xi < m:
             runner_up = maxnum(runner_up, xi)
-    if runner_up == -np.inf:
-        return -np.inf
     c = 0.0
     s = 0.0
-    for i in range(x.shape[0]):
-        xi = np.float64(x[i])
-        wi = weight_at(w, i) if xi < m else 0.0
-        c, s = add_term(c, s, xi, wi, runner_up)
-    return log_relative_sum(runner_up, c, s, m)
+    if runner_up != -np.inf:
+        for i in range(x.shape[0]):
+            xi = np.float64(x[i])
+            wi = weight_at(w, i) if xi < m else 0.0
+            c, s = add_term(c, s, xi, wi, runner_up)
+    return runner_up, c, s
+
+
+@inline
+def dominant_of_slice(op, x, w, m, c, s):
+    """log1m_softmax's value at the dominant entry of the 1-D slice x (weights w) whose
+    partial is (m, c, s), nan where it has none; x is read again only if s needs it."""
+    if not is_dominant(op, m, c, s):
+        return np.nan
+    below_m, below_c, below_s = -np.inf, 0.0, 0.0
+    if needs_runner_up(op, m, c, s):
+        below_m, below_c, below_s = partial_below(x, w, m)
+    return dominant_value(m, s, below_m, below_c, below_s)
 
 
 @kernel
@@ -220,11 +250,8 @@ def tile_constants(op, x, w, m, c, s, shift, scale, dominant):
     else:
         for j in range(m.shape[0]):
             shift[j], scale[j] = row_constants(LOG1M_SOFTMAX, m[j], c[j], s[j])
-    dominant[:] = np.nan
-    if op == LOG1M_SOFTMAX:
-        for j in range(m.shape[0]):
-            if is_dominant(op, m[j], c[j], s[j]):
-                dominant[j] = log_sum_below(x[j], row_of(w, j), m[j]) - math.log1p(s[j])
+    for j in range(m.shape[0]):
+        dominant[j] = dominant_of_slice(op, x[j], row_of(w, j), m[j], c[j], s[j])
 
 
 @inline
@@ -232,10 +259,7 @@ def slice_constants(op, x, w, m, c, s):
     """(shift, scale, dominant) of the 1-D slice x (weights w) whose partial is (m, c, s):
     ``row_constants``, and log1m_softmax's value at a dominant entry (nan where none)."""
     shift, scale = row_constants(op, m, c, s)
-    dominant = np.nan
-    if is_dominant(op, m, c, s):
-        dominant = log_sum_below(x, w, m) - math.log1p(s)
-    return shift, scale, dominant
+    return shift, scale, dominant_of_slice(op, x, w, m, c, s)
 
 
 @kernel(parallel=True)
@@ -298,12 +322,11 @@ def softmax_inner(op, x, w, out):
     outer, n, inner = x.shape
     threads = threads_for(x.size)
     m, c, s = inner_partials(x, w, FOR_OUTPUTS)
-    dominant = np.full((outer, inner), np.nan)
+    dominant = np.empty((outer, inner))
     for t in prange(outer * inner):
         o = t // inner
         j = t - o * inner
-        if is_dominant(op, m[o, j], c[o, j], s[o, j]):
-            dominant[o, j] = log_sum_below(x[o, :, j], sample_of(w, o, j), m[o, j]) - math.log1p(s[o, j])
+        dominant[o, j] = dominant_of_slice(op, x[o, :, j], sample_of(w, o, j), m[o, j], c[o, j], s[o, j])
     apply_partials(op, x, w, out, m, c, s, dominant)
     restore_threads(threads)
 
@@ -343,7 +366,7 @@ def apply_partials(op, x, w, out, m, c, s, dominant):
 def dominant_from(m, c, s, below_m, below_c, below_s, out):
     """out[i] = log1m_softmax's value at the dominant entry of slice i, or nan where the slice
     has none: from its partial (m, c, s) and the partial (below_*) of its entries below m
-    (1-D arrays). What ``log_sum_below`` gives for a slice held in one piece."""
+    (1-D arrays). What ``dominant_of_slice`` gives for a slice held in one piece."""
     for i in range(m.shape[0]):
         out[i] = np.nan
         if is_dominant(LOG1M_SOFTMAX, m[i], c[i], s[i]):

@@ -26,7 +26,8 @@ import numpy as np
 from numba import cuda
 
 from ..cpu.partials import add_term_compensated, log_abs_sum, max_with
-from ..cpu.softmax import LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX, dominant_value, element, is_dominant, row_constants
+from ..cpu.softmax import (LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX, dominant_value, element, is_dominant,
+                           needs_runner_up, row_constants)
 from .kernels import cut_weight
 
 __all__ = ["logsumexp_row", "softmax_row", "log_softmax_row", "log1m_softmax_row"]
@@ -68,7 +69,9 @@ def _normalise_row(op, x, out):
     shift, scale = row_constants(op, m, c, s)
     dominant = np.nan
     if is_dominant(op, m, c, s):
-        below_m, below_c, below_s = _row_partial(x, m, True)
+        below_m, below_c, below_s = -np.inf, 0.0, 0.0
+        if needs_runner_up(op, m, c, s):
+            below_m, below_c, below_s = _row_partial(x, m, True)
         dominant = dominant_value(m, s, below_m, below_c, below_s)
     for k in range(x.shape[0]):
         out[k] = element(op, x[k], 1.0, shift, scale, dominant)

@@ -3,8 +3,8 @@
 The mathematics is the CPU backend's, called as device functions: the (max, ties, sum)
 partial and its one merge rule (``cpu/partials.py``: ``max_with``, ``add_term``, ``merge``,
 ``log_abs_sum``), the softmax-family formulas (``cpu/softmax.py``: ``row_constants``,
-``element``, ``is_dominant``, ``dominant_value``) and the per-sample losses and gradients
-(``cpu/losses.py``). numba-cuda compiles those ``@njit`` functions for the device (their
+``element``, ``is_dominant``, ``needs_runner_up``, ``dominant_value``) and the per-sample
+losses and gradients (``cpu/losses.py``). numba-cuda compiles those ``@njit`` functions for the device (their
 ``@overload`` helpers lower on the CUDA target too); under the CUDA simulator the kernels are
 Python and call them as compiled CPU functions. Every float operation of a kernel goes
 through them, so the simulator never does float arithmetic in Python (which would warn on
@@ -47,7 +47,7 @@ from ..cpu.losses import (
     smoothing_term,
 )
 from ..cpu.partials import add_term, log_abs_sum, max_with, merge
-from ..cpu.softmax import LOG1M_SOFTMAX, dominant_value, element, is_dominant, row_constants
+from ..cpu.softmax import LOG1M_SOFTMAX, dominant_value, element, is_dominant, needs_runner_up, row_constants
 
 # Threads per block at most (the shared arrays' size); a power of two.
 BLOCK = 128
@@ -232,10 +232,11 @@ def softmax(x, w, op, group, out):
         shift, scale = row_constants(op, m, c, s)
         dominant = np.nan
         if op == LOG1M_SOFTMAX:
-            # Every group takes part (the syncs); only those with a dominant entry read.
-            needed = active and is_dominant(op, m, c, s)
+            # Every group takes part (the syncs); only those whose dominant entry needs the
+            # runner-up pass read.
+            needed = active and needs_runner_up(op, m, c, s)
             bm, bc, bs = slice_partial(x, w, o, j, 0, n, needed, group, m, True, sm, sc, ss)
-            if needed:
+            if active and is_dominant(op, m, c, s):
                 dominant = dominant_value(m, s, bm, bc, bs)
         if active:
             for k in range(lane, n, group):
@@ -246,7 +247,7 @@ def softmax(x, w, op, group, out):
 def partials(x, w, group, cm, cc, cs, pm, pc, ps):
     """pm[o, p, j], pc, ps = the partial of part p of slice (o, j) (parts: pm.shape[1] of
     equal length). With the slices' partials cm, cc, cs (else None): the partial of the
-    entries below the max, for slices with a dominant entry only (log1m_softmax)."""
+    entries below the max, for slices whose dominant entry needs it only (log1m_softmax)."""
     sm = cuda.shared.array(BLOCK, float64)
     sc = cuda.shared.array(BLOCK, float64)
     ss = cuda.shared.array(BLOCK, float64)
@@ -264,7 +265,7 @@ def partials(x, w, group, cm, cc, cs, pm, pc, ps):
         below = np.inf
         cut = cm is not None
         if cut and active:
-            active = is_dominant(LOG1M_SOFTMAX, cm[o, j], cc[o, j], cs[o, j])
+            active = needs_runner_up(LOG1M_SOFTMAX, cm[o, j], cc[o, j], cs[o, j])
             below = cm[o, j] if active else np.inf
         lo = p * length
         m, c, s = slice_partial(x, w, o, j, lo, min(n, lo + length), active, group, below, cut, sm, sc, ss)
