@@ -271,6 +271,23 @@ def nll_sample(x_y, w_y):
 NLL_BLOCK = 4096
 
 
+@inline
+def nll_block(x, target, w, ignore_index, loss, lo, hi):
+    """The compensated sums (total, its error, kept weight, its error) of ``nll_index`` over
+    the samples of rows lo:hi, writing their losses to ``loss`` (unless None)."""
+    total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
+    for o in range(lo, hi):
+        for j in range(x.shape[2]):
+            y = target[o, j]
+            value, w_y = 0.0, 0.0
+            if y != ignore_index:
+                value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
+            store_at(loss, o, j, value)
+            total, total_error = add_compensated(total, total_error, value)
+            kept, kept_error = add_compensated(kept, kept_error, w_y)
+    return total, total_error, kept, kept_error
+
+
 @kernel(parallel=True)
 def nll_index(x, target, w, ignore_index, loss):
     """(sum, mean) of the per-sample losses -w[y] x[o, y, j], y = target[o, j], over the
@@ -278,29 +295,24 @@ def nll_index(x, target, w, ignore_index, loss):
     to loss[o, j] too, unless loss is None. An ignored sample's loss is 0 and its
     log-probabilities are never read, nan or not. A gather, in blocks of samples run in
     parallel; the sums are compensated (Neumaier) in float64, so within an ulp or so of the
-    exact sums whatever their length."""
+    exact sums whatever their length. One block (up to NLL_BLOCK samples) is summed without
+    a parallel loop, whose set-up cost a quarter of the call (4096 samples: 24 -> 19 us)."""
     outer, n_classes, inner = x.shape
-    threads = threads_for(outer * inner)
     rows = max(1, NLL_BLOCK // max(1, inner))
     n_blocks = -(-outer // rows)
-    sums = np.empty((n_blocks, 4))
-    for b in prange(n_blocks):
+    if n_blocks <= 1:
+        total, total_error, kept, kept_error = nll_block(x, target, w, ignore_index, loss, 0, outer)
+    else:
+        threads = threads_for(outer * inner)
+        sums = np.empty((n_blocks, 4))
+        for b in prange(n_blocks):
+            sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = nll_block(
+                x, target, w, ignore_index, loss, b * rows, min(outer, (b + 1) * rows))
+        restore_threads(threads)
         total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
-        for o in range(b * rows, min(outer, (b + 1) * rows)):
-            for j in range(inner):
-                y = target[o, j]
-                value, w_y = 0.0, 0.0
-                if y != ignore_index:
-                    value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
-                store_at(loss, o, j, value)
-                total, total_error = add_compensated(total, total_error, value)
-                kept, kept_error = add_compensated(kept, kept_error, w_y)
-        sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = total, total_error, kept, kept_error
-    total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
-    for b in range(n_blocks):
-        total, total_error = add_compensated(total, total_error + sums[b, 1], sums[b, 0])
-        kept, kept_error = add_compensated(kept, kept_error + sums[b, 3], sums[b, 2])
-    restore_threads(threads)
+        for b in range(n_blocks):
+            total, total_error = add_compensated(total, total_error + sums[b, 1], sums[b, 0])
+            kept, kept_error = add_compensated(kept, kept_error + sums[b, 3], sums[b, 2])
     total += total_error
     # IEEE division: an all-ignored mean is 0 / 0 = nan, as torch's.
     return total, total / (kept + kept_error)
