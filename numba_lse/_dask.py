@@ -10,8 +10,9 @@ logsumexp   each block reduces to its partial (max, ties, sum) in a structured f
 softmax &c. a reduced axis held in one chunk: the NumPy function maps over the blocks.
             Split across chunks: the partials merged as above give each slice's constants,
             then each block is written from them (``cpu.softmax_apply``). log1m_softmax
-            also merges the partials of the entries below each slice's max (the runner-up
-            sum its dominant entry needs).
+            also merges the partials of the entries below each slice's max where its
+            dominant entry needs them (its own sum below 2^-900); a block with no such
+            slice is not read for them.
 losses      the class axis must be whole in each block: a split class axis is rechunked to
             one chunk (lazily; memory per block is rows x classes). Each block gives its
             per-sample float64 losses (and the gradient of their sum); 'sum' and 'mean'
@@ -69,13 +70,14 @@ def _finish_block(p):
     return out
 
 
-def _merged_partials(a, b, axes):
-    """Each slice's merged partial: a structured Dask array, size 1 along ``axes``."""
+def _merged_partials(a, b, axes, block=_block_partials):
+    """Each slice's merged partial: a structured Dask array, size 1 along ``axes``. ``block``
+    gives the partial of one block of a (and of b, the Dask arrays that follow a or None)."""
     da = _da()
     chunks = tuple((1,) * len(c) if ax in axes else c for ax, c in enumerate(a.chunks))
-    arrays = (a,) if b is None else (a, b)
+    arrays = (a,) + tuple(x for x in (b if isinstance(b, tuple) else (b,)) if x is not None)
     meta = np.empty((0,) * a.ndim, dtype=PARTIAL)
-    partials = da.map_blocks(_block_partials, *arrays, axes=axes, chunks=chunks, dtype=PARTIAL,
+    partials = da.map_blocks(block, *arrays, axes=axes, chunks=chunks, dtype=PARTIAL,
                              meta=meta)
     return da.reduction(partials, _merge_blocks, _merge_blocks, combine=_merge_blocks,
                         axis=axes, keepdims=True, dtype=PARTIAL, concatenate=True, meta=meta)
@@ -166,10 +168,17 @@ def _dominant_block(p, below):
     return cpu.log1m_dominant(p["m"], p["c"], p["s"], below["m"], below["c"], below["s"])
 
 
-def _below_max(x, p, mask=None):
-    """Weights of the entries strictly below their slice's max (and kept by mask)."""
-    below = x < p["m"]
-    return below if mask is None else below & mask
+def _below_partials(x, p, mask=None, *, axes):
+    """The partial of the block's entries below their slice's max (and kept by mask), for the
+    slices whose dominant entry needs it (``cpu.log1m_runner_up_needed``); elsewhere that of
+    no entries, and the block is not read when no slice of it needs one."""
+    needed = cpu.log1m_runner_up_needed(p["m"], p["c"], p["s"])
+    if not needed.any():
+        out = np.empty(p.shape, dtype=PARTIAL)
+        out["m"], out["c"], out["s"] = -np.inf, 0.0, 0.0
+        return out
+    weights = (x < p["m"]) & needed
+    return _block_partials(x, weights if mask is None else weights & mask, axes=axes)
 
 
 def softmax_family(name, x, axis, where):
@@ -201,10 +210,8 @@ def softmax_family(name, x, axis, where):
     p = _merged_partials(x, mask, axes)
     dominant = None
     if name == "log1m_softmax":
-        weights = (da.map_blocks(_below_max, x, p, dtype=bool) if mask is None
-                   else da.map_blocks(_below_max, x, p, mask, dtype=bool))
-        dominant = da.map_blocks(_dominant_block, p, _merged_partials(x, weights, axes),
-                                 dtype=np.float64)
+        below = _merged_partials(x, (p, mask), axes, block=_below_partials)
+        dominant = da.map_blocks(_dominant_block, p, below, dtype=np.float64)
     arrays = [x, mask, p, dominant]
     args = [a for a in arrays if a is not None]
     present = [a is not None for a in arrays]

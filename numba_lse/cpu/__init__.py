@@ -88,6 +88,15 @@ def softmax_apply(name, x, where, axes, m, c, s, dominant=None):
     return layout.full(out)
 
 
+def log1m_runner_up_needed(m, c, s):
+    """Whether each slice's dominant entry needs the partial of the slice's entries below its
+    max (``log1m_dominant``'s below_*), from the slice's partial (arrays of one shape)."""
+    flat = [np.ascontiguousarray(p, dtype=np.float64).reshape(-1) for p in (m, c, s)]
+    out = np.empty(flat[0].shape, dtype=np.bool_)
+    softmax.runner_up_needed(*flat, out)
+    return out.reshape(np.shape(m))
+
+
 def log1m_dominant(m, c, s, below_m, below_c, below_s):
     """log1m_softmax's value at each slice's dominant entry (nan where it has none), from the
     slice's partial and the partial of its entries below its max (arrays of one shape)."""

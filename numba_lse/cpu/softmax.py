@@ -363,6 +363,14 @@ def apply_partials(op, x, w, out, m, c, s, dominant):
 
 
 @kernel
+def runner_up_needed(m, c, s, out):
+    """out[i] = whether the dominant entry of slice i, whose partial is (m, c, s)[i], needs
+    the partial of its entries below the max (``needs_runner_up``; 1-D arrays)."""
+    for i in range(m.shape[0]):
+        out[i] = needs_runner_up(LOG1M_SOFTMAX, m[i], c[i], s[i])
+
+
+@kernel
 def dominant_from(m, c, s, below_m, below_c, below_s, out):
     """out[i] = log1m_softmax's value at the dominant entry of slice i, or nan where the slice
     has none: from its partial (m, c, s) and the partial (below_*) of its entries below m
