@@ -57,6 +57,20 @@ def test_eight_threads_under_the_workqueue_layer():
     assert done.stdout.strip() == "workqueue"
 
 
+def test_a_kernel_compiled_on_top_of_another_process_cache(tmp_path):
+    # Building blocks are compiled (and cached) on their own, then inlined by LLVM. One that
+    # calls the threading layer, loaded from the cache into a process whose threads were
+    # not started yet, would abort that process (LLVM: symbol get_num_threads not found).
+    env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for dtype in ("float64", "float32"):
+        script = ("import numpy as np, numba_lse as nl;"
+                  f"print(float(nl.logsumexp(np.zeros(4, np.{dtype}))))")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert float(done.stdout) == float(np.dtype(dtype).type(np.log(4)))
+
+
 @pytest.mark.slow
 def test_more_than_2_to_the_31_elements():
     # A broadcast (zero-stride) view: 2**31 + 3 elements without the memory.

@@ -22,7 +22,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from .intrinsics import prefer_wide_vectors
-from .jit import inline, kernel, restore_threads, threads_for
+from .jit import inline, inline_ir, kernel, restore_threads, threads_for
 from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
                        weight_at, zero_fill)
 from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
@@ -60,7 +60,7 @@ def index_target_grad(x_k, is_y, w_y, w_k, eps, n_classes, p_shift, total, total
     return scale * g
 
 
-@inline
+@inline_ir
 def index_target_sample(x, y, w, eps, constants, scale, grad):
     """Loss of one sample with class index y; writes scale * dloss/dx into grad (or not)."""
     log_shift, lse, p_shift, total = constants
@@ -99,7 +99,7 @@ def probability_target_grad(x_k, t_k, w_k, eps, n_classes, p_shift, total, weigh
     return scale * (weighted_total * p - smoothed_weight(w_k, t_k, eps, n_classes))
 
 
-@inline
+@inline_ir
 def probability_target_sample(x, t, w, eps, constants, scale, grad):
     """Loss of one sample with class probabilities t; writes scale * dloss/dx into grad."""
     log_shift, lse, p_shift, total = constants
@@ -195,7 +195,7 @@ def block_constants(m, c, s):
     return log_shift, lse, p_shift, total
 
 
-@inline
+@inline_ir
 def sample_block(x, m, c, s, b, block, size, inner):
     """(count, o, j, constants) of block b of the samples (``block`` per block): its number of
     samples, the index (o, j) of its first, and the four arrays of its ``block_constants``."""
@@ -271,7 +271,7 @@ def nll_sample(x_y, w_y):
 NLL_BLOCK = 4096
 
 
-@inline
+@inline_ir
 def nll_block(x, target, w, ignore_index, loss, lo, hi):
     """The compensated sums (total, its error, kept weight, its error) of ``nll_index`` over
     the samples of rows lo:hi, writing their losses to ``loss`` (unless None)."""

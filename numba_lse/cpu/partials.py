@@ -21,7 +21,7 @@ from numba.np.numpy_support import as_dtype
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
 from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
-from .jit import inline, kernel
+from .jit import inline, inline_ir, kernel
 from .log import log1p_nonnegative
 
 
@@ -282,7 +282,7 @@ def block_ties_sum(x, w, m, for_outputs=None):
     return c, s
 
 
-@inline
+@inline_ir
 def partial_of_slice(x, w, for_outputs=None):
     """The partial of the 1-D slice x (weights w, same length, or None), block by block
     (``term_exp`` says what ``for_outputs`` changes).

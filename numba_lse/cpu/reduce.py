@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from .intrinsics import prefer_wide_vectors
-from .jit import inline, kernel, restore_threads, threads_for
+from .jit import inline, inline_ir, kernel, restore_threads, threads_for
 from .partials import (
     BLOCK,
     add_term_compensated,
@@ -112,7 +112,7 @@ def transpose_tile(x, r0, r1):
     return out
 
 
-@inline
+@inline_ir
 def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
     """m, c, s = the partials of the short rows x[r0:r1] (weights w like x, or None).
 
@@ -122,7 +122,7 @@ def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
                     for_outputs)
 
 
-@inline
+@inline_ir
 def chunked_partial(row, w, for_outputs=None):
     """The partial of a 1-D row (weights w or None) as ``row_partials`` forms it: per CHUNK,
     merged in order (the same bits), on the calling thread."""

@@ -29,7 +29,7 @@ from numba import prange
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import maxnum, prefer_wide_vectors
-from .jit import inline, kernel, restore_threads, threads_for
+from .jit import inline, inline_ir, kernel, restore_threads, threads_for
 from .partials import (FOR_OUTPUTS, add_term, row_of, rows_in, rows_of, sample_of, slice_of,
                        transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
@@ -141,7 +141,7 @@ def dominant_value(m, s, below_m, below_c, below_s):
     return log_relative_sum(below_m, below_c, below_s, m) - math.log1p(s)
 
 
-@inline
+@inline_ir
 def partial_below(x, w, m):
     """The partial (runner-up, c, s) of the weighted entries of x below m: (-inf, 0, 0) when
     there are none."""
@@ -160,7 +160,7 @@ def partial_below(x, w, m):
     return runner_up, c, s
 
 
-@inline
+@inline_ir
 def dominant_of_slice(op, x, w, m, c, s):
     """log1m_softmax's value at the dominant entry of the 1-D slice x (weights w) whose
     partial is (m, c, s), nan where it has none; x is read again only if s needs it."""
@@ -254,7 +254,7 @@ def tile_constants(op, x, w, m, c, s, shift, scale, dominant):
         dominant[j] = dominant_of_slice(op, x[j], row_of(w, j), m[j], c[j], s[j])
 
 
-@inline
+@inline_ir
 def slice_constants(op, x, w, m, c, s):
     """(shift, scale, dominant) of the 1-D slice x (weights w) whose partial is (m, c, s):
     ``row_constants``, and log1m_softmax's value at a dominant entry (nan where none)."""
