@@ -15,6 +15,32 @@ import math
 import numpy as np
 
 
+class _Memory:
+    """What ``np.asarray`` reads an array from: its ``__array_interface__``, and the array
+    whose memory that is (kept alive as the new array's base)."""
+
+    __slots__ = ("__array_interface__", "base")
+
+
+def kernel_input(array):
+    """``array``, or where it is read-only a writeable alias of its memory.
+
+    Numba compiles a kernel once per argument type, and an array's type includes its
+    read-only flag: a broadcast mask or weights, a read-only view or buffer would each
+    compile every kernel again (40 % of the test suite's compile time went to such copies).
+    The kernels never write their inputs, so a read-only one is passed as an alias that
+    types like the writeable array (1.7 us, only where the flag is off).
+    """
+    if array.flags.writeable:
+        return array
+    memory = _Memory()
+    interface = dict(array.__array_interface__)
+    interface["data"] = (interface["data"][0], False)
+    memory.__array_interface__ = interface
+    memory.base = array
+    return np.asarray(memory)
+
+
 def _mergeable(shape, strides, group):
     """Whether the axes ``group`` (in this order) reshape into one axis without a copy."""
     group = [ax for ax in group if shape[ax] != 1]
@@ -90,13 +116,16 @@ class CanonicalView:
         self._kept_order = None if kept_order == tuple(range(len(kept_order))) else kept_order
 
     def view(self, array):
-        """``array`` (of this shape) as (outer, n, inner): a view when strides allow."""
+        """``array`` (of this shape) as (outer, n, inner): a view when strides allow, and a
+        writeable one (``kernel_input``), as the kernels take their inputs."""
+        array = kernel_input(array)
         if self._perm is not None:
             array = array.transpose(self._perm)
         return array.reshape(self.outer, self.n, self.inner)
 
     def rows(self, array):
         """``view(array)[:, :, 0]`` where inner is 1: (outer, n)."""
+        array = kernel_input(array)
         if self._perm is not None:
             array = array.transpose(self._perm)
         return array.reshape(self.outer, self.n)
@@ -107,7 +136,9 @@ class CanonicalView:
         return out if self._kept_back is None else out.transpose(self._kept_back)
 
     def kept_view(self, array):
-        """An array shaped like the kept axes (original order) as (outer, inner)."""
+        """An array shaped like the kept axes (original order) as (outer, inner), as
+        ``view`` gives it."""
+        array = kernel_input(array)
         if self._kept_order is not None:
             array = array.transpose(self._kept_order)
         return array.reshape(self.outer, self.inner)

@@ -12,6 +12,7 @@ from scipy import special
 
 import numba_lse as nl
 from numba_lse._layout import CanonicalView
+from numba_lse.cpu import softmax as softmax_kernels
 from numba_lse.cpu.reduce import CHUNK
 
 
@@ -69,6 +70,18 @@ def test_a_kernel_compiled_on_top_of_another_process_cache(tmp_path):
                               env=env, timeout=600)
         assert done.returncode == 0, done.stderr
         assert float(done.stdout) == float(np.dtype(dtype).type(np.log(4)))
+
+
+def test_a_read_only_input_compiles_no_kernel_of_its_own():
+    x = np.random.default_rng(2).normal(size=(5, 7))
+    mask = x > -1
+    nl.softmax(x, axis=1, where=mask)
+    compiled = len(softmax_kernels.softmax_rows.signatures)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    got = nl.softmax(read_only, axis=1, where=np.broadcast_to(mask, x.shape))  # both read-only
+    assert len(softmax_kernels.softmax_rows.signatures) == compiled
+    np.testing.assert_array_equal(got, nl.softmax(x, axis=1, where=mask))
 
 
 @pytest.mark.slow
