@@ -151,7 +151,7 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     """
     layout = canonical_view(x.shape, x.strides, (1,))
     probability = target.shape == x.shape and target.dtype.kind == "f"
-    weight = None if weight is None else kernel_input(weight)
+    weight = kernel_input(weight)
     # Samples along rows (inner == 1): the kernels take (N, C) views, whose rows have a
     # contiguous type where the data is contiguous (the gradient loop vectorises).
     samples = layout.rows if layout.inner == 1 else layout.view
@@ -194,7 +194,7 @@ def nll_loss(log_probs, target, weight, ignore_index, reduction):
     ulp of the exact float64 sums.
     """
     layout = canonical_view(log_probs.shape, log_probs.strides, (1,))
-    weight = None if weight is None else kernel_input(weight)
+    weight = kernel_input(weight)
     loss = np.empty((layout.outer, layout.inner)) if reduction == "none" else None
     total, mean = _launch(losses.nll_index, layout.view(log_probs), layout.kept_view(target),
                           weight, ignore_index, loss)
