@@ -81,29 +81,31 @@ def softmax_apply(name, x, where, axes, m, c, s, dominant=None):
     layout = canonical_view(x.shape, x.strides, axes)
     view = layout.view(x)
     mask = None if where is None else layout.view(where)
-    kept = [np.ascontiguousarray(p, dtype=np.float64).reshape(layout.outer, layout.inner)
-            for p in (m, c, s, np.full(np.shape(m), np.nan) if dominant is None else dominant)]
+    kept = [p.reshape(layout.outer, layout.inner) for p in
+            _flat(m, c, s, np.full(np.shape(m), np.nan) if dominant is None else dominant)]
     out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
     _launch(softmax.apply_partials, _OPS[name], view, mask, out, *kept)
     return layout.full(out)
 
 
+def _flat(*arrays):
+    """Partials (arrays of one shape, any kind) as contiguous 1-D float64 kernel inputs."""
+    return [kernel_input(np.ascontiguousarray(a, dtype=np.float64).reshape(-1)) for a in arrays]
+
+
 def log1m_runner_up_needed(m, c, s):
     """Whether each slice's dominant entry needs the partial of the slice's entries below its
     max (``log1m_dominant``'s below_*), from the slice's partial (arrays of one shape)."""
-    flat = [np.ascontiguousarray(p, dtype=np.float64).reshape(-1) for p in (m, c, s)]
-    out = np.empty(flat[0].shape, dtype=np.bool_)
-    softmax.runner_up_needed(*flat, out)
+    out = np.empty(np.size(m), dtype=np.bool_)
+    softmax.runner_up_needed(*_flat(m, c, s), out)
     return out.reshape(np.shape(m))
 
 
 def log1m_dominant(m, c, s, below_m, below_c, below_s):
     """log1m_softmax's value at each slice's dominant entry (nan where it has none), from the
     slice's partial and the partial of its entries below its max (arrays of one shape)."""
-    flat = [np.ascontiguousarray(p, dtype=np.float64).reshape(-1)
-            for p in (m, c, s, below_m, below_c, below_s)]
-    out = np.empty(flat[0].shape)
-    softmax.dominant_from(*flat, out)
+    out = np.empty(np.size(m))
+    softmax.dominant_from(*_flat(m, c, s, below_m, below_c, below_s), out)
     return out.reshape(np.shape(m))
 
 
@@ -136,7 +138,7 @@ def merge_partials(m, c, s, axes):
 def lse_from_partials(m, c, s):
     """(log|sum|, sign) of partials (m, c, s): float64 arrays of their shape."""
     shape = np.shape(m)
-    m, c, s = (np.ascontiguousarray(p, dtype=np.float64).reshape(-1) for p in (m, c, s))
+    m, c, s = _flat(m, c, s)
     out = np.empty(shape)
     sign = np.empty(shape)
     _launch(reduce.lse_of_partials, m, c, s, out.reshape(-1), sign.reshape(-1))
