@@ -175,10 +175,17 @@ def add_term_compensated(c, s, e, x, w, m, for_outputs=None):
     for sums that run sequentially (a column's, along its rows): their error then stays of
     the order of an ulp whatever their length, as the vector lanes keep a row's. (float64
     data only: it costs ~20 % of a column reduction.)"""
+    return add_exp_compensated(c, s, e, x, w, m, term_exp(x, m, for_outputs))
+
+
+@inline
+def add_exp_compensated(c, s, e, x, w, m, exp_x):
+    """``add_term_compensated`` given the term's exp, exp_x = term_exp(x, m, ...), for a loop
+    that keeps it (the softmax of short rows: its outputs are those exps, scaled)."""
     tie = np.float64(x) == m
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
-    v = 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs)
+    v = 0.0 if (tie or w == 0) else w * exp_x
     if is_float32(x):
         # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp.
         return c, s + v, e

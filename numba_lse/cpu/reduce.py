@@ -20,7 +20,7 @@ from .intrinsics import prefer_wide_vectors
 from .jit import inline, inline_ir, kernel, restore_threads, threads_for
 from .partials import (
     BLOCK,
-    add_term_compensated,
+    add_exp_compensated,
     finish_slices,
     max_in_dtype,
     merge,
@@ -29,6 +29,8 @@ from .partials import (
     partial_of_slice,
     row_of,
     slice_of,
+    store_at,
+    term_exp,
     transposed,
     weight_at,
 )
@@ -47,9 +49,10 @@ TILE_ROWS = 256
 
 
 @kernel
-def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None):
+def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None, exps=None):
     """m, c, s[j] = the partial of x[o, :, j0 + j] (x: 3-D, weights w like x or None;
-    ``partials.term_exp`` says what ``for_outputs`` changes).
+    ``partials.term_exp`` says what ``for_outputs`` changes). Columns of at most block_rows
+    rows may keep their terms' exps: exps[k, j] = exp(x[o, k, j0 + j] - m[j]) (unless None).
 
     Walks axis 1 in blocks of ``block_rows`` rows, keeping one running partial per column,
     so every inner loop runs along the last axis, over a slice x[o, k, j0:j0 + width] (of
@@ -87,8 +90,10 @@ def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None):
             xk = x[o, k, j0:j1]
             wk = part_of(w, o, k, j0, j1)
             for j in range(width):
-                run_c[j], run_s[j], run_e[j] = add_term_compensated(
-                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], for_outputs)
+                exp_x = term_exp(xk[j], run_m[j], for_outputs)
+                store_at(exps, k, j, exp_x)
+                run_c[j], run_s[j], run_e[j] = add_exp_compensated(
+                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], exp_x)
     if n == 0:
         run_m[:] = -np.inf
     m[:] = run_m

@@ -30,8 +30,8 @@ from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import maxnum, prefer_wide_vectors
 from .jit import inline, inline_ir, kernel, restore_threads, threads_for
-from .partials import (FOR_OUTPUTS, add_term, row_of, rows_in, rows_of, sample_of, slice_of,
-                       transposed, weight_at)
+from .partials import (FOR_OUTPUTS, add_term, part_of, row_of, rows_in, rows_of, sample_of,
+                       slice_of, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
@@ -84,21 +84,29 @@ def element_by_reciprocal(op, x, w, shift, scale, reciprocal, dominant):
     divides (its 2^-52 error vanishes in the float32 rounding, and a vector divide costs ten
     multiplies). A loop whose scale varies per lane (columns) passes them precomputed;
     elsewhere LLVM hoists ``element``'s 1 / scale out of the loop, or drops it (float64)."""
-    if op == SOFTMAX:
-        if is_float32(x):
-            return exp_of_difference(x, shift) * reciprocal if w != 0 else 0.0
-        return exp_of_difference(x, shift) / scale if w != 0 else 0.0
     if op == LOG_SOFTMAX:
         return (np.float64(x) - shift) - scale if w != 0 else -np.inf
+    return element_of_exp(op, x, w, exp_of_difference(x, shift), shift, scale, reciprocal,
+                          dominant)
+
+
+@inline
+def element_of_exp(op, x, w, exp_x, shift, scale, reciprocal, dominant):
+    """``element_by_reciprocal`` of softmax or log1m_softmax, given exp_x = exp(x - m) for
+    the row's max m (where the row is not special, its shift is m; where it is, its scale is
+    nan, and so is every output that is not masked out, whatever exp_x is)."""
     if w == 0:
         return 0.0
+    p = exp_x * reciprocal if is_float32(x) else exp_x / scale
+    if op == SOFTMAX:
+        return p
     if np.float64(x) == shift and dominant == dominant:
         return dominant
     # p <= 1/2 here (the one entry above 1/2 is the dominant one); log1p_nonpositive(-0)
     # is +0, as log(1 - 0). float32 data: the log1p with one divide less, too.
     if is_float32(x):
-        return log1p_nonpositive_for_float32(-(exp_of_difference(x, shift) * reciprocal))
-    return log1p_nonpositive(-(exp_of_difference(x, shift) / scale))
+        return log1p_nonpositive_for_float32(-p)
+    return log1p_nonpositive(-p)
 
 
 # A row sum s at or above this holds every term to far below its rounding: each term's exp is
@@ -212,16 +220,28 @@ def write_columns(op, x, w, out, shift, scale, dominant):
 
 
 @kernel
-def write_tile(op, xt, wt, out, shift, scale, dominant):
-    """out[r, k] = the op's value at xt[0, k, r]: a transposed tile of short rows (see
-    ``reduce.transpose_tile``), computed across rows, then transposed back."""
+def write_tile(op, xt, wt, exps, out, shift, scale, dominant):
+    """out[r, k] = softmax's or log1m_softmax's value at xt[0, k, r], a transposed tile of
+    short rows (see ``reduce.transpose_tile``), from the exps column_partials kept of it:
+    computed across rows, in place of the exps, then transposed back."""
     prefer_wide_vectors()
-    n, width = xt.shape[1], xt.shape[2]
-    values = np.empty((n, width))
-    write_columns(op, xt[0], row_of(wt, 0), values, shift, scale, dominant)
+    n, width = exps.shape
+    reciprocal = 1.0 / scale
+    for k in range(n):
+        xk = xt[0, k]
+        wk = part_of(wt, 0, k, 0, width)
+        values = exps[k]
+        if op == SOFTMAX:
+            for j in range(width):
+                values[j] = element_of_exp(SOFTMAX, xk[j], weight_at(wk, j), values[j], shift[j],
+                                           scale[j], reciprocal[j], dominant[j])
+        else:
+            for j in range(width):
+                values[j] = element_of_exp(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), values[j],
+                                           shift[j], scale[j], reciprocal[j], dominant[j])
     for j in range(width):
         for k in range(n):
-            out[j, k] = values[k, j]
+            out[j, k] = exps[k, j]
 
 
 @kernel
@@ -236,11 +256,14 @@ def write_log_softmax_rows(x, w, out, shift, scale):
 
 
 @kernel
-def tile_constants(op, x, w, m, c, s, shift, scale, dominant):
-    """shift, scale, dominant[j] = ``slice_constants`` of row j of x (2-D, weights w or None)
-    from its partial (m, c, s)[j]: the first two in a vector loop, the third (log1m_softmax
-    only) where a row has a dominant entry."""
+def tile_constants(op, x, w, m, c, s):
+    """(shift, scale, dominant)[j] = ``slice_constants`` of row j of x (2-D, weights w or
+    None) from its partial (m, c, s)[j]: the first two in a vector loop, the third
+    (log1m_softmax only) where a row has a dominant entry."""
     prefer_wide_vectors()
+    shift = np.empty(m.shape[0])
+    scale = np.empty(m.shape[0])
+    dominant = np.empty(m.shape[0])
     if op == SOFTMAX:
         for j in range(m.shape[0]):
             shift[j], scale[j] = row_constants(SOFTMAX, m[j], c[j], s[j])
@@ -252,6 +275,7 @@ def tile_constants(op, x, w, m, c, s, shift, scale, dominant):
             shift[j], scale[j] = row_constants(LOG1M_SOFTMAX, m[j], c[j], s[j])
     for j in range(m.shape[0]):
         dominant[j] = dominant_of_slice(op, x[j], row_of(w, j), m[j], c[j], s[j])
+    return shift, scale, dominant
 
 
 @inline_ir
@@ -283,15 +307,16 @@ def softmax_rows(op, x, w, out):
             m = np.empty(r1 - r0)
             c = np.empty(r1 - r0)
             s = np.empty(r1 - r0)
-            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
-            shift = np.empty(r1 - r0)
-            scale = np.empty(r1 - r0)
-            dominant = np.empty(r1 - r0)
-            tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s, shift, scale, dominant)
             if op == LOG_SOFTMAX:
+                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
+                shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
                 write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
             else:
-                write_tile(op, xt, wt, out[r0:r1], shift, scale, dominant)
+                # The exps of the sums, kept: one block of rows, so they are exp(x - m).
+                exps = np.empty((n, r1 - r0))
+                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
+                shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+                write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
     elif rows_done_whole(rows, n, x.itemsize):
         for task in prange(rows):
             row = x[task]
