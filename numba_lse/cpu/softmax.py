@@ -3,8 +3,11 @@
 Two reads of the input: the partials of ``reduce.py`` (one blocked pass: each block is read
 twice while in L1), then one pass that writes each output once. A row of up to a CHUNK (and
 a tile of short rows) is one parallel task through both, so its second read is from the
-cache; longer rows and strided axes are read twice from memory. From a row's partial
-(m, c, s) each function needs two constants, then one expression per element:
+cache; longer rows and strided axes are read twice from memory. There, softmax and
+log1m_softmax take one exp per element, not two: the row's max first, then the exps of its
+sum, kept (``exps_and_sum``; a tile's in ``column_partials``) and scaled by the outputs.
+From a row's partial (m, c, s) each function needs two constants, then one expression per
+element:
 
     softmax_i      = exp(x_i - m) / (c + s)                  (Blanchard et al., Thm 4.3)
     log_softmax_i  = (x_i - m) - (log c + log1p(s / c))      (never log(softmax))
@@ -28,10 +31,10 @@ from numba import prange
 
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
-from .intrinsics import maxnum, prefer_wide_vectors
+from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
 from .jit import inline, inline_ir, kernel, restore_threads, threads_for
-from .partials import (FOR_OUTPUTS, add_term, part_of, row_of, rows_in, rows_of, sample_of,
-                       slice_of, transposed, weight_at)
+from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
+                       sample_of, slice_of, term_exp, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
@@ -196,6 +199,41 @@ def write_slice(op, x, w, out, shift, scale, dominant):
 
 
 @kernel
+def exps_and_sum(x, w, m, exps):
+    """(c, s) of the 1-D slice x (weights w: a mask, or None) for its max m, keeping the exps
+    of its terms for the outputs: exps[i] = exp(x[i] - m) (``term_exp``, FOR_OUTPUTS)."""
+    prefer_wide_vectors()
+    c = 0.0
+    s = 0.0
+    for i in range(x.shape[0]):
+        exp_x = term_exp(x[i], m, FOR_OUTPUTS)
+        exps[i] = exp_x
+        tie = np.float64(x[i]) == m
+        w_i = np.float64(weight_at(w, i))
+        # The tie's weight as a product, not ``w_i if tie else 0.0`` (as add_term): with no
+        # weights that select of two constants kept LLVM from vectorising this loop.
+        c = add_reassoc(c, np.float64(tie) * w_i)
+        s = add_reassoc(s, 0.0 if (tie or w_i == 0) else w_i * exp_x)
+    return c, s
+
+
+@kernel
+def write_exps(op, x, w, exps, out, shift, scale, dominant):
+    """out[i] = softmax's or log1m_softmax's value at x[i] (1-D), from exps[i] (as
+    ``exps_and_sum`` keeps them) and the slice's constants."""
+    prefer_wide_vectors()
+    reciprocal = 1.0 / scale
+    if op == SOFTMAX:
+        for i in range(x.shape[0]):
+            out[i] = element_of_exp(SOFTMAX, x[i], weight_at(w, i), exps[i], shift, scale,
+                                    reciprocal, dominant)
+    else:
+        for i in range(x.shape[0]):
+            out[i] = element_of_exp(LOG1M_SOFTMAX, x[i], weight_at(w, i), exps[i], shift, scale,
+                                    reciprocal, dominant)
+
+
+@kernel
 def write_columns(op, x, w, out, shift, scale, dominant):
     """out[k, j] = the op's value at x[k, j] (2-D, weights w like x or None) for the slices
     along axis 0, whose constants are shift[j], scale[j], dominant[j]: a row at a time, so
@@ -317,6 +355,17 @@ def softmax_rows(op, x, w, out):
                 column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
                 shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
                 write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+    elif n <= CHUNK and op != LOG_SOFTMAX:
+        # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
+        # while they are summed, then scaled: one exp per element, not two.
+        for task in prange(rows):
+            row = x[task]
+            weights = row_of(w, task)
+            m = block_max(row, weights, -np.inf)
+            exps = np.empty(n)
+            c, s = exps_and_sum(row, weights, m, exps)
+            shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
+            write_exps(op, row, weights, exps, out[task], shift, scale, dominant)
     elif rows_done_whole(rows, n, x.itemsize):
         for task in prange(rows):
             row = x[task]
