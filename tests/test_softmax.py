@@ -483,6 +483,37 @@ class TestSpecialValues:
                                      f"log1m_softmax {_name(dtype)}")
         assert not failures, "\n".join(failures)
 
+    @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+    @pytest.mark.parametrize("name", ["softmax", "log_softmax", "log1m_softmax"])
+    def test_grid_among_finite_entries(self, name, dtype):
+        """Rows of SHORT_ROW to CHUNK entries take a path of their own (softmax and
+        log1m_softmax keep the exps of the sum for the outputs): the grid's special rows
+        again, spread over rows of 40 finite entries. Where and which values are not finite
+        as SciPy (on the float64 cast), the others within the bound against mpmath."""
+        rows = _grid(3, dtype)
+        x = 3 * _rng("among", name, _name(dtype)).standard_normal((len(rows), 40))
+        x = x.astype(dtype)
+        x[:, [0, 20, 39]] = rows
+        ours = FUNCS[name](x, axis=-1)
+        assert ours.dtype == x.dtype and ours.shape == x.shape
+        sm, _ = scipy_call("softmax", x.astype(np.float64), -1)
+        nan_rows = np.isnan(sm).any(axis=-1)
+        if name == "log1m_softmax":
+            wrong = [r for r in range(len(x)) if np.isnan(ours[r]).any() != nan_rows[r]
+                     or (nan_rows[r] and not np.isnan(ours[r]).all())]
+            ref = sm
+        else:
+            ref, _ = scipy_call(name, x.astype(np.float64), -1)
+            special = ~np.isfinite(ref)
+            wrong = sorted({int(i[0]) for i in np.argwhere(
+                special != ~np.isfinite(ours) | (special & (ours.astype(np.float64) != ref)
+                                                 & ~(np.isnan(ours) & np.isnan(ref))))})
+        assert not wrong, "non-finite values differ from SciPy's:\n" + _row_report(
+            x[:, [0, 20, 39]], ours[:, [0, 20, 39]], ref[:, [0, 20, 39]], wrong)
+        failures = accuracy_failures(name, x[~nan_rows], -1, ours[~nan_rows],
+                                     f"{name} {_name(dtype)} among 40")
+        assert not failures, "\n".join(failures)
+
     @staticmethod
     def _extreme_rows(dtype):
         fmax, tiny = float(np.finfo(dtype).max), float(np.finfo(dtype).tiny)
