@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from .intrinsics import prefer_wide_vectors
-from .jit import inline, inline_ir, kernel, restore_threads, threads_for
+from .jit import inline_ir, kernel, restore_threads, threads_for
 from .partials import (
     BLOCK,
     add_exp_compensated,
