@@ -310,9 +310,11 @@ def log1m_softmax(x, axis=None, where=None):
 
 
 def _loss_result(loss, reduction, dtype, unbatched):
-    if unbatched and reduction == "none":
-        loss = loss[0]
-    return _as_result(np.asarray(loss), dtype)
+    if reduction == "none" and not unbatched:
+        return loss.astype(dtype, copy=False)
+    # A scalar: the NumPy scalar of ``dtype``, rounded once from float64 (as astype rounds),
+    # without the 0-d arrays (they cost a quarter of a small nll_loss call).
+    return dtype.type(loss[0] if reduction == "none" else loss)
 
 
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
