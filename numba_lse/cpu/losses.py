@@ -284,7 +284,10 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
                 value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
             store_at(loss, o, j, value)
             total, total_error = add_compensated(total, total_error, value)
-            kept, kept_error = add_compensated(kept, kept_error, w_y)
+            if is_present(w):
+                kept, kept_error = add_compensated(kept, kept_error, w_y)
+            else:
+                kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
     return total, total_error, kept, kept_error
 
 
