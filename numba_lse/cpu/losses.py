@@ -272,22 +272,37 @@ NLL_BLOCK = 4096
 
 
 @inline_ir
+def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, kept, kept_error):
+    """The sums (total, its error, kept weight, its error) with the sample (o, j) added,
+    writing its loss to ``loss`` (unless None)."""
+    y = target[o, j]
+    value, w_y = 0.0, 0.0
+    if y != ignore_index:
+        value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
+    store_at(loss, o, j, value)
+    total, total_error = add_compensated(total, total_error, value)
+    if is_present(w):
+        kept, kept_error = add_compensated(kept, kept_error, w_y)
+    else:
+        kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
+    return total, total_error, kept, kept_error
+
+
+@inline_ir
 def nll_block(x, target, w, ignore_index, loss, lo, hi):
     """The compensated sums (total, its error, kept weight, its error) of ``nll_index`` over
     the samples of rows lo:hi, writing their losses to ``loss`` (unless None)."""
     total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
-    for o in range(lo, hi):
-        for j in range(x.shape[2]):
-            y = target[o, j]
-            value, w_y = 0.0, 0.0
-            if y != ignore_index:
-                value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
-            store_at(loss, o, j, value)
-            total, total_error = add_compensated(total, total_error, value)
-            if is_present(w):
-                kept, kept_error = add_compensated(kept, kept_error, w_y)
-            else:
-                kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
+    if x.shape[2] == 1:
+        # (N, C) data: its own loop, with j a constant (10-30 % faster than the loop below).
+        for o in range(lo, hi):
+            total, total_error, kept, kept_error = add_nll_sample(
+                x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
+    else:
+        for o in range(lo, hi):
+            for j in range(x.shape[2]):
+                total, total_error, kept, kept_error = add_nll_sample(
+                    x, target, w, ignore_index, loss, o, j, total, total_error, kept, kept_error)
     return total, total_error, kept, kept_error
 
 
