@@ -167,6 +167,8 @@ def logsumexp_args(a, b, axis, where=None):
 
 
 _REDUCTIONS = ("none", "mean", "sum")
+# Compared with a dtype, a dtype is quick; np.int64 (a type) is converted at each comparison.
+_INT64 = np.dtype(np.int64)
 
 
 def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.0,
@@ -176,18 +178,21 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
     Messages follow torch's. A (C,) input with a 0-d target comes back as (1, C) and (1,),
     with ``unbatched`` True.
     """
-    x = np.asarray(input)
-    t = np.asarray(target)
+    x = input if type(input) is np.ndarray else np.asarray(input)
+    t = target if type(target) is np.ndarray else np.asarray(target)
     w = None if weight is None else np.asarray(weight)
     smoothing, probability = loss_metadata(x, t, w, ignore_index, reduction, label_smoothing,
                                            probabilities_allowed)
     dtype = x.dtype
-    x = x.astype(compute_dtype(dtype), copy=False)
+    work = _COMPUTE_DTYPE[dtype]
+    if work != dtype:  # each astype, even a no-op, costs a small call a few percent
+        x = x.astype(work)
     if probability:
-        t = t.astype(x.dtype, copy=False)
+        t = t.astype(work, copy=False)
     else:
         check_classes(t, ignore_index, x.shape[0] if x.ndim == 1 else x.shape[1])
-        t = t.astype(np.int64, copy=False)
+        if t.dtype != _INT64:
+            t = t.astype(_INT64)
     if w is not None:
         w = np.ascontiguousarray(w, dtype=x.dtype)
     unbatched = x.ndim == 1
@@ -247,7 +252,7 @@ def check_classes(t, ignore_index, n_classes):
     """IndexError (torch's message) for a class index outside [0, n_classes), ignore_index aside."""
     if (t.dtype.kind == "i" or t.dtype.itemsize < 8) and -2**63 <= ignore_index < 2**63:
         # Every value as int64, exactly: one compiled pass, no temporaries.
-        flat = t.astype(np.int64, copy=False).reshape(-1)
+        flat = t if t.ndim == 1 and t.dtype == _INT64 else t.astype(_INT64).reshape(-1)
         first = losses.first_out_of_bounds(flat, ignore_index, n_classes)
         if first >= 0:
             raise IndexError(f"Target {flat[first]} is out of bounds.")
