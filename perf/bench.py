@@ -1,8 +1,9 @@
 """Speed of numba_lse against NumPy, SciPy, PyTorch and JAX (CPU), with a correctness check.
 
 Every case runs all implementations in one process, repetitions interleaved (rep 1 of every
-implementation, then rep 2 of every implementation, ...), after one untimed warm-up call each
-(Numba and jax.jit compile there).  Tables report medians in milliseconds.  Every output is
+implementation, then rep 2 of every implementation, ..., the order rotated by one each rep, so
+that none always runs after the same one), after one untimed warm-up call each (Numba and
+jax.jit compile there).  Tables report medians in milliseconds.  Every output is
 compared with a float64 reference computed without numba_lse (SciPy or NumPy on the float64
 values of the input); an implementation whose error exceeds the tolerance, or that returns
 nan/inf where the reference does not, is marked "wrong" and cannot be the "best correct peer".
@@ -35,7 +36,8 @@ jax.value_and_grad of that).
 
 Repetitions and run time.  --reps (default 9; --quick 5) interleaved reps per case, but no
 new rep starts once the timed loop has run --case-seconds (default 8 s; --quick 2 s), after
-at least MIN_REPS (3).  Only the biggest cases hit the cap: 1000x1e5 (1e8 entries; one rep of
+at least MIN_REPS (3); a case whose reps are quick runs more of them, up to MAX_REPS (1000),
+until its timed loop has run QUICK_CASE_SECONDS (1 s): the losses' small cases.  Only the biggest cases hit the cap: 1000x1e5 (1e8 entries; one rep of
 all implementations takes 2-7 s) gets 3-5 reps, 1e6x10 of log1m_softmax (the n x n peer takes
 1-2 s a call) about 5; the others get the full count.  Each table lists the reps done and
 the progress lines on stderr the time of every case.  Measured on this 2-core machine with
@@ -642,6 +644,10 @@ CASE_SETS: dict[str, CaseSet] = {
 }
 
 MIN_REPS = 3  # the time cap never stops a case before this many reps
+# A case whose reps are quick goes on past --reps until its timed loop has run this long (up
+# to MAX_REPS): a median of 9 calls of 20 us is noise, and 9 reps rotate the order unevenly.
+QUICK_CASE_SECONDS = 1.0
+MAX_REPS = 1000
 SMALL_CALLS = 2000  # calls per implementation in the small-input table
 SMALL_SIZE = 100
 
@@ -735,6 +741,17 @@ def ours_impl(op: OpSpec) -> Impl:
     return Impl("numba_lse", lambda inp: inp, lambda inp: op.ours(func, inp))
 
 
+def more_reps(done: int, reps: int, elapsed: float, case_seconds: float) -> bool:
+    """Whether a case's timed loop starts another rep: MIN_REPS always, then ``reps`` unless
+    the loop has run ``case_seconds``, and more (to MAX_REPS) while it has run less than
+    QUICK_CASE_SECONDS."""
+    if done < MIN_REPS:
+        return True
+    if elapsed >= case_seconds:
+        return False
+    return done < reps or (elapsed < QUICK_CASE_SECONDS and done < MAX_REPS)
+
+
 def bench_case(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray, reps: int,
                case_seconds: float) -> CaseResult:
     """Warm up and check every implementation, then time ``reps`` interleaved reps (fewer,
@@ -765,10 +782,14 @@ def bench_case(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray, reps: i
                 del out
         prepared.append(p)
 
-    # Interleaved repetitions: rep 1 of every implementation, then rep 2, ...
+    # Interleaved repetitions: rep 1 of every implementation, then rep 2, ..., each rep in
+    # an order rotated by one, so that no implementation always follows the same one (a
+    # small call is slower after JAX's than after NumPy's: it finds the caches cold).
+    runs = list(zip(impls, results, prepared))
     loop_start, done = time.perf_counter(), 0
-    while done < reps and (done < MIN_REPS or time.perf_counter() - loop_start < case_seconds):
-        for impl, res, p in zip(impls, results, prepared):
+    while more_reps(done, reps, time.perf_counter() - loop_start, case_seconds):
+        first = done % len(runs)
+        for impl, res, p in runs[first:] + runs[:first]:
             if p is None:
                 continue
             t0 = time.perf_counter()
@@ -1144,8 +1165,10 @@ def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -
         f"- {machine_text()}",
         f"- {threads_text()}",
         f"- {versions_text()}",
-        f"- up to {reps} interleaved reps per case (at least {MIN_REPS}; no new rep after "
-        f"{case_seconds:g} s of timed loop), medians; tolerance float32 "
+        f"- {reps} interleaved reps per case, each in an order rotated by one (at least "
+        f"{MIN_REPS}; no new rep after {case_seconds:g} s of timed loop; more, up to "
+        f"{MAX_REPS}, while it has run less than {QUICK_CASE_SECONDS:g} s), medians; "
+        f"tolerance float32 "
         f"{TOLERANCE[np.dtype(np.float32)]:g}, float64 {TOLERANCE[np.dtype(np.float64)]:g}",
         f"- load average at start (1, 5, 15 min): {load_average()}",
     ]
