@@ -77,6 +77,7 @@ Run:  python perf/bench.py                      every op numba_lse has, full cas
       python perf/bench.py --threads 1          numba_lse and torch on one thread
       python perf/bench.py --write              also write results.md, ratios.png, README
       python perf/bench.py --no-startup         skip the start-up section (fresh processes)
+      python perf/bench.py --no-output-cache    every numba_lse output fresh memory
       python perf/bench.py --reps 11 --case-seconds 30
 """
 
@@ -974,6 +975,7 @@ def rss_probe(specs: list[str]) -> None:
     and the call repeated.  Otherwise (a fresh process per spec) it is warmed up on two rows
     and the ru_maxrss high-water delta is taken: a lower bound."""
     resettable = peak_rss_resettable()
+    numba_lse.set_output_cache(0)  # what a call needs, not the reuse of a warm-up's output
     for spec in specs:
         op, case, dtype, name = parse_rss_spec(spec)
         inputs = memory_inputs(op, case, dtype)
@@ -1036,6 +1038,9 @@ def memory_notes(traced_ok: bool, resettable: bool) -> list[str]:
         "logsumexp, the loss and the 1x-logits gradient for cross_entropy+grad) and in bytes; "
         "the target for numba_lse is the output plus O(rows), about 1.00x; no multiple where "
         f"the output is under {MIN_RATIO_OUTPUT} bytes (logsumexp of a vector)",
+        "numba_lse with its output cache off (set_output_cache(0)): the memory a call "
+        "needs; with the cache on (the default) a call whose output reuses a released one's "
+        "memory allocates none, and up to 1 GiB of released outputs stays with the process",
         "numba_lse, numpy, scipy: tracemalloc peak during the call (NumPy arrays are traced, "
         "including those allocated inside Numba kernels: "
         + ("verified, a 8 MiB np.empty in an njit function is seen)" if traced_ok else
@@ -1055,6 +1060,16 @@ def measure_memory(ops: list[OpSpec], quick: bool, threads: int | None,
     """Peak extra memory of one call of every MEMORY_OPS op in ``ops``, per case and dtype."""
     traced_ok = numba_allocations_traced()
     resettable = peak_rss_resettable()
+    # The memory a call needs: with the output cache on, a call after its warm-up would
+    # reuse the warm-up's output and seem to need none.
+    cache_limit = numba_lse.set_output_cache(0)
+    try:
+        return _measure_memory(ops, quick, threads, label_filter, traced_ok, resettable)
+    finally:
+        numba_lse.set_output_cache(cache_limit)
+
+
+def _measure_memory(ops, quick, threads, label_filter, traced_ok, resettable):
     rss_impls = [name for name in RSS_IMPLS if name != "torch" or torch is not None]
     dtypes = [np.dtype(np.float32), np.dtype(np.float64)]
     plan = [(op, case, dtype) for op in ops if op.name in MEMORY_OPS
@@ -1160,6 +1175,16 @@ def versions_text() -> str:
             f"jax {version(jax)}, numba_lse {numba_lse.__version__}")
 
 
+def output_cache_text() -> str:
+    limit = numba_lse.set_output_cache(0)
+    numba_lse.set_output_cache(limit)
+    if not limit:
+        return "off: every output is fresh memory"
+    return (f"on, up to {limit / 2**30:g} GiB: an output reuses the memory of a released one "
+            "of the same size, as each rep here releases it (JAX keeps its buffers too; "
+            "NumPy, SciPy and torch take fresh memory)")
+
+
 def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -> list[str]:
     lines = [
         f"- {machine_text()}",
@@ -1171,6 +1196,7 @@ def environment_lines(roofs: dict[str, float], reps: int, case_seconds: float) -
         f"tolerance float32 "
         f"{TOLERANCE[np.dtype(np.float32)]:g}, float64 {TOLERANCE[np.dtype(np.float64)]:g}",
         f"- load average at start (1, 5, 15 min): {load_average()}",
+        f"- numba_lse's output cache (``set_output_cache``): {output_cache_text()}",
     ]
     if os.getloadavg()[0] > 0.5 * len(os.sched_getaffinity(0)):
         lines.append("- WARNING: the machine is busy; multi-threaded implementations (numba_lse, "
@@ -1469,6 +1495,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{MIN_REPS} reps; default 2 quick, 8 full; 0: no cap)")
     parser.add_argument("--threads", type=int,
                         help="threads for numba_lse and torch (default: their own defaults)")
+    parser.add_argument("--no-output-cache", action="store_true",
+                        help="numba_lse with its output cache off: every output fresh memory")
     parser.add_argument("--no-small", action="store_true", help="skip the small-input table")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--no-startup", action="store_true",
@@ -1483,6 +1511,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.no_output_cache:
+        numba_lse.set_output_cache(0)
     if args.threads:
         numba.set_num_threads(args.threads)
         if torch is not None:

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from .._layout import canonical_view, kernel_input
+from .._outputs import empty
 from . import losses, partials, reduce, softmax
 
 # Numba's fallback threading layer ("workqueue", used when neither TBB nor OpenMP loads) aborts
@@ -46,12 +47,12 @@ def logsumexp(a, b, axes):
         return _complex_logsumexp(a, b, axes)
     layout = canonical_view(a.shape, a.strides, axes)
     if layout.inner == 1:
-        out = np.empty(layout.outer, dtype=a.dtype)
-        sign = np.empty(layout.outer, dtype=a.dtype)
+        out = empty(layout.outer, dtype=a.dtype)
+        sign = empty(layout.outer, dtype=a.dtype)
         _launch(reduce.lse_rows, layout.rows(a), None if b is None else layout.rows(b), out, sign)
     else:
-        out = np.empty((layout.outer, layout.inner), dtype=a.dtype)
-        sign = np.empty((layout.outer, layout.inner), dtype=a.dtype)
+        out = empty((layout.outer, layout.inner), dtype=a.dtype)
+        sign = empty((layout.outer, layout.inner), dtype=a.dtype)
         _launch(reduce.lse_inner, layout.view(a), None if b is None else layout.view(b), out, sign)
     return layout.reduced(out), layout.reduced(sign)
 
@@ -64,11 +65,11 @@ def softmax_family(name, x, where, axes):
     """softmax, log_softmax or log1m_softmax of x over ``axes``; same shape and dtype as x."""
     layout = canonical_view(x.shape, x.strides, axes)
     if layout.inner == 1:
-        out = np.empty((layout.outer, layout.n), dtype=x.dtype)
+        out = empty((layout.outer, layout.n), dtype=x.dtype)
         _launch(softmax.softmax_rows, _OPS[name], layout.rows(x),
                 None if where is None else layout.rows(where), out)
     else:
-        out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
+        out = empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
         _launch(softmax.softmax_inner, _OPS[name], layout.view(x),
                 None if where is None else layout.view(where), out)
     return layout.full(out)
@@ -83,7 +84,7 @@ def softmax_apply(name, x, where, axes, m, c, s, dominant=None):
     mask = None if where is None else layout.view(where)
     kept = [p.reshape(layout.outer, layout.inner) for p in
             _flat(m, c, s, np.full(np.shape(m), np.nan) if dominant is None else dominant)]
-    out = np.empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
+    out = empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
     _launch(softmax.apply_partials, _OPS[name], view, mask, out, *kept)
     return layout.full(out)
 
@@ -139,8 +140,8 @@ def lse_from_partials(m, c, s):
     """(log|sum|, sign) of partials (m, c, s): float64 arrays of their shape."""
     shape = np.shape(m)
     m, c, s = _flat(m, c, s)
-    out = np.empty(shape)
-    sign = np.empty(shape)
+    out = empty(shape)
+    sign = empty(shape)
     _launch(reduce.lse_of_partials, m, c, s, out.reshape(-1), sign.reshape(-1))
     return out, sign
 
@@ -166,8 +167,8 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     else:
         m, c, s = (p.reshape(-1) for p in _launch(reduce.inner_partials, logits, None,
                                                   partials.FOR_OUTPUTS))
-    loss = np.empty((layout.outer, layout.inner))
-    grad = np.empty(logits.shape, dtype=x.dtype) if return_grad else None
+    loss = empty((layout.outer, layout.inner))
+    grad = empty(logits.shape, dtype=x.dtype) if return_grad else None
     if probability:
         denominator = float(layout.outer * layout.inner)
     else:
@@ -197,7 +198,7 @@ def nll_loss(log_probs, target, weight, ignore_index, reduction):
     """
     layout = canonical_view(log_probs.shape, log_probs.strides, (1,))
     weight = kernel_input(weight)
-    loss = np.empty((layout.outer, layout.inner)) if reduction == "none" else None
+    loss = empty((layout.outer, layout.inner)) if reduction == "none" else None
     total, mean = _launch(losses.nll_index, layout.view(log_probs), layout.kept_view(target),
                           weight, ignore_index, loss)
     if reduction == "none":
