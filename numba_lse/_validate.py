@@ -252,7 +252,7 @@ def check_classes(t, ignore_index, n_classes):
     """IndexError (torch's message) for a class index outside [0, n_classes), ignore_index aside."""
     if (t.dtype.kind == "i" or t.dtype.itemsize < 8) and -2**63 <= ignore_index < 2**63:
         # Every value as int64, exactly: one compiled pass, no temporaries.
-        flat = t if t.ndim == 1 and t.dtype == _INT64 else t.astype(_INT64).reshape(-1)
+        flat = t.astype(_INT64, copy=False).reshape(-1)
         first = losses.first_out_of_bounds(flat, ignore_index, n_classes)
         if first >= 0:
             raise IndexError(f"Target {flat[first]} is out of bounds.")
