@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-CACHE_FROM = 1 << 22  # bytes: smaller outputs are plain np.empty (the cache costs ~3 us)
+CACHE_FROM = 1 << 20  # bytes: smaller outputs are plain np.empty (the cache costs ~3 us)
 DEFAULT_LIMIT = 1 << 30
 
 _lock = threading.RLock()  # reentrant: a block can come back (a __del__) while it is held
@@ -88,7 +88,7 @@ def _evict():
 def set_output_cache(max_bytes):
     """Set how many bytes of released outputs numba_lse keeps for reuse; return the old limit.
 
-    Outputs of 4 MiB or more (softmax, log_softmax and log1m_softmax arrays, cross-entropy
+    Outputs of 1 MiB or more (softmax, log_softmax and log1m_softmax arrays, cross-entropy
     gradients, ...) are made on memory that goes back to a cache when the array and every
     view of it are released, and the next output of the same size reuses it: fresh memory
     costs a page fault and the system's zeroing of each page, which in a loop of same-sized

@@ -1,4 +1,4 @@
-"""The output cache (``numba_lse._outputs``, ``set_output_cache``): outputs of 4 MiB or more
+"""The output cache (``numba_lse._outputs``, ``set_output_cache``): outputs of 1 MiB or more
 reuse the memory of released outputs of the same size. What must hold: memory still referred
 to is never reused, a reused block is entirely overwritten (poisoned blocks, every op and
 path), the results are the same bits as with fresh memory, the limit is kept and checked."""
@@ -145,7 +145,7 @@ def test_off_and_limits(cache):
     nl.set_output_cache(x.nbytes)
     assert _outputs.cached_bytes() == x.nbytes
     assert on_cached_block(nl.softmax(x, axis=1))
-    assert not on_cached_block(nl.softmax(np.zeros((10, 10)), axis=1))  # under 4 MiB
+    assert not on_cached_block(nl.softmax(np.zeros((10, 10)), axis=1))  # under 1 MiB
 
 
 @pytest.mark.parametrize("value,error", [(-1, ValueError), (1.5, TypeError), (True, TypeError),
