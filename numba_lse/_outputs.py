@@ -20,6 +20,7 @@ import numpy as np
 
 CACHE_FROM = 1 << 20  # bytes: smaller outputs are plain np.empty (the cache costs ~3 us)
 DEFAULT_LIMIT = 1 << 30
+_FLOAT64 = np.dtype(np.float64)
 
 _lock = threading.RLock()  # reentrant: a block can come back (a __del__) while it is held
 _limit = DEFAULT_LIMIT
@@ -37,10 +38,11 @@ class _Owner:
         _give_back(self.block)
 
 
-def empty(shape, dtype=np.float64):
-    """``np.empty(shape, dtype)``, on a released block of the same size if one is cached."""
-    dtype = np.dtype(dtype)
-    shape = tuple(shape) if isinstance(shape, tuple) else (shape,)
+def empty(shape, dtype=_FLOAT64):
+    """``np.empty(shape, dtype)`` (shape an int or a tuple, dtype a NumPy dtype), on a
+    released block of the same size if one is cached."""
+    if type(shape) is not tuple:
+        shape = (shape,)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < CACHE_FROM or _limit < nbytes:
         return np.empty(shape, dtype)
