@@ -109,6 +109,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402  (after the environment is set)
 
+import llvmlite.binding as llvm  # noqa: E402
 import numba  # noqa: E402
 import numba_lse  # noqa: E402
 
@@ -1159,8 +1160,6 @@ def load_average() -> str:
 def compile_target() -> str:
     """What Numba compiles for here: LLVM's name for the host CPU and its widest vectors
     (float32 peers gain twice what float64 kernels gain from 512-bit vectors)."""
-    import llvmlite.binding as llvm
-
     features = llvm.get_host_cpu_features()
     widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
                                            ("avx", "AVX"), ("neon", "NEON"))
