@@ -120,3 +120,22 @@ def set_threads(typingctx, n):
         return context.get_dummy_value()
 
     return types.none(n), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, counter, value):
+    """counter[0] += value, atomically; returns counter[0] as it was (LLVM's atomicrmw add:
+    the threads of a parallel loop take tasks from one counter)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        first = cgutils.get_item_pointer(context, builder, array_type, array,
+                                         [context.get_constant(types.intp, 0)])
+        amount = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.atomic_rmw("add", first, amount, "monotonic")
+
+    return types.int64(counter, value), codegen

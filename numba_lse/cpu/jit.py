@@ -9,9 +9,10 @@ No other fast-math flag is set: ``nnan``/``ninf`` would break the special-value 
 reassociated (to vectorise) says so itself, through ``intrinsics.add_reassoc``.
 """
 
+import numpy as np
 from numba import njit
 
-from .intrinsics import get_threads, set_threads
+from .intrinsics import fetch_add, get_threads, set_threads
 
 _OPTIONS = dict(cache=True, error_model="numpy", nogil=True, fastmath={"contract"})
 
@@ -62,3 +63,59 @@ def threads_for(size):
 def restore_threads(threads):
     """Give the caller back the thread count ``threads_for`` returned."""
     set_threads(threads)
+
+
+# Dynamic scheduling.  Numba's prange splits a loop evenly between the threads up front (the
+# omp layer's static schedule), so a call ends when its slowest thread does: one that starts
+# late (a worker woken on a busy machine, or on a VM whose idle vCPU the host must reschedule)
+# holds the call up, with the other thread idle.  The parallel kernels instead run one loop
+# iteration per thread, and each thread takes its tasks from a shared counter as it goes.
+# Each task's result depends on the task alone (never on the thread that ran it), so the
+# results are the same bits as a static schedule's.  Rows of 1e5 (DRAM-sized) measured
+# 1.2-1.4x faster in the benchmark's interleaved runs.
+
+# Tasks are taken in groups of at least this many elements: a take is an atomic add on a
+# cache line the threads share (~50-100 ns), a group some microseconds of work.
+TASK_ELEMENTS = 1 << 14
+# A queue's counter, and its constants a cache line further (read by every thread at every
+# task: kept off the line that the takes write).
+_NEXT, _GROUP, _END = 0, 8, 9
+
+
+@inline_ir
+def task_queue(n_tasks, elements_per_task):
+    """The tasks 0 .. n_tasks - 1 of a parallel loop, for its threads to take as they go,
+    at least TASK_ELEMENTS elements at a time. Used as
+
+        queue = task_queue(n_tasks, elements_per_task)
+        for _ in prange(get_threads()):
+            task = first_task(queue)
+            while task >= 0:
+                ...
+                task = next_task(queue, task)
+    """
+    queue = np.empty(_END + 1, np.int64)
+    # Stores, not np.zeros: Numba makes the fill of np.zeros a parallel loop of its own in
+    # a parallel kernel, and dropped it where nothing it can see reads the array (fetch_add
+    # is opaque to it): the counter then began at what a freed allocation had left there.
+    queue[_NEXT] = 0
+    queue[_GROUP] = max(1, TASK_ELEMENTS // max(1, elements_per_task))
+    queue[_END] = n_tasks
+    return queue
+
+
+@inline_ir
+def first_task(queue):
+    """The calling thread's first task, or -1 when none is left."""
+    first = fetch_add(queue, queue[_GROUP])
+    return first if first < queue[_END] else -1
+
+
+@inline_ir
+def next_task(queue, task):
+    """The task after ``task`` for the calling thread: the next of its group, or the first
+    of a group taken now; -1 when none is left."""
+    task += 1
+    if task % queue[_GROUP] != 0 and task < queue[_END]:
+        return task
+    return first_task(queue)

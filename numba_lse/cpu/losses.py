@@ -21,8 +21,9 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .intrinsics import prefer_wide_vectors
-from .jit import inline, inline_ir, kernel, restore_threads, threads_for
+from .intrinsics import get_threads, prefer_wide_vectors
+from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, restore_threads,
+                  task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
                        weight_at, zero_fill)
 from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
@@ -221,20 +222,24 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
     size = outer * inner
     threads = threads_for(x.size)
     block = samples_per_block(x, m)
-    for b in prange(-(-size // block)):
-        prefer_wide_vectors()
-        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
-                                                                     inner)
-        for i in range(count):
-            g = sample_of(grad, o, j)
-            y = target[o, j]
-            if y == ignore_index:
-                loss[o, j] = 0.0
-                zero_fill(g)
-            else:
-                constants = (log_shift[i], lse[i], p_shift[i], total[i])
-                loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
-            o, j = next_sample(o, j, inner)
+    queue = task_queue(-(-size // block), block * x.shape[1])
+    for _ in prange(get_threads()):
+        b = first_task(queue)
+        while b >= 0:
+            prefer_wide_vectors()
+            count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
+                                                                         inner)
+            for i in range(count):
+                g = sample_of(grad, o, j)
+                y = target[o, j]
+                if y == ignore_index:
+                    loss[o, j] = 0.0
+                    zero_fill(g)
+                else:
+                    constants = (log_shift[i], lse[i], p_shift[i], total[i])
+                    loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
+                o, j = next_sample(o, j, inner)
+            b = next_task(queue, b)
     restore_threads(threads)
 
 
@@ -246,16 +251,20 @@ def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     size = outer * inner
     threads = threads_for(x.size)
     block = samples_per_block(x, m)
-    for b in prange(-(-size // block)):
-        prefer_wide_vectors()
-        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
-                                                                     inner)
-        for i in range(count):
-            constants = (log_shift[i], lse[i], p_shift[i], total[i])
-            loss[o, j] = probability_target_sample(
-                sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
-            )
-            o, j = next_sample(o, j, inner)
+    queue = task_queue(-(-size // block), block * x.shape[1])
+    for _ in prange(get_threads()):
+        b = first_task(queue)
+        while b >= 0:
+            prefer_wide_vectors()
+            count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
+                                                                         inner)
+            for i in range(count):
+                constants = (log_shift[i], lse[i], p_shift[i], total[i])
+                loss[o, j] = probability_target_sample(
+                    sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
+                )
+                o, j = next_sample(o, j, inner)
+            b = next_task(queue, b)
     restore_threads(threads)
 
 
@@ -323,9 +332,13 @@ def nll_index(x, target, w, ignore_index, loss):
     else:
         threads = threads_for(outer * inner)
         sums = np.empty((n_blocks, 4))
-        for b in prange(n_blocks):
-            sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = nll_block(
-                x, target, w, ignore_index, loss, b * rows, min(outer, (b + 1) * rows))
+        queue = task_queue(n_blocks, TASK_ELEMENTS)  # a block of gathers per take
+        for _ in prange(get_threads()):
+            b = first_task(queue)
+            while b >= 0:
+                sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = nll_block(
+                    x, target, w, ignore_index, loss, b * rows, min(outer, (b + 1) * rows))
+                b = next_task(queue, b)
         restore_threads(threads)
         total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
         for b in range(n_blocks):

@@ -16,8 +16,8 @@ Two loop shapes, one mathematics (``partials.py``):
 import numpy as np
 from numba import prange
 
-from .intrinsics import prefer_wide_vectors
-from .jit import inline_ir, kernel, restore_threads, threads_for
+from .intrinsics import get_threads, prefer_wide_vectors
+from .jit import first_task, inline_ir, kernel, next_task, restore_threads, task_queue, threads_for
 from .partials import (
     BLOCK,
     add_exp_compensated,
@@ -153,23 +153,31 @@ def row_partials(x, w, for_outputs=None):
         m = np.empty(rows)
         c = np.empty(rows)
         s = np.empty(rows)
-        for t in prange(-(-rows // TILE_ROWS)):
-            r0 = t * TILE_ROWS
-            r1 = min(rows, r0 + TILE_ROWS)
-            tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1], for_outputs)
+        queue = task_queue(-(-rows // TILE_ROWS), TILE_ROWS * n)
+        for _ in prange(get_threads()):
+            t = first_task(queue)
+            while t >= 0:
+                r0 = t * TILE_ROWS
+                r1 = min(rows, r0 + TILE_ROWS)
+                tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1], for_outputs)
+                t = next_task(queue, t)
         restore_threads(threads)
         return m, c, s
     n_chunks = max(1, -(-n // CHUNK))
     m2 = np.empty((rows, n_chunks))
     c2 = np.empty((rows, n_chunks))
     s2 = np.empty((rows, n_chunks))
-    for task in prange(rows * n_chunks):
-        r = task // n_chunks
-        k = task - r * n_chunks
-        lo = k * CHUNK
-        hi = min(n, lo + CHUNK)
-        m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi),
-                                                        for_outputs)
+    queue = task_queue(rows * n_chunks, min(n, CHUNK))
+    for _ in prange(get_threads()):
+        task = first_task(queue)
+        while task >= 0:
+            r = task // n_chunks
+            k = task - r * n_chunks
+            lo = k * CHUNK
+            hi = min(n, lo + CHUNK)
+            m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi),
+                                                            for_outputs)
+            task = next_task(queue, task)
     if n_chunks > 1:
         for r in prange(rows):
             for k in range(1, n_chunks):
@@ -187,14 +195,18 @@ def lse_rows(x, w, out, sign):
     rows, n = x.shape
     threads = threads_for(x.size)
     if n < SHORT_ROW:
-        for t in prange(-(-rows // TILE_ROWS)):
-            r0 = t * TILE_ROWS
-            r1 = min(rows, r0 + TILE_ROWS)
-            m = np.empty(r1 - r0)
-            c = np.empty(r1 - r0)
-            s = np.empty(r1 - r0)
-            tile_partials(x, w, r0, r1, m, c, s)
-            finish_slices(m, c, s, out[r0:r1], sign[r0:r1])
+        queue = task_queue(-(-rows // TILE_ROWS), TILE_ROWS * n)
+        for _ in prange(get_threads()):
+            t = first_task(queue)
+            while t >= 0:
+                r0 = t * TILE_ROWS
+                r1 = min(rows, r0 + TILE_ROWS)
+                m = np.empty(r1 - r0)
+                c = np.empty(r1 - r0)
+                s = np.empty(r1 - r0)
+                tile_partials(x, w, r0, r1, m, c, s)
+                finish_slices(m, c, s, out[r0:r1], sign[r0:r1])
+                t = next_task(queue, t)
     else:
         m, c, s = row_partials(x, w)
         lse_of_partials(m, c, s, out, sign)
@@ -211,11 +223,15 @@ def inner_partials(x, w, for_outputs=None):
     c = np.empty((outer, inner))
     s = np.empty((outer, inner))
     n_bands = -(-inner // INNER_BAND)
-    for task in prange(outer * n_bands):
-        o = task // n_bands
-        j0 = (task - o * n_bands) * INNER_BAND
-        j1 = min(inner, j0 + INNER_BAND)
-        column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS, for_outputs)
+    queue = task_queue(outer * n_bands, n * min(inner, INNER_BAND))
+    for _ in prange(get_threads()):
+        task = first_task(queue)
+        while task >= 0:
+            o = task // n_bands
+            j0 = (task - o * n_bands) * INNER_BAND
+            j1 = min(inner, j0 + INNER_BAND)
+            column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS, for_outputs)
+            task = next_task(queue, task)
     restore_threads(threads)
     return m, c, s
 

@@ -31,8 +31,9 @@ from numba import prange
 
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
-from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
-from .jit import inline, inline_ir, kernel, restore_threads, threads_for
+from .intrinsics import add_reassoc, get_threads, maxnum, prefer_wide_vectors
+from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, task_queue,
+                  threads_for)
 from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
                        sample_of, slice_of, term_exp, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
@@ -337,42 +338,54 @@ def softmax_rows(op, x, w, out):
     threads = threads_for(x.size)
     if n < SHORT_ROW:
         # As row_partials does for short rows: a transposed tile, vector lanes across rows.
-        for t in prange(-(-rows // TILE_ROWS)):
-            r0 = t * TILE_ROWS
-            r1 = min(rows, r0 + TILE_ROWS)
-            xt = transpose_tile(x, r0, r1)
-            wt = transposed(w, r0, r1)
-            m = np.empty(r1 - r0)
-            c = np.empty(r1 - r0)
-            s = np.empty(r1 - r0)
-            if op == LOG_SOFTMAX:
-                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
-                shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-                write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
-            else:
-                # The exps of the sums, kept: one block of rows, so they are exp(x - m).
-                exps = np.empty((n, r1 - r0))
-                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
-                shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-                write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+        queue = task_queue(-(-rows // TILE_ROWS), TILE_ROWS * n)
+        for _ in prange(get_threads()):
+            t = first_task(queue)
+            while t >= 0:
+                r0 = t * TILE_ROWS
+                r1 = min(rows, r0 + TILE_ROWS)
+                xt = transpose_tile(x, r0, r1)
+                wt = transposed(w, r0, r1)
+                m = np.empty(r1 - r0)
+                c = np.empty(r1 - r0)
+                s = np.empty(r1 - r0)
+                if op == LOG_SOFTMAX:
+                    column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
+                    shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+                    write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
+                else:
+                    # The exps of the sums, kept: one block of rows, so they are exp(x - m).
+                    exps = np.empty((n, r1 - r0))
+                    column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
+                    shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+                    write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+                t = next_task(queue, t)
     elif n <= CHUNK and op != LOG_SOFTMAX:
         # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
         # while they are summed, then scaled: one exp per element, not two.
-        for task in prange(rows):
-            row = x[task]
-            weights = row_of(w, task)
-            m = block_max(row, weights, -np.inf)
-            exps = np.empty(n)
-            c, s = exps_and_sum(row, weights, m, exps)
-            shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
-            write_exps(op, row, weights, exps, out[task], shift, scale, dominant)
+        queue = task_queue(rows, n)
+        for _ in prange(get_threads()):
+            task = first_task(queue)
+            while task >= 0:
+                row = x[task]
+                weights = row_of(w, task)
+                m = block_max(row, weights, -np.inf)
+                exps = np.empty(n)
+                c, s = exps_and_sum(row, weights, m, exps)
+                shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
+                write_exps(op, row, weights, exps, out[task], shift, scale, dominant)
+                task = next_task(queue, task)
     elif rows_done_whole(rows, n, x.itemsize):
-        for task in prange(rows):
-            row = x[task]
-            weights = row_of(w, task)
-            m, c, s = chunked_partial(row, weights, FOR_OUTPUTS)
-            shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
-            write_slice(op, row, weights, out[task], shift, scale, dominant)
+        queue = task_queue(rows, n)
+        for _ in prange(get_threads()):
+            task = first_task(queue)
+            while task >= 0:
+                row = x[task]
+                weights = row_of(w, task)
+                m, c, s = chunked_partial(row, weights, FOR_OUTPUTS)
+                shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
+                write_slice(op, row, weights, out[task], shift, scale, dominant)
+                task = next_task(queue, task)
     else:
         m, c, s = row_partials(x, w, FOR_OUTPUTS)
         shift = np.empty(rows)
@@ -381,12 +394,16 @@ def softmax_rows(op, x, w, out):
         for r in prange(rows):
             shift[r], scale[r], dominant[r] = slice_constants(op, x[r], row_of(w, r), m[r], c[r], s[r])
         n_chunks = -(-n // CHUNK)
-        for task in prange(rows * n_chunks):
-            r = task // n_chunks
-            lo = (task - r * n_chunks) * CHUNK
-            hi = min(n, lo + CHUNK)
-            write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
-                        shift[r], scale[r], dominant[r])
+        queue = task_queue(rows * n_chunks, min(n, CHUNK))
+        for _ in prange(get_threads()):
+            task = first_task(queue)
+            while task >= 0:
+                r = task // n_chunks
+                lo = (task - r * n_chunks) * CHUNK
+                hi = min(n, lo + CHUNK)
+                write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
+                            shift[r], scale[r], dominant[r])
+                task = next_task(queue, task)
     restore_threads(threads)
 
 
@@ -422,17 +439,25 @@ def apply_partials(op, x, w, out, m, c, s, dominant):
         j = t - o * inner
         shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
     if inner == 1:
-        for o in prange(outer):
-            write_slice(op, x[o, :, 0], sample_of(w, o, 0), out[o, :, 0],
-                        shift[o, 0], scale[o, 0], dominant[o, 0])
+        queue = task_queue(outer, n)
+        for _ in prange(get_threads()):
+            o = first_task(queue)
+            while o >= 0:
+                write_slice(op, x[o, :, 0], sample_of(w, o, 0), out[o, :, 0],
+                            shift[o, 0], scale[o, 0], dominant[o, 0])
+                o = next_task(queue, o)
     else:
         n_blocks = -(-n // WRITE_ROWS)
-        for t in prange(outer * n_blocks):
-            o = t // n_blocks
-            k0 = (t - o * n_blocks) * WRITE_ROWS
-            k1 = min(n, k0 + WRITE_ROWS)
-            write_columns(op, x[o, k0:k1], rows_of(w, o, k0, k1), out[o, k0:k1],
-                          shift[o], scale[o], dominant[o])
+        queue = task_queue(outer * n_blocks, WRITE_ROWS * inner)
+        for _ in prange(get_threads()):
+            t = first_task(queue)
+            while t >= 0:
+                o = t // n_blocks
+                k0 = (t - o * n_blocks) * WRITE_ROWS
+                k1 = min(n, k0 + WRITE_ROWS)
+                write_columns(op, x[o, k0:k1], rows_of(w, o, k0, k1), out[o, k0:k1],
+                              shift[o], scale[o], dominant[o])
+                t = next_task(queue, t)
     restore_threads(threads)
 
 
