@@ -13,6 +13,8 @@ from scipy import special
 import numba_lse as nl
 from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
+from numba_lse.cpu.intrinsics import get_threads
+from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
 
@@ -27,6 +29,69 @@ def test_result_does_not_depend_on_thread_count():
     finally:
         numba.set_num_threads(before)
     assert one == many
+
+
+@numba.njit(parallel=True)
+def _count_runs(runs, elements_per_task):
+    """runs[task] += 1 for every task of a queue of len(runs) tasks, run as the kernels do."""
+    queue = task_queue(runs.shape[0], elements_per_task)
+    for _ in numba.prange(get_threads()):
+        task = first_task(queue)
+        while task >= 0:
+            runs[task] += 1
+            task = next_task(queue, task)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("elements_per_task", [1, 3000, TASK_ELEMENTS, TASK_ELEMENTS + 1, 10**9])
+@pytest.mark.parametrize("n_tasks", [0, 1, 2, 5, 6, 7, 1000, 4097])
+def test_task_queue_runs_every_task_once(n_tasks, elements_per_task, threads):
+    """Groups of 1, 5 or 5461 tasks per take; task counts below, at and past a group."""
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    before = numba.get_num_threads()
+    runs = np.zeros(n_tasks, np.int64)
+    try:
+        numba.set_num_threads(threads)
+        _count_runs(runs, elements_per_task)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(runs, 1)
+
+
+def _every_kernel_path(dtype):
+    """One result per loop that takes tasks from a queue: short rows (tiles), rows in one
+    piece, rows in chunks, a vector, columns (axis 0, and a middle axis), the losses."""
+    rng = np.random.default_rng(7)
+    results = []
+    for shape, axis in [((3000, 10), 1), ((300, 700), 1), ((3, 3 * CHUNK + 5), 1),
+                        ((4 * CHUNK + 3,), None), ((700, 600), 0), ((40, 50, 30), 1)]:
+        x = (rng.standard_normal(shape) * 4).astype(dtype)
+        for op in (nl.logsumexp, nl.softmax, nl.log_softmax, nl.log1m_softmax):
+            results.append(op(x, axis=axis))
+    for shape in [(20_000, 10), (600, 700), (3, 3 * CHUNK + 5), (300, 40, 20)]:
+        x = (rng.standard_normal(shape) * 4).astype(dtype)
+        target = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+        results.extend(nl.cross_entropy(x, target, reduction="none", return_grad=True))
+        results.extend(nl.cross_entropy(x, nl.softmax(x, axis=1), reduction="none",
+                                        return_grad=True))
+        results.append(nl.nll_loss(nl.log_softmax(x, axis=1), target, reduction="none"))
+    results.append(nl.nll_loss(rng.standard_normal((100_000, 3)), rng.integers(0, 3, 100_000)))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_parallel_path_gives_the_same_bits_on_any_thread_count(dtype):
+    """The threads take their tasks as they go: which thread runs a task must not matter."""
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _every_kernel_path(dtype)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = _every_kernel_path(dtype)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_eight_threads_at_once():
