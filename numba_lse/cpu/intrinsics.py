@@ -3,7 +3,8 @@
 Four instructions the kernels need to vectorise, each with exact IEEE semantics (nothing here
 approximates), a hint to the vectoriser, and the threading layer's thread count, read and set
 by symbol so that the kernels calling them stay cacheable (``numba.set_num_threads`` in
-jitted code goes through a ctypes pointer, which turns ``cache=True`` off).
+jitted code goes through a ctypes pointer, which turns ``cache=True`` off), and an atomic
+add, from which the threads of a parallel loop take their tasks (``jit.task_queue``).
 """
 
 from llvmlite import ir
