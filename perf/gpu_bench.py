@@ -946,17 +946,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def selected(args) -> list[tuple[Op, Case, str]]:
-    """(op, case, dtype) of every case run, in order: by op, then case, then dtype."""
+    """(op, case, dtype) of every case run, in order: by dtype (so that a run cut short by
+    --budget leaves out float16 first), then op, then case."""
     dtypes = args.dtypes.split(",") if args.dtypes else (
         ["float32"] if args.quick else ["float32", "float64", "float16"])
     runs = []
-    for op in OPS:
-        if args.ops and op.name not in args.ops.split(","):
-            continue
-        for case in LOSS_CASES if op.loss else CASES:
-            if args.cases and args.cases not in case.label(args.smoke):
+    for dtype in dtypes:
+        for op in OPS:
+            if (args.ops and op.name not in args.ops.split(",")) or (op.loss and dtype == "float16"):
                 continue
-            runs += [(op, case, d) for d in dtypes if not (op.loss and d == "float16")]
+            runs += [(op, case, dtype) for case in (LOSS_CASES if op.loss else CASES)
+                     if not args.cases or args.cases in case.label(args.smoke)]
     return runs
 
 

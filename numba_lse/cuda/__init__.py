@@ -23,7 +23,12 @@ import warnings
 
 import numpy as np
 from numba import cuda
-from numba.core.errors import NumbaPerformanceWarning
+from numba.core import errors as _numba_errors
+
+try:
+    from numba.cuda.core import errors as _cuda_errors
+except ImportError:  # pragma: no cover - numba-cuda before it had its own errors module
+    _cuda_errors = _numba_errors
 
 from ..cpu.softmax import LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX
 from . import kernels
@@ -275,11 +280,18 @@ class _Layout:
         return result
 
 
+# The low-occupancy warning's class: numba-cuda's own since it split from numba (0.30 warns
+# with numba.cuda.core.errors', which is not numba.core.errors' nor a subclass of it).
+_OCCUPANCY_WARNINGS = tuple({_numba_errors.NumbaPerformanceWarning,
+                             _cuda_errors.NumbaPerformanceWarning})
+
+
 def _launch(kernel, grid, stream, *args):
     """kernel[blocks, threads, stream](*args), without Numba's low-occupancy warning: small
     inputs launch small grids on purpose."""
     blocks, threads = grid
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        for category in _OCCUPANCY_WARNINGS:
+            warnings.simplefilter("ignore", category)
         configured = kernel[blocks, threads, stream]
     configured(*args)
