@@ -66,13 +66,19 @@ def backend(request):
 def to_backend(backend, x, view=None):
     """NumPy data ``x`` as an array of ``backend``; ``view`` (e.g. ``lambda a: a.T``) is
     applied where the array lives, so on the GPU it is a strided view of device memory (the
-    simulator's device arrays take slices, steps, negative steps and ``.T`` as NumPy does)."""
+    simulator's device arrays take slices, steps, negative steps and ``.T`` as NumPy does; on
+    a real GPU numba's ``.T`` of a 2-D device array is a transposed copy made by a kernel
+    launched on a tiny grid, whose low-occupancy warning is not numba_lse's)."""
     x = np.asarray(x)
     if backend == "cuda":
         from numba import cuda
 
         x = cuda.to_device(x)
-    return x if view is None else view(x)
+    if view is None:
+        return x
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*Grid size .* low occupancy")
+        return view(x)
 
 
 def to_host(result):

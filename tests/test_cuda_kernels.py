@@ -28,7 +28,7 @@ from numba_lse.cuda import kernels  # noqa: E402
 
 # These tests launch kernels of their own on small grids, which Numba warns of on a GPU
 # (numba_lse's own launches do not warn: tests/test_cuda.py).
-pytestmark = pytest.mark.filterwarnings("ignore:Grid size .* low occupancy")
+pytestmark = pytest.mark.filterwarnings("ignore:.*Grid size .* low occupancy")
 
 FLOATS = [np.float32, np.float64]
 NAMES = ["softmax", "log_softmax", "log1m_softmax"]
@@ -395,3 +395,19 @@ def test_split_vector(split):
     check(out, nl.logsumexp(x), np.float64)
     out = backend.softmax_family("softmax", cuda.to_device(x), None, (0,))
     check(out, nl.softmax(x), np.float64)
+
+
+def test_none_arguments_pass_as_a_null_pointer():
+    # numba-cuda types a None argument (the kernels compile without the code that reads an
+    # absent weight, mask, cut or gradient) but its launch cannot pass one; the extension
+    # passes the null pointer that None's data model is: one pointer-sized parameter.
+    from llvmlite import ir
+    from numba import types
+    from numba.core.datamodel import default_manager
+
+    assert isinstance(default_manager[types.none].get_argument_type(), ir.PointerType)
+    extension = kernels.NoneArguments()
+    assert extension.prepare_args(types.none, None) == (types.uintp, 0)
+    array = types.float64[:, ::1]
+    assert extension.prepare_args(array, "x") == (array, "x")
+    assert extension.prepare_args(types.int64, 3) == (types.int64, 3)

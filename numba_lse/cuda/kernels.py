@@ -25,7 +25,8 @@ Rows too long for one block (few rows: axis=None on a big vector) are split in p
 partial per part (``partials``), merged per row (``merge_parts``), then ``apply``.
 
 Weights (``b``, or ``where`` as a bool mask) and the cut for log1m_softmax are None when
-absent: None is a type, so those kernels compile without the code that reads them. Data is
+absent: None is a type, so those kernels compile without the code that reads them (on a GPU
+a None argument is passed as the null pointer its data model is: ``NoneArguments``). Data is
 read in its dtype, computed in float64 and rounded once where it is stored. Indices are
 int64 where products of sizes appear. Every kernel is compiled once per argument types and
 cached on disk (``cache=True``).
@@ -34,7 +35,7 @@ cached on disk (``cache=True``).
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import config, cuda, float64, types
 
 from ..cpu.jit import inline
 from ..cpu.losses import (
@@ -82,6 +83,21 @@ def parts_of(rows, n, inner):
     if inner != 1 or rows >= SPLIT_ROWS or n < 2 * PART:
         return 1
     return min(-(-n // PART), MAX_BLOCKS // max(rows, 1))
+
+
+class NoneArguments:
+    """A launch extension: numba-cuda types a None argument (``types.none``, whose data model
+    is an opaque pointer, one u64 kernel parameter) but its launch has no case for passing
+    one (``NotImplementedError: (none, None)``), so None goes as that pointer, null. The
+    simulator takes None as it is and has no extensions."""
+
+    def prepare_args(self, ty, val, stream=None, retr=None):
+        return (types.uintp, 0) if ty == types.none else (ty, val)
+
+
+# @cuda.jit options of every kernel (the generated permuted copies: without the disk cache).
+LAUNCH = {} if config.ENABLE_CUDASIM else dict(extensions=[NoneArguments()])
+KERNEL = dict(cache=True, **LAUNCH)
 
 
 @inline
@@ -195,7 +211,7 @@ def flat_range():
             np.int64(cuda.gridDim.x) * cuda.blockDim.x)
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def lse(x, w, group, out, sign):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign (``launch``)."""
     sm = cuda.shared.array(BLOCK, float64)
@@ -213,7 +229,7 @@ def lse(x, w, group, out, sign):
             out[o, j], sign[o, j] = log_abs_sum(m, c, s)
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def softmax(x, w, op, group, out):
     """out[o, k, j] = the op (``cpu.softmax``'s SOFTMAX, LOG_SOFTMAX or LOG1M_SOFTMAX) at
     x[o, k, j] over axis 1 (``launch``)."""
@@ -243,7 +259,7 @@ def softmax(x, w, op, group, out):
                 out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def partials(x, w, group, cm, cc, cs, pm, pc, ps):
     """pm[o, p, j], pc, ps = the partial of part p of slice (o, j) (parts: pm.shape[1] of
     equal length). With the slices' partials cm, cc, cs (else None): the partial of the
@@ -273,7 +289,7 @@ def partials(x, w, group, cm, cc, cs, pm, pc, ps):
             pm[o, p, j], pc[o, p, j], ps[o, p, j] = m, c, s
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def merge_parts(pm, pc, ps, m, c, s, out, sign):
     """m[o, j], c, s = the merge of the parts pm[o, :, j], ...; with ``out`` (else None),
     out[o, j], sign[o, j] = its log-sum-exp and sign. A thread per slice."""
@@ -290,7 +306,7 @@ def merge_parts(pm, pc, ps, m, c, s, out, sign):
             out[o, j], sign[o, j] = log_abs_sum(mm, cc, ss)
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def apply(x, w, op, m, c, s, bm, bc, bs, out):
     """out[o, k, j] = the op at x[o, k, j], from its slice's partial m, c, s (and for
     log1m_softmax bm, bc, bs: that of the entries below the max). A thread per element."""
@@ -307,7 +323,7 @@ def apply(x, w, op, m, c, s, bm, bc, bs, out):
         out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def class_weights(target, w, ignore_index, n_classes, kept, error):
     """kept[o, j] = w[y] (1 without weights) for y = target[o, j], 0 where ignored. A class
     index outside [0, n_classes) keeps 0 and sets error = (1, that index): the host raises
@@ -327,7 +343,7 @@ def class_weights(target, w, ignore_index, n_classes, kept, error):
                 error[1] = y
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def nll(x, target, w, ignore_index, loss, kept):
     """loss[o, j], kept[o, j] = -w_y x[o, y, j] and w_y, 0 and 0 where ignored or out of
     range (``class_weights`` reports those). A thread per sample."""
@@ -342,7 +358,7 @@ def nll(x, target, w, ignore_index, loss, kept):
             loss[o, j], kept[o, j] = nll_sample(x[o, y, j], class_weight(w, y))
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def cross_entropy_index(x, target, w, ignore_index, eps, scale, denominator, group, loss, grad):
     """Per-sample cross-entropy of logits x (outer, C, inner) with class indices target
     (outer, inner) into loss (outer, inner), and scale * its gradient into grad (like x, or
@@ -387,7 +403,7 @@ def cross_entropy_index(x, target, w, ignore_index, eps, scale, denominator, gro
                     grad[o, k, j] = 0.0
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def cross_entropy_probability(x, target, w, eps, scale, group, loss, grad):
     """Per-sample cross-entropy of logits x (outer, C, inner) with class probabilities
     target (like x) into loss (outer, inner), and scale * its gradient into grad (like x,
@@ -421,7 +437,7 @@ def cross_entropy_probability(x, target, w, eps, scale, group, loss, grad):
                         total, weighted_total, scale)
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def total(values, denominator, divisor, out):
     """out[0] = the sum of values (2-D) / denominator[0] (or / divisor when denominator is
     None). One block."""
@@ -478,11 +494,11 @@ def permuted_copy(ndim, gather):
                                      assignment=assignment)
         namespace = {"cuda": cuda, "np": np}
         exec(compile(source, f"<numba_lse.cuda permuted_copy ndim={ndim}>", "exec"), namespace)
-        _COPIES[key] = cuda.jit(namespace["kernel"])
+        _COPIES[key] = cuda.jit(namespace["kernel"], **LAUNCH)
     return _COPIES[key]
 
 
-@cuda.jit(cache=True)
+@cuda.jit(**KERNEL)
 def nan_where_negative(out, sign):
     """out[i] = nan where sign[i] < 0 (1-D arrays): the log of a negative sum, without
     return_sign. A thread per element."""

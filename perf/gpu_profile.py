@@ -1,0 +1,80 @@
+"""Where numba_lse's time goes on a GPU: host time per small call by function (cProfile),
+and the registers, local memory and shared memory of every kernel compiled for the benchmark's
+shapes. Run on the device machine after the Numba setup of perf/gpu_check.sh (which runs it):
+
+    python3 perf/gpu_profile.py [--ncu]
+
+--ncu: run only the benchmark-shaped calls (for ``ncu --kernel-name regex:...``), no report.
+"""
+
+import cProfile
+import io
+import pstats
+import sys
+
+import torch
+
+import numba_lse as nl
+from numba_lse.cuda import kernels
+
+
+def big_calls():
+    """One call of each kernel family on the benchmark's shapes (float32)."""
+    big = torch.randn(32768, 4096, device="cuda")
+    nl.logsumexp(big, axis=-1)
+    nl.softmax(big, axis=-1)
+    nl.log_softmax(big, axis=-1)
+    short = torch.randn(1_000_000, 10, device="cuda")
+    nl.softmax(short, axis=-1)
+    cols = torch.randn(4096, 4096, device="cuda")
+    nl.logsumexp(cols, axis=0)
+    nl.softmax(cols, axis=0)
+    vector = torch.randn(100_000_000, device="cuda")
+    nl.logsumexp(vector)
+    logits = torch.randn(4096, 32000, device="cuda")
+    target = torch.randint(0, 32000, (4096,), device="cuda")
+    nl.cross_entropy(logits, target, return_grad=True)
+    torch.cuda.synchronize()
+
+
+def small_call_profiles():
+    x = torch.randn(100, device="cuda")
+    logits = torch.randn(1, 100, device="cuda")
+    target = torch.zeros(1, dtype=torch.int64, device="cuda")
+    calls = {"logsumexp (100,)": lambda: nl.logsumexp(x),
+             "softmax (100,)": lambda: nl.softmax(x),
+             "cross_entropy (1, 100)": lambda: nl.cross_entropy(logits, target)}
+    for name, call in calls.items():
+        call()
+        torch.cuda.synchronize()
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(200):
+            call()
+        torch.cuda.synchronize()
+        profile.disable()
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(14)
+        print(f"## {name}: 200 calls\n{text.getvalue()}")
+
+
+def kernel_resources():
+    print("## kernels: argument types; registers per thread, local bytes per thread, "
+          "shared bytes per block (static)")
+    for name in sorted(vars(kernels)):
+        kernel = getattr(kernels, name)
+        overloads = getattr(kernel, "overloads", None)
+        if not overloads or getattr(kernel, "_device", False) or not hasattr(kernel, "get_regs_per_thread"):
+            continue
+        for sig, compiled in overloads.items():
+            if not hasattr(compiled, "regs_per_thread"):
+                continue  # a device function
+            print(name, ", ".join(str(t) for t in sig), "|", compiled.regs_per_thread,
+                  compiled.local_mem_per_thread, compiled.shared_mem_per_block)
+
+
+if __name__ == "__main__":
+    big_calls()
+    if "--ncu" not in sys.argv:
+        small_call_profiles()
+        kernel_resources()
