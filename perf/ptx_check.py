@@ -58,7 +58,7 @@ def signatures():
             yield "softmax", k.softmax, (a(3), w, i64, i64, a(3))
             for cut in (none, a(2, f64)):
                 yield "partials", k.partials, (a(3), w, i64, cut, cut, cut, a(3, f64), a(3, f64), a(3, f64))
-            yield "apply", k.apply, (a(3), w, i64) + (a(2, f64),) * 6 + (a(3),)
+            yield "apply", k.apply, (a(3), w, i64, i64, i64) + (a(2, f64),) * 6 + (a(3),)
         for out in (none, a(2)):
             yield "merge_parts", k.merge_parts, (a(3, f64),) * 3 + (a(2, f64),) * 3 + (out, out)
         for target_dtype, w in itertools.product((types.int64, types.int32), (none, a(1))):

@@ -317,11 +317,15 @@ def test_launch_configuration():
     assert kernels.launch(10**9, 7, 1)[0] == kernels.MAX_BLOCKS
     assert kernels.flat_launch(10**9) == (kernels.MAX_BLOCKS, kernels.BLOCK)
     assert kernels.BLOCK & (kernels.BLOCK - 1) == 0
-    # Parts: only a few long rows are split.
-    assert kernels.parts_of(1, 10 * kernels.PART, 1) == 10
-    assert kernels.parts_of(kernels.SPLIT_ROWS, 10 * kernels.PART, 1) == 1
-    assert kernels.parts_of(1, 10 * kernels.PART, 2) == 1
-    assert kernels.parts_of(1, kernels.PART, 1) == 1
+    # Parts: slices too few to fill the GPU are split, if long enough.
+    assert kernels.parts_of(1, 10**8, 1) == kernels.FILL // kernels.BLOCK  # a vector
+    assert kernels.parts_of(1000, 10**5, 1) == -(-kernels.FILL // (1000 * kernels.BLOCK))
+    assert kernels.parts_of(1, 3 * kernels.PART_ROW, 1) == 3  # parts of PART_ROW at least
+    assert kernels.parts_of(1, 2 * kernels.PART_ROW - 1, 1) == 1
+    assert kernels.parts_of(kernels.FILL // kernels.BLOCK, 10**5, 1) == 1  # enough rows
+    assert kernels.parts_of(4096, 4096, 4096) == kernels.FILL // 4096  # columns: axis 0
+    assert kernels.parts_of(4096, 2 * kernels.PART_COLUMN - 1, 4096) == 1
+    assert kernels.parts_of(kernels.FILL, 10**5, kernels.FILL) == 1
 
 
 def dominant_rows():
@@ -359,12 +363,34 @@ def test_grid_stride_and_groups(name):
                                        rtol=rtol(np.float64), atol=0)
 
 
+@pytest.mark.parametrize("kind", ["signed", "mask"])
+def test_unrolled_entries_with_weights(kind):
+    """Groups of 2 threads on rows of 9: lane 0 takes entries 0, 2, 4, 6 in one unrolled
+    step, then 8; lane 1 takes 1, 3, 5, 7 (the library's groups cover a row in one step
+    under the simulator's row lengths). Weights and masks go with their entries."""
+    x = data((5, 9), np.float64)
+    b = weights(kind, x.shape)
+    view, w = cuda.to_device(x.reshape(5, 9, 1)), cuda.to_device(b.reshape(5, 9, 1))
+    out, sign = cuda.device_array((5, 1)), cuda.device_array((5, 1))
+    kernels.lse[2, 4](view, w, 2, out, sign)
+    expected, expected_sign = reference_lse(x, b, (1,))
+    check(out, expected.reshape(5, 1), np.float64)
+    check(sign, expected_sign.reshape(5, 1), np.float64)
+    if kind == "mask":
+        for name in NAMES:
+            got = cuda.device_array(view.shape)
+            kernels.softmax[2, 4](view, w, backend._OPS[name], 2, got)
+            check(got, FUNCS[name](x, axis=1, where=b).reshape(view.shape), np.float64)
+
+
 @pytest.fixture
 def split(monkeypatch):
-    """Split rows of more than 16 elements in parts of 8 (the grid reduction for a few long
-    rows, which needs rows of 2^16 elements at the library's sizes)."""
-    monkeypatch.setattr(kernels, "PART", 8)
-    monkeypatch.setattr(kernels, "SPLIT_ROWS", 4)
+    """Split slices of 16 entries or more in parts of 8 or more, as long as a launch has
+    fewer than 1024 threads (the grid reduction, which needs slices of thousands of entries
+    at the library's sizes)."""
+    monkeypatch.setattr(kernels, "FILL", 1024)
+    monkeypatch.setattr(kernels, "PART_ROW", 8)
+    monkeypatch.setattr(kernels, "PART_COLUMN", 8)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -375,7 +401,7 @@ def test_split_rows(split, name, dtype, weighted):
     x[1, 7] = 800.0  # dominant: log1m_softmax's second pass over the parts
     x[2, :] = 1.0
     x[2, 40] = np.inf
-    assert kernels.parts_of(3, 45, 1) == 6
+    assert kernels.parts_of(3, 45, 1) == 5
     if name == "logsumexp":
         b = weights("signed", x.shape).astype(dtype) if weighted else None
         out, sign = run_lse(x, b, (1,))
@@ -386,6 +412,23 @@ def test_split_rows(split, name, dtype, weighted):
         where = weights("mask", x.shape) if weighted else None
         out = backend.softmax_family(name, cuda.to_device(x), None if where is None else cuda.to_device(where), (1,))
         check(out, FUNCS[name](x, axis=1, where=where), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["logsumexp"] + NAMES)
+def test_split_columns(split, name, dtype):
+    """axis 0 of a matrix with few columns: each column in parts (a thread per part)."""
+    x = data((45, 3), dtype)
+    x[7, 1] = 800.0
+    x[:, 2] = 1.0
+    assert kernels.parts_of(3, 45, 3) == 5
+    if name == "logsumexp":
+        out, sign = run_lse(x, None, (0,))
+        expected, expected_sign = reference_lse(x, None, (0,))
+        check(out, expected, dtype)
+        check(sign, expected_sign, dtype)
+    else:
+        check(backend.softmax_family(name, cuda.to_device(x), None, (0,)), FUNCS[name](x, axis=0), dtype)
 
 
 def test_split_vector(split):

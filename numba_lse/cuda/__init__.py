@@ -56,7 +56,7 @@ def logsumexp(a, b, axes, stream=0):
     w = None if b is None else layout.view(b, stream)
     out2 = out.reshape(layout.outer, layout.inner)
     sign2 = sign.reshape(layout.outer, layout.inner)
-    parts = kernels.parts_of(layout.outer, layout.n, layout.inner)
+    parts = kernels.parts_of(layout.outer * layout.inner, layout.n, layout.inner)
     if parts == 1:
         blocks, threads, group = kernels.launch(layout.outer * layout.inner, layout.n, layout.inner)
         _launch(kernels.lse, (blocks, threads), stream, x, w, group, out2, sign2)
@@ -75,7 +75,7 @@ def softmax_family(name, x, where, axes, stream=0):
     view = layout.view(x, stream)
     mask = None if where is None else layout.view(where, stream)
     out = cuda.device_array(view.shape, dtype=x.dtype, stream=stream)
-    parts = kernels.parts_of(layout.outer, layout.n, layout.inner)
+    parts = kernels.parts_of(layout.outer * layout.inner, layout.n, layout.inner)
     if parts == 1:
         blocks, threads, group = kernels.launch(layout.outer * layout.inner, layout.n, layout.inner)
         _launch(kernels.softmax, (blocks, threads), stream, view, mask, op, group, out)
@@ -84,12 +84,15 @@ def softmax_family(name, x, where, axes, stream=0):
         below = (m, c, s)
         if op == LOG1M_SOFTMAX:
             below = _merged_partials(view, mask, parts, stream, cut=(m, c, s))
-        _launch(kernels.apply, kernels.flat_launch(view.size), stream, view, mask, op, m, c, s, *below, out)
+        outer, n, inner = view.shape
+        blocks, threads, group = kernels.launch(outer * parts * inner, -(-n // parts), inner)
+        _launch(kernels.apply, (blocks, threads), stream, view, mask, op, parts, group, m, c, s,
+                *below, out)
     return layout.full(out, stream)
 
 
 def _merged_partials(x, w, parts, stream, out=None, sign=None, cut=None):
-    """The partials (m, c, s) of the slices of x (outer, n, 1), each split in ``parts``
+    """The partials (m, c, s) of the slices of x (outer, n, inner), each split in ``parts``
     reduced by blocks of their own and merged: a grid reduction in two launches. With
     ``out``, also the log-sum-exp and sign; with ``cut`` (the slices' partials), the partials
     of the entries below the max of the slices with a dominant entry (log1m_softmax)."""

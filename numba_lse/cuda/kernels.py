@@ -19,10 +19,17 @@ when inner > 1): a *group* of threads per slice, several groups per block (``lau
            warp shuffles: the simulator has none). Short rows share a block.
   columns  a group of one thread per column (adjacent threads read adjacent columns).
 
+A thread loads UNROLL entries of its slice before it uses any (``entries``), in the order
+of the plain loop (the same bits): a GPU hides memory latency with loads in flight, and one
+load per thread at a time left the first kernels on an H200 at 12-31 % of its bandwidth,
+their time set by the count of entries, not of bytes.
+
 Blocks stride over the slices until all are done; a group past the last slice stays idle
 but still reaches every ``syncthreads``, so the block never diverges at a barrier.
-Rows too long for one block (few rows: axis=None on a big vector) are split in parts: a
-partial per part (``partials``), merged per row (``merge_parts``), then ``apply``.
+Slices too few to fill the GPU (``FILL`` threads) and long enough (a few long rows, as
+axis=None on a big vector; a few thousand long columns, as axis 0 of a square matrix) are
+split in parts: a partial per part (``partials``), merged per slice (``merge_parts``), then
+``apply``.
 
 Weights (``b``, or ``where`` as a bool mask) and the cut for log1m_softmax are None when
 absent: None is a type, so those kernels compile without the code that reads them (on a GPU
@@ -54,10 +61,15 @@ from ..cpu.softmax import LOG1M_SOFTMAX, dominant_value, element, is_dominant, n
 BLOCK = 128
 # Blocks at most in a launch; kernels stride over the rest.
 MAX_BLOCKS = 1 << 16
-# Rows of at least this many elements, fewer than SPLIT_ROWS of them, are split in parts
-# of PART elements, each reduced by its own block (a grid reduction in two launches).
-PART = 1 << 15
-SPLIT_ROWS = 256
+# Slices whose groups hold fewer threads than FILL leave a big GPU mostly idle (an H100 or
+# H200 holds 132 x 2048 threads at once): they are split in parts, of at least PART_ROW
+# entries for rows (a group of up to BLOCK threads reduces a part) and PART_COLUMN for
+# columns (a thread does).
+FILL = 1 << 18
+PART_ROW = 1 << 11
+PART_COLUMN = 32
+# Entries a thread loads before it uses them (see the module's docstring).
+UNROLL = 4
 
 
 def launch(slices, n, inner):
@@ -77,12 +89,14 @@ def flat_launch(size):
     return min(MAX_BLOCKS, -(-size // threads)), threads
 
 
-def parts_of(rows, n, inner):
-    """How many parts each slice is split into: 1 unless a few long rows would leave the
-    GPU mostly idle."""
-    if inner != 1 or rows >= SPLIT_ROWS or n < 2 * PART:
-        return 1
-    return min(-(-n // PART), MAX_BLOCKS // max(rows, 1))
+def parts_of(slices, n, inner):
+    """How many parts each of ``slices`` slices of length ``n`` is split into: enough that
+    the launch has FILL threads, each part of at least PART_ROW (rows, inner == 1) or
+    PART_COLUMN (columns) entries; 1 where that is not 2 or more."""
+    threads = slices * launch(slices, n, inner)[2]
+    shortest = PART_ROW if inner == 1 else PART_COLUMN
+    parts = min(-(-FILL // threads), n // shortest, MAX_BLOCKS)
+    return parts if parts >= 2 else 1
 
 
 class NoneArguments:
@@ -167,22 +181,64 @@ def group_sums(a, b, group, sm, sc, ss):
 
 
 @cuda.jit(device=True)
+def entries(x, w, o, k, j, group, below, cut):
+    """x[o, k + i group, j] for i < UNROLL (= 4) and their weights (``cut_weight``), every
+    entry loaded before any is used: four loads in flight."""
+    x0, x1, x2, x3 = x[o, k, j], x[o, k + group, j], x[o, k + 2 * group, j], x[o, k + 3 * group, j]
+    return (x0, x1, x2, x3,
+            cut_weight(x0, weight_of(w, o, k, j), below, cut),
+            cut_weight(x1, weight_of(w, o, k + group, j), below, cut),
+            cut_weight(x2, weight_of(w, o, k + 2 * group, j), below, cut),
+            cut_weight(x3, weight_of(w, o, k + 3 * group, j), below, cut))
+
+
+@cuda.jit(device=True)
 def slice_partial(x, w, o, j, lo, hi, active, group, below, cut, sm, sc, ss):
     """The partial (m, c, s) of x[o, lo:hi, j] (x: (outer, n, inner), weights w like x or
     None), with ``cut`` of its entries below ``below`` only, reduced by the slice's group;
-    an inactive group gives an empty partial. Every thread of the block calls it."""
+    an inactive group gives an empty partial. Every thread of the block calls it. Each
+    thread takes its entries (lo + lane, stride group) UNROLL at a time, then the rest."""
     lane = cuda.threadIdx.x % group
     m = -np.inf
     c = 0.0
     s = 0.0
     if active:
-        for k in range(lo + lane, hi, group):
+        k = lo + lane
+        while k + (UNROLL - 1) * group < hi:
+            x0, x1, x2, x3, w0, w1, w2, w3 = entries(x, w, o, k, j, group, below, cut)
+            m = max_with(max_with(max_with(max_with(m, x0, w0), x1, w1), x2, w2), x3, w3)
+            k += UNROLL * group
+        for k in range(k, hi, group):
             m = max_with(m, x[o, k, j], cut_weight(x[o, k, j], weight_of(w, o, k, j), below, cut))
-        for k in range(lo + lane, hi, group):
+        k = lo + lane
+        while k + (UNROLL - 1) * group < hi:
+            x0, x1, x2, x3, w0, w1, w2, w3 = entries(x, w, o, k, j, group, below, cut)
+            c, s = add_term(c, s, x0, w0, m)
+            c, s = add_term(c, s, x1, w1, m)
+            c, s = add_term(c, s, x2, w2, m)
+            c, s = add_term(c, s, x3, w3, m)
+            k += UNROLL * group
+        for k in range(k, hi, group):
             c, s = add_term(c, s, x[o, k, j], cut_weight(x[o, k, j], weight_of(w, o, k, j), below, cut), m)
     t = cuda.threadIdx.x
     sm[t], sc[t], ss[t] = m, c, s
     return group_merge(sm, sc, ss, group)
+
+
+@cuda.jit(device=True)
+def write_entries(op, x, w, o, j, lo, hi, group, shift, scale, dominant, out):
+    """out[o, k, j] = the op at x[o, k, j] for k = lo, lo + group, ... below hi (a thread's
+    entries of a slice), from the slice's constants; UNROLL entries at a time, then the rest."""
+    k = lo
+    while k + (UNROLL - 1) * group < hi:
+        x0, x1, x2, x3, w0, w1, w2, w3 = entries(x, w, o, k, j, group, 0.0, False)
+        out[o, k, j] = element(op, x0, w0, shift, scale, dominant)
+        out[o, k + group, j] = element(op, x1, w1, shift, scale, dominant)
+        out[o, k + 2 * group, j] = element(op, x2, w2, shift, scale, dominant)
+        out[o, k + 3 * group, j] = element(op, x3, w3, shift, scale, dominant)
+        k += UNROLL * group
+    for k in range(k, hi, group):
+        out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
 
 
 @cuda.jit(device=True)
@@ -255,8 +311,7 @@ def softmax(x, w, op, group, out):
             if active and is_dominant(op, m, c, s):
                 dominant = dominant_value(m, s, bm, bc, bs)
         if active:
-            for k in range(lane, n, group):
-                out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
+            write_entries(op, x, w, o, j, lane, n, group, shift, scale, dominant, out)
 
 
 @cuda.jit(**KERNEL)
@@ -307,20 +362,28 @@ def merge_parts(pm, pc, ps, m, c, s, out, sign):
 
 
 @cuda.jit(**KERNEL)
-def apply(x, w, op, m, c, s, bm, bc, bs, out):
+def apply(x, w, op, parts, group, m, c, s, bm, bc, bs, out):
     """out[o, k, j] = the op at x[o, k, j], from its slice's partial m, c, s (and for
-    log1m_softmax bm, bc, bs: that of the entries below the max). A thread per element."""
+    log1m_softmax bm, bc, bs: that of the entries below the max). The slices in ``parts``
+    parts and a group of threads per part, as in ``partials``: each thread takes its slice's
+    constants once, then its entries."""
     outer, n, inner = x.shape
-    start, step = flat_range()
-    for i in range(start, outer * n * inner, step):
-        o = i // (n * inner)
-        k = (i // inner) % n
-        j = i % inner
-        shift, scale = row_constants(op, m[o, j], c[o, j], s[o, j])
-        dominant = np.nan
-        if is_dominant(op, m[o, j], c[o, j], s[o, j]):
-            dominant = dominant_value(m[o, j], s[o, j], bm[o, j], bc[o, j], bs[o, j])
-        out[o, k, j] = element(op, x[o, k, j], weight_of(w, o, k, j), shift, scale, dominant)
+    length = -(-n // parts)
+    tasks = outer * parts * inner
+    start, step, slot, lane = block_slices(group)
+    for first in range(start, tasks, step):
+        q = first + slot
+        if q < tasks:
+            o = q // (parts * inner)
+            p = (q // inner) % parts
+            j = q % inner
+            shift, scale = row_constants(op, m[o, j], c[o, j], s[o, j])
+            dominant = np.nan
+            if is_dominant(op, m[o, j], c[o, j], s[o, j]):
+                dominant = dominant_value(m[o, j], s[o, j], bm[o, j], bc[o, j], bs[o, j])
+            lo = p * length
+            write_entries(op, x, w, o, j, lo + lane, min(n, lo + length), group, shift, scale,
+                          dominant, out)
 
 
 @cuda.jit(**KERNEL)
