@@ -1,6 +1,8 @@
-"""Where numba_lse's time goes on a GPU: host time per small call by function (cProfile),
-and the registers, local memory and shared memory of every kernel compiled for the benchmark's
-shapes. Run on the device machine after the Numba setup of perf/gpu_check.sh (which runs it):
+"""Where numba_lse's time goes on a GPU: the host time of the pieces every call is made of
+(a launch, an allocation, an interface read), host time per small call by function
+(cProfile), and the registers, local memory and shared memory of every kernel compiled for
+the benchmark's shapes. Run on the device machine after the Numba setup of
+perf/gpu_check.sh (which runs it with PROFILE=1):
 
     python3 perf/gpu_profile.py [--ncu]
 
@@ -12,6 +14,7 @@ import io
 import pstats
 import sys
 
+import numpy as np
 import torch
 
 import numba_lse as nl
@@ -58,6 +61,39 @@ def small_call_profiles():
         print(f"## {name}: 200 calls\n{text.getvalue()}")
 
 
+def overhead_floors():
+    """Host time per call of what any numba_lse GPU call is made of, against one call: an
+    empty kernel launched with 4 array arguments, an output allocated (and freed), a torch
+    tensor taken through its __cuda_array_interface__, and the softmax of 100 elements."""
+    import time
+
+    from numba import cuda
+
+    @cuda.jit
+    def empty(a, b, c, d):
+        pass
+
+    x = torch.randn(100, device="cuda")
+    d = cuda.as_cuda_array(x)
+    steps = {"empty kernel, 4 arrays": lambda: empty[1, 32](d, d, d, d),
+             "cuda.device_array(100)": lambda: cuda.device_array(100, dtype=np.float32),
+             "cuda.as_cuda_array(torch)": lambda: cuda.as_cuda_array(x),
+             "torch.empty(100)": lambda: torch.empty(100, device="cuda"),
+             "nl.softmax(torch (100,))": lambda: nl.softmax(x)}
+    print("## host time per call (us, median of 7 batches of 500, device synchronised around each)")
+    for name, step in steps.items():
+        step()
+        times = []
+        for _ in range(7):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(500):
+                step()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) / 500 * 1e6)
+        print(f"{name}: {sorted(times)[3]:.1f}")
+
+
 def kernel_resources():
     print("## kernels: argument types; registers per thread, local bytes per thread, "
           "shared bytes per block (static)")
@@ -76,5 +112,6 @@ def kernel_resources():
 if __name__ == "__main__":
     big_calls()
     if "--ncu" not in sys.argv:
+        overhead_floors()
         small_call_profiles()
         kernel_resources()
