@@ -8,13 +8,19 @@ passes (every dtype, with and without weights, targets and gradients).
 Needs the CUDA toolkit's NVVM (``CUDA_HOME``) and NVRTC (e.g. ``pip install
 nvidia-cuda-nvrtc``), but no driver: the current device is faked.
 
-    CUDA_HOME=/usr/local/cuda python perf/ptx_check.py [--cc 9.0]
+    CUDA_HOME=/usr/local/cuda python perf/ptx_check.py [--cc 9.0] [--registers]
+
+--registers also assembles each kernel with ptxas (the CUDA toolkit's, on the PATH) and
+prints its registers per thread, spills and shared memory: the occupancy a kernel can have,
+without a GPU.
 """
 
 import argparse
 import itertools
 import os
+import subprocess
 import sys
+import tempfile
 import types as pytypes
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
@@ -88,20 +94,39 @@ def signatures():
             types.Array(src, 1, "C"), types.Array(dst, ndim, "C"), strides)
 
 
+def resources(ptx, cc):
+    """ptxas's report for one kernel's PTX: registers per thread, spills, shared memory."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        run = subprocess.run(["ptxas", f"-arch=sm_{cc[0]}{cc[1]}", "-v", f.name, "-o", os.devnull],
+                             capture_output=True, text=True)
+    lines = [line.split("info    :")[-1].strip() for line in run.stderr.splitlines()
+             if "registers" in line or "spill" in line]
+    return "; ".join(lines) or run.stderr.strip().splitlines()[-1]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cc", default="9.0", help="compute capability (default 9.0, H100)")
-    cc = tuple(int(p) for p in parser.parse_args().cc.split("."))
+    parser.add_argument("--registers", action="store_true",
+                        help="also assemble each kernel with ptxas -v (on the PATH) and print "
+                             "its registers, spills and shared memory")
+    args = parser.parse_args()
+    cc = tuple(int(p) for p in args.cc.split("."))
     fake_device(cc)
     failures = 0
     count = 0
     for name, kernel, sig in signatures():
         count += 1
         try:
-            cuda.compile_ptx(kernel.py_func, sig, cc=cc)
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc)
         except Exception as error:  # report every failure, not only the first
             failures += 1
             print(f"FAIL {name}{sig}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            continue
+        if args.registers:
+            print(f"{name}({', '.join(str(t) for t in sig)}): {resources(ptx, cc)}")
     print(f"{count - failures}/{count} kernel signatures compile to PTX for sm_{cc[0]}{cc[1]}")
     return 1 if failures else 0
 
