@@ -154,12 +154,14 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
         out, sign = (_filled(kept, value, x.dtype, stream) for value in (-np.inf, -1.0))
     else:
         out, sign = backend.logsumexp(x, weights, axes, stream=stream)
-        if not return_sign:
+        if not return_sign and weights is not None and weights.dtype != np.bool_:
+            # Only weights of both signs make a negative sum (no weights, or a mask: none).
             backend.nan_where_negative(out, sign, stream=stream)
-    out, sign = _returned(out, dtype, stream), _returned(sign, dtype, stream)
+    out = _returned(out, dtype, stream)
+    sign = _returned(sign, dtype, stream) if return_sign else None  # float16: one cast less
     if keepdims:
         shape = tuple(1 if ax in axes else size for ax, size in enumerate(x.shape))
-        out, sign = out.reshape(shape), sign.reshape(shape)
+        out, sign = out.reshape(shape), None if sign is None else sign.reshape(shape)
     if return_sign:
         return _as_callers(out, a), _as_callers(sign, a)
     return _as_callers(out, a)

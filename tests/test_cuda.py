@@ -218,3 +218,31 @@ def test_small_launches_do_not_warn(monkeypatch):
         backend._launch(Kernel(), (1, 32), 0, "x")
         nl.softmax(cuda.to_device(X), axis=1)  # and a real launch (it warns on a GPU)
     assert launched == [((1, 32, 0), ("x",))]
+
+
+def test_logsumexp_launches(monkeypatch):
+    # One reduction kernel per call; the pass that puts nan where the sum is negative only
+    # with weights of both signs (no weights, or a mask, cannot make a negative sum).
+    from numba_lse import cuda as backend
+
+    launched = []
+    launch = backend._launch
+
+    def recording(kernel, *args):
+        launched.append(kernel)
+        return launch(kernel, *args)
+
+    monkeypatch.setattr(backend, "_launch", recording)
+    x = cuda.to_device(X)
+    b = np.ones_like(X)
+    b[1] = -1.0
+    calls = [(lambda: nl.logsumexp(x, axis=1), False),
+             (lambda: nl.logsumexp(x, axis=1, where=cuda.to_device(X > 0)), False),
+             (lambda: nl.logsumexp(x, axis=1, b=cuda.to_device(b), return_sign=True), False),
+             (lambda: nl.logsumexp(x, axis=1, b=cuda.to_device(b)), True)]
+    for call, nan_pass in calls:
+        launched.clear()
+        out = call()
+        assert launched[0] is backend.kernels.lse
+        assert (backend.kernels.nan_where_negative in launched) == nan_pass
+    np.testing.assert_array_equal(np.isnan(out.copy_to_host()), [False, True, False])
