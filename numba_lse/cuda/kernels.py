@@ -68,7 +68,8 @@ MAX_BLOCKS = 1 << 16
 FILL = 1 << 18
 PART_ROW = 1 << 11
 PART_COLUMN = 32
-# Entries a thread loads before it uses them (see the module's docstring).
+# Entries a thread loads before it uses them (see the module's docstring); ``entries`` and
+# the loops that call it are written out for four.
 UNROLL = 4
 
 
