@@ -37,11 +37,13 @@ FUNCS = {"softmax": nl.softmax, "log_softmax": nl.log_softmax, "log1m_softmax": 
 LONG = 300
 assert LONG > kernels.BLOCK
 
-# (shape, axes): the row kernels (inner == 1), the column kernels (inner > 1), the copy
+# (shape, axes): the row kernels (inner == 1; rows of at most SHORT_ROW a thread each,
+# longer ones a group, several groups per block), the column kernels (inner > 1), the copy
 # into a permuted buffer (axes not consecutive), and a reduction to a 0-d result.
 CASES = [
     ((5,), (0,)),
     ((3, 7), (1,)),
+    ((3, 20), (1,)),
     ((3, 7), (0,)),
     ((7, 3), (0,)),
     ((7, 3), (1,)),
@@ -307,10 +309,14 @@ def test_inputs_unchanged():
 
 
 def test_launch_configuration():
-    # Rows: a group of threads per row (the power of two >= n), several rows per block.
-    assert kernels.launch(100, 7, 1) == (7, 128, 8)
-    assert kernels.launch(3, 7, 1) == (1, 24, 8)
+    # Rows: a group of threads per row (the power of two >= n), several rows per block;
+    # rows of at most SHORT_ROW entries a thread each.
+    assert kernels.SHORT_ROW < 20 < 32 <= kernels.BLOCK
+    assert kernels.launch(100, 20, 1) == (25, 128, 32)
+    assert kernels.launch(3, 20, 1) == (1, 96, 32)
     assert kernels.launch(2, LONG, 1) == (2, kernels.BLOCK, kernels.BLOCK)
+    assert kernels.launch(1000, kernels.SHORT_ROW, 1) == (8, kernels.BLOCK, 1)
+    assert kernels.launch(3, 7, 1) == (1, 3, 1)
     assert kernels.launch(10, 1, 1) == (1, 10, 1)
     # Columns: a thread each.
     assert kernels.launch(1000, LONG, 5) == (8, kernels.BLOCK, 1)

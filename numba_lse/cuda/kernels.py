@@ -17,6 +17,8 @@ when inner > 1): a *group* of threads per slice, several groups per block (``lau
            row with stride ``group`` (adjacent threads read adjacent memory), keeping its
            own partial, which the group merges in shared memory by a tree of ``merge`` (no
            warp shuffles: the simulator has none). Short rows share a block.
+  short    rows of at most SHORT_ROW entries: a group of one thread per row, which walks
+           it alone (a warp reads 32 adjacent rows, and no tree merges 10 entries).
   columns  a group of one thread per column (adjacent threads read adjacent columns).
 
 A thread loads UNROLL entries of its slice before it uses any (``entries``), in the order
@@ -61,6 +63,9 @@ from ..cpu.softmax import LOG1M_SOFTMAX, dominant_value, element, is_dominant, n
 BLOCK = 128
 # Blocks at most in a launch; kernels stride over the rest.
 MAX_BLOCKS = 1 << 16
+# Rows of at most this many entries get a thread each (see the module's docstring): on an
+# H200 rows of 10 in groups of 16 threads ran at 1-2 % of its bandwidth, 18x torch's time.
+SHORT_ROW = 16
 # Slices whose groups hold fewer threads than FILL leave a big GPU mostly idle (an H100 or
 # H200 holds 132 x 2048 threads at once): they are split in parts, of at least PART_ROW
 # entries for rows (a group of up to BLOCK threads reduces a part) and PART_COLUMN for
@@ -75,10 +80,11 @@ UNROLL = 4
 
 def launch(slices, n, inner):
     """(blocks, threads, group) for ``slices`` > 0 slices of length ``n``: a group of
-    threads per slice (the power of two >= n up to BLOCK for rows, inner == 1; one thread
-    for columns), as many groups per block as fit, no more than there are slices."""
+    threads per slice (the power of two >= n up to BLOCK for rows, inner == 1, of more than
+    SHORT_ROW entries; one thread for shorter rows and for columns), as many groups per
+    block as fit, no more than there are slices."""
     group = 1
-    while inner == 1 and group < n and group < BLOCK:
+    while inner == 1 and n > SHORT_ROW and group < n and group < BLOCK:
         group *= 2
     per_block = min(BLOCK // group, slices)
     return min(MAX_BLOCKS, -(-slices // per_block)), group * per_block, group
