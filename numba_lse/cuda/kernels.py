@@ -428,6 +428,13 @@ def nll(x, target, w, ignore_index, loss, kept):
             loss[o, j], kept[o, j] = nll_sample(x[o, y, j], class_weight(w, y))
 
 
+@cuda.jit(device=True)
+def index_grad(xk, k, y, w, w_y, eps, n_classes, p_shift, total, total_weight, scale):
+    """The gradient at logit xk of class k of a sample of class y (``index_target_grad``)."""
+    return index_target_grad(xk, k == y, w_y, class_weight(w, k), eps, n_classes, p_shift, total,
+                             total_weight, scale)
+
+
 @cuda.jit(**KERNEL)
 def cross_entropy_index(x, target, w, ignore_index, eps, scale, denominator, group, loss, grad):
     """Per-sample cross-entropy of logits x (outer, C, inner) with class indices target
@@ -462,9 +469,21 @@ def cross_entropy_index(x, target, w, ignore_index, eps, scale, denominator, gro
             if lane == 0:
                 loss[o, j] = index_target_loss(x[o, y, j], w_y, eps, n_classes, log_shift, lse, smooth)
             if grad is not None:
-                for k in range(lane, n_classes, group):
-                    grad[o, k, j] = index_target_grad(x[o, k, j], k == y, w_y, class_weight(w, k), eps,
-                                                      n_classes, p_shift, total, total_weight, scale)
+                k = lane
+                while k + (UNROLL - 1) * group < n_classes:
+                    x0, x1, x2, x3, _, _, _, _ = entries(x, None, o, k, j, group, 0.0, False)
+                    grad[o, k, j] = index_grad(x0, k, y, w, w_y, eps, n_classes, p_shift, total,
+                                               total_weight, scale)
+                    grad[o, k + group, j] = index_grad(x1, k + group, y, w, w_y, eps, n_classes,
+                                                       p_shift, total, total_weight, scale)
+                    grad[o, k + 2 * group, j] = index_grad(x2, k + 2 * group, y, w, w_y, eps, n_classes,
+                                                           p_shift, total, total_weight, scale)
+                    grad[o, k + 3 * group, j] = index_grad(x3, k + 3 * group, y, w, w_y, eps, n_classes,
+                                                           p_shift, total, total_weight, scale)
+                    k += UNROLL * group
+                for k in range(k, n_classes, group):
+                    grad[o, k, j] = index_grad(x[o, k, j], k, y, w, w_y, eps, n_classes, p_shift,
+                                               total, total_weight, scale)
         elif q < slices:
             if lane == 0:
                 loss[o, j] = 0.0
