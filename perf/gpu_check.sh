@@ -8,7 +8,7 @@
 #      are those of an empty on-disk cache);
 #   3. the GPU half of the test suite (tests/test_backends.py's "cuda" backend and
 #      tests/test_cuda*.py), unchanged, on the GPU;
-#   4. with PROFILE=1: perf/gpu_profile.py (host time of small calls, each kernel's registers)
+#   4. with PROFILE=1: perf/gpu_profile.py (host time of small calls and of their pieces)
 #      and Nsight Compute on the benchmark-shaped kernels.
 #
 # From the project root, with the Numba bundle built here first (../shared/device/numba-bundle.sh

@@ -1,8 +1,8 @@
 """Where numba_lse's time goes on a GPU: the host time of the pieces every call is made of
-(a launch, an allocation, an interface read), host time per small call by function
-(cProfile), and the registers, local memory and shared memory of every kernel compiled for
-the benchmark's shapes. Run on the device machine after the Numba setup of
-perf/gpu_check.sh (which runs it with PROFILE=1):
+(a launch, an allocation, an interface read), and host time per small call by function
+(cProfile). Each kernel's registers and spills need no GPU: ``perf/ptx_check.py
+--registers``. Run on the device machine after the Numba setup of perf/gpu_check.sh (which
+runs it with PROFILE=1):
 
     python3 perf/gpu_profile.py [--ncu]
 
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 import numba_lse as nl
-from numba_lse.cuda import kernels
 
 
 def big_calls():
@@ -94,24 +93,8 @@ def overhead_floors():
         print(f"{name}: {sorted(times)[3]:.1f}")
 
 
-def kernel_resources():
-    print("## kernels: argument types; registers per thread, local bytes per thread, "
-          "shared bytes per block (static)")
-    for name in sorted(vars(kernels)):
-        kernel = getattr(kernels, name)
-        overloads = getattr(kernel, "overloads", None)
-        if not overloads or getattr(kernel, "_device", False) or not hasattr(kernel, "get_regs_per_thread"):
-            continue
-        for sig, compiled in overloads.items():
-            if not hasattr(compiled, "regs_per_thread"):
-                continue  # a device function
-            print(name, ", ".join(str(t) for t in sig), "|", compiled.regs_per_thread,
-                  compiled.local_mem_per_thread, compiled.shared_mem_per_block)
-
-
 if __name__ == "__main__":
     big_calls()
     if "--ncu" not in sys.argv:
         overhead_floors()
         small_call_profiles()
-        kernel_resources()
