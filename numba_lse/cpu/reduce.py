@@ -14,7 +14,8 @@ Two loop shapes, one mathematics (``partials.py``):
 """
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from .intrinsics import get_threads, prefer_wide_vectors
 from .jit import first_task, inline_ir, kernel, next_task, restore_threads, task_queue, threads_for
@@ -22,6 +23,8 @@ from .partials import (
     BLOCK,
     add_exp_compensated,
     finish_slices,
+    finish_slices_float32,
+    log_abs_sum,
     max_in_dtype,
     merge,
     part_of,
@@ -143,11 +146,35 @@ def chunked_partial(row, w, for_outputs=None):
     return m, c, s
 
 
+def row_at(rows_at, r):
+    """rows_at[r], or r where there is no selection (rows_at None)."""
+
+
+@overload(row_at, inline="always")
+def _row_at(rows_at, r):
+    if isinstance(rows_at, (types.NoneType, types.Omitted)):
+        return lambda rows_at, r: r
+    return lambda rows_at, r: rows_at[r]
+
+
+def rows_in_selection(x, rows_at):
+    """len(rows_at), or x's row count where there is no selection (rows_at None)."""
+
+
+@overload(rows_in_selection, inline="always")
+def _rows_in_selection(x, rows_at):
+    if isinstance(rows_at, (types.NoneType, types.Omitted)):
+        return lambda x, rows_at: x.shape[0]
+    return lambda x, rows_at: rows_at.shape[0]
+
+
 @kernel(parallel=True)
-def row_partials(x, w, for_outputs=None):
+def row_partials(x, w, for_outputs=None, rows_at=None):
     """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None
-    (``partials.term_exp`` says what ``for_outputs`` changes)."""
-    rows, n = x.shape
+    (``partials.term_exp`` says what ``for_outputs`` changes); of the rows ``rows_at`` (an
+    int64 array, rows of at least SHORT_ROW entries) alone where given, in that order."""
+    n = x.shape[1]
+    rows = rows_in_selection(x, rows_at)
     threads = threads_for(x.size)
     if n < SHORT_ROW:
         m = np.empty(rows)
@@ -175,7 +202,8 @@ def row_partials(x, w, for_outputs=None):
             k = task - r * n_chunks
             lo = k * CHUNK
             hi = min(n, lo + CHUNK)
-            m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[r, lo:hi], slice_of(row_of(w, r), lo, hi),
+            row = row_at(rows_at, r)
+            m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[row, lo:hi], slice_of(row_of(w, row), lo, hi),
                                                             for_outputs)
             task = next_task(queue, task)
     if n_chunks > 1:
@@ -187,9 +215,13 @@ def row_partials(x, w, for_outputs=None):
 
 
 @kernel(parallel=True)
-def lse_rows(x, w, out, sign):
+def lse_rows(x, w, out, sign, cheap=None):
     """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r.
 
+    ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): rows of at least
+    SHORT_ROW entries take float32's exp where their max allows (``partials.block_terms``),
+    each result is certified and the uncertain rows summed again with the full exp
+    (``finish_rows``): the same float32 results, 1.3-1.9x faster.
     Short rows are finished a tile at a time, while the tile's partials are in L1 (a
     million rows of 10 wrote and read back three arrays of partials: 2.6 ms of 17)."""
     rows, n = x.shape
@@ -208,9 +240,31 @@ def lse_rows(x, w, out, sign):
                 finish_slices(m, c, s, out[r0:r1], sign[r0:r1])
                 t = next_task(queue, t)
     else:
-        m, c, s = row_partials(x, w)
-        lse_of_partials(m, c, s, out, sign)
+        m, c, s = row_partials(x, w, cheap)
+        finish_rows(x, m, c, s, out, sign, cheap)
     restore_threads(threads)
+
+
+def finish_rows(x, m, c, s, out, sign, cheap):
+    """out, sign of the rows of x from their partials (m, c, s), ``row_partials(x, None,
+    cheap)``: where ``cheap``, each result certified (``partials.certain_in_float32``) and the
+    uncertain rows summed again with the full exp, as ``row_partials(x, None)`` sums them."""
+
+
+@overload(finish_rows, inline="always")
+def _finish_rows(x, m, c, s, out, sign, cheap):
+    if isinstance(cheap, (types.NoneType, types.Omitted)):
+        return lambda x, m, c, s, out, sign, cheap: lse_of_partials(m, c, s, out, sign)
+
+    def finish_certified(x, m, c, s, out, sign, cheap):
+        uncertain = np.empty(m.shape[0], np.bool_)
+        if finish_slices_float32(m, c, s, out, sign, uncertain):
+            again = np.flatnonzero(uncertain)
+            m2, c2, s2 = row_partials(x, None, rows_at=again)
+            for i in range(again.shape[0]):
+                out[again[i]], sign[again[i]] = log_abs_sum(m2[i], c2[i], s2[i])
+
+    return finish_certified
 
 
 @kernel(parallel=True)

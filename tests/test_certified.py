@@ -1,0 +1,119 @@
+"""float32 log-sum-exps of unweighted rows: float32's exp in the sums, each result certified.
+
+``reduce.lse_rows(x, None, out, sign, CERTIFIED)`` (what ``logsumexp`` runs for float32 data
+without weights) must give the very bits of ``reduce.lse_rows(x, None, out, sign)``, which
+takes the full exp in every sum: a row whose cheaper sum could round to another float32 is
+summed again (``partials.certain_in_float32``). Rows whose max stays below CHEAP_FROM take the
+full exp throughout (their lse may be near 0, where no float32 bound would certify).
+"""
+
+import numpy as np
+import pytest
+
+import numba_lse as nl
+from numba_lse.cpu import partials, reduce
+from numba_lse.cpu.reduce import CHUNK, SHORT_ROW
+
+
+def lse_rows(x, *cheap):
+    out = np.empty(x.shape[0], np.float32)
+    sign = np.empty(x.shape[0], np.float32)
+    reduce.lse_rows(x, None, out, sign, *cheap)
+    return out, sign
+
+
+def unchecked(x):
+    """The float32 results of the cheap sums before any row is summed again, and which rows
+    the certification flags."""
+    m, c, s = reduce.row_partials(x, None, partials.CERTIFIED)
+    out = np.empty(x.shape[0], np.float32)
+    uncertain = np.empty(x.shape[0], np.bool_)
+    partials.finish_slices_float32(m, c, s, out, np.empty_like(out), uncertain)
+    return out, uncertain
+
+
+def near_one(rows, rng):
+    """Rows of 40 whose max is 1.0 and whose lse lies in [1, 4), where a float32 ulp is 2^-23
+    or 2^-22: 2^-23 is the smallest that a certified row can have."""
+    x = rng.uniform(-9.0, -0.5, size=(rows, 40))
+    x[:, 0] = 1.0
+    return x.astype(np.float32)
+
+
+def _rows():
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((500, 300))
+    late = rng.uniform(-5.0, 0.5, size=(4, 5000))
+    late[:, -1] = 3.0  # the running max reaches CHEAP_FROM in the row's last block
+    specials = np.zeros((9, 64))
+    specials[0, 1:] = -np.inf
+    specials[1, 3] = np.inf
+    specials[2, 5] = np.nan
+    specials[3] = -np.inf
+    specials[4] = 1.0  # 64 ties
+    specials[5] = 3e38
+    specials[6, ::2] = -3e38
+    specials[6, 1::2] = 3e38
+    specials[7] = 1e-30
+    specials[8, 0] = 1.0  # lse = 1 + log1p(63 / e): its only cheap terms are exp(-1)
+    return {
+        "randn": logits,
+        "near one": near_one(2000, rng),
+        # max < CHEAP_FROM, lse ~ 0: every term takes the full exp
+        "log-probabilities": logits - special_logsumexp(logits),
+        "large": rng.standard_normal((50, 3000)) * 1e30,
+        "integers (ties)": rng.integers(-3, 4, size=(300, 50)),
+        "specials": specials,
+        "max reached late": late,
+        "several chunks": rng.standard_normal((3, 2 * CHUNK + 5)) * 10,
+        "shortest long row": rng.standard_normal((100, SHORT_ROW)) + 2,
+    }
+
+
+def special_logsumexp(x):
+    return np.log(np.sum(np.exp(x), axis=1, keepdims=True))
+
+
+ROWS = _rows()
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_certified_rows_are_the_full_exps_bits(name):
+    x = np.asarray(ROWS[name], dtype=np.float32)
+    full_out, full_sign = lse_rows(x)
+    out, sign = lse_rows(x, partials.CERTIFIED)
+    np.testing.assert_array_equal(out, full_out)
+    np.testing.assert_array_equal(sign, full_sign)
+
+
+def test_every_row_that_would_round_otherwise_is_summed_again():
+    """Among 50000 rows of the smallest certified ulps, the cheap sums alone round some rows
+    to another float32 than the full exp: each of those is flagged, and few others are."""
+    x = near_one(50000, np.random.default_rng(11))
+    full_out, _ = lse_rows(x)
+    assert np.all((full_out >= 1) & (full_out < 4))
+    out, uncertain = unchecked(x)
+    differs = out != full_out
+    assert differs.sum() > 0  # the data exercises the certification
+    assert np.all(uncertain[differs])
+    assert uncertain.mean() < 1 / 16
+    np.testing.assert_array_equal(lse_rows(x, partials.CERTIFIED)[0], full_out)
+
+
+def test_a_max_below_cheap_from_takes_the_full_exp():
+    """Rows of log-probabilities (max < 1): nothing to certify, nothing summed again."""
+    x = np.asarray(ROWS["log-probabilities"], dtype=np.float32)
+    out, uncertain = unchecked(x)
+    assert not uncertain.any()
+    np.testing.assert_array_equal(out, lse_rows(x)[0])
+
+
+@pytest.mark.parametrize("shape, axis", [((4, 2 * CHUNK + 5), -1), ((7, 300), 1),
+                                         ((3, 5, 40), (1, 2)), ((2 * CHUNK + 5,), None)])
+def test_logsumexp_of_float32_gives_the_full_exps_bits(shape, axis):
+    """The public function, through its layouts (rows of a 3-D array, a vector)."""
+    x = (np.random.default_rng(3).standard_normal(shape) * 5).astype(np.float32)
+    rows = np.ascontiguousarray(x.reshape(-1, shape[-1]) if axis in (-1, 1) else
+                                x.reshape(shape[0] if axis == (1, 2) else 1, -1))
+    expected = lse_rows(rows)[0]
+    np.testing.assert_array_equal(nl.logsumexp(x, axis=axis).reshape(-1), expected)
