@@ -171,23 +171,26 @@ def merge(m1, c1, s1, m2, c2, s2):
 
 
 @inline
-def add_term_compensated(c, s, e, x, w, m, for_outputs=None):
+def add_term_compensated(c, s, e, x, w, m, for_outputs=None, short=False):
     """``add_term`` with the sum s carried with its rounding error e (Neumaier's summation),
     for sums that run sequentially (a column's, along its rows): their error then stays of
     the order of an ulp whatever their length, as the vector lanes keep a row's. (float64
-    data only: it costs ~20 % of a column reduction.)"""
-    return add_exp_compensated(c, s, e, x, w, m, term_exp(x, m, for_outputs))
+    data only: it costs ~20 % of a column reduction.) ``short``: a sum of at most 31 terms,
+    fewer than a row's lane sums take in sequence (32 per 1024-block), plain: 10 % faster on
+    rows of 10."""
+    return add_exp_compensated(c, s, e, x, w, m, term_exp(x, m, for_outputs), short)
 
 
 @inline
-def add_exp_compensated(c, s, e, x, w, m, exp_x):
+def add_exp_compensated(c, s, e, x, w, m, exp_x, short=False):
     """``add_term_compensated`` given the term's exp, exp_x = term_exp(x, m, ...), for a loop
-    that keeps it (the softmax of short rows: its outputs are those exps, scaled)."""
+    that keeps it (the softmax of short rows: its outputs are those exps, scaled); ``short``
+    as there."""
     tie = np.float64(x) == m
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
     v = 0.0 if (tie or w == 0) else w * exp_x
-    if is_float32(x):
+    if is_float32(x) or short:
         # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp.
         return c, s + v, e
     s, e = add_compensated(s, e, v)

@@ -61,10 +61,13 @@ def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None, exps=Non
     so every inner loop runs along the last axis, over a slice x[o, k, j0:j0 + width] (of
     contiguous type where x is: the loops vectorise without gathers). Per block: the max of
     its rows, the running partials restated for it (``raise_max``), then its terms added.
-    A column's sum runs down its rows, so it is compensated (``add_term_compensated``).
+    A column's sum runs down its rows, so it is compensated (``add_term_compensated``) where
+    it has at least SHORT_ROW of them: a shorter one (a short row, transposed) is no longer
+    than the sequential part of a row's lane sums, and is plain, as theirs.
     """
     prefer_wide_vectors()
     n = x.shape[1]
+    short = n < SHORT_ROW
     width = m.shape[0]
     j1 = j0 + width
     # The max in the data's dtype (exact; twice the lanes for float32): m holds maxima of x.
@@ -96,7 +99,7 @@ def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None, exps=Non
                 exp_x = term_exp(xk[j], run_m[j], for_outputs)
                 store_at(exps, k, j, exp_x)
                 run_c[j], run_s[j], run_e[j] = add_exp_compensated(
-                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], exp_x)
+                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], exp_x, short)
     if n == 0:
         run_m[:] = -np.inf
     m[:] = run_m

@@ -42,10 +42,12 @@ def _row_partial(x, below, cut):
     c = 0.0
     s = 0.0
     e = 0.0
-    # One thread walks the row: a sequential sum, compensated (float64), as the CPU's
-    # columns (hence its rows shorter than 32, which go a transposed tile at a time).
+    # One thread walks the row: a sequential sum, compensated (float64) from 32 terms on, as
+    # the CPU's columns (hence its rows shorter than 32, which go a transposed tile at a time).
+    short = x.shape[0] < 32
     for k in range(x.shape[0]):
-        c, s, e = add_term_compensated(c, s, e, x[k], cut_weight(x[k], 1.0, below, cut), m)
+        c, s, e = add_term_compensated(c, s, e, x[k], cut_weight(x[k], 1.0, below, cut), m,
+                                       None, short)
     return m, c, s + e
 
 
