@@ -28,7 +28,7 @@ def unchecked(x):
     m, c, s = reduce.row_partials(x, None, partials.CERTIFIED)
     out = np.empty(x.shape[0], np.float32)
     uncertain = np.empty(x.shape[0], np.bool_)
-    partials.finish_slices_float32(m, c, s, out, np.empty_like(out), uncertain)
+    partials.finish_slices(m, c, s, out, np.empty_like(out), uncertain)
     return out, uncertain
 
 

@@ -191,7 +191,8 @@ def add_exp_compensated(c, s, e, x, w, m, exp_x, short=False):
     c = add_reassoc(c, w if tie else 0.0)
     v = 0.0 if (tie or w == 0) else w * exp_x
     if is_float32(x) or short:
-        # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp.
+        # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp; a short sum:
+        # no longer in sequence than a row's lanes.
         return c, s + v, e
     s, e = add_compensated(s, e, v)
     return c, s, e
@@ -259,19 +260,6 @@ def is_plain(m, c, s):
     return c == 1.0 and s >= 0 and m > -np.inf
 
 
-@kernel
-def finish_slices(m, c, s, out, sign):
-    """out[i], sign[i] = log_abs_sum(m[i], c[i], s[i]) for 1-D arrays: first the plain form
-    for all, in a vector loop, then the exact function for the slices that are not plain."""
-    prefer_wide_vectors()
-    for i in range(m.shape[0]):
-        out[i] = (m[i] + 0.0) + log1p_nonnegative(s[i])
-        sign[i] = 1.0
-    for i in range(m.shape[0]):
-        if not is_plain(m[i], c[i], s[i]):
-            out[i], sign[i] = log_abs_sum(m[i], c[i], s[i])
-
-
 # Marks the partials of a float32 log-sum-exp whose results are certified (``lse_rows``):
 # their blocks take float32's exp (``exp_of_difference``, relative error below 2^-31.7 per
 # term; 1.4x faster, the float32 kernels being bound by float64 arithmetic) once the running
@@ -307,24 +295,30 @@ def certain_in_float32(value, m, c, s):
 
 
 @kernel
-def finish_slices_float32(m, c, s, out, sign, uncertain):
-    """``finish_slices`` for unweighted CERTIFIED partials, into a float32 out: uncertain[i] =
-    whether slice i must be summed again with the full exp (``certain_in_float32``). Returns
-    how many must."""
+def finish_slices(m, c, s, out, sign, uncertain=None):
+    """out[i], sign[i] = log_abs_sum(m[i], c[i], s[i]) for 1-D arrays: first the plain form
+    for all, in a vector loop, then the exact function for the slices that are not plain.
+
+    ``uncertain``, for unweighted CERTIFIED partials into a float32 out: uncertain[i] =
+    whether slice i must be summed again with the full exp (``certain_in_float32``); returns
+    how many must (0 without it)."""
     prefer_wide_vectors()
+    count = 0
     for i in range(m.shape[0]):
         value = (m[i] + 0.0) + log1p_nonnegative(s[i])
         out[i] = value
         sign[i] = 1.0
-        uncertain[i] = not certain_in_float32(value, m[i], c[i], s[i])
-    count = 0
+        flag = not certain_in_float32(value, m[i], c[i], s[i])
+        store(uncertain, i, flag)
+        count += flag and is_plain(m[i], c[i], s[i])
     for i in range(m.shape[0]):
         if not is_plain(m[i], c[i], s[i]):
             value, sign[i] = log_abs_sum(m[i], c[i], s[i])
             out[i] = value
-            uncertain[i] = not certain_in_float32(value, m[i], c[i], s[i])
-        count += uncertain[i]
-    return count
+            flag = not certain_in_float32(value, m[i], c[i], s[i])
+            store(uncertain, i, flag)
+            count += flag
+    return count if is_present(uncertain) else 0
 
 
 # Elements per block: a block is read twice (max, then sum) while it sits in L1.
@@ -441,7 +435,7 @@ def _zero_fill(array):
 
 @overload(store, inline="always")
 def _store(array, i, value):
-    if isinstance(array, types.NoneType):
+    if isinstance(array, (types.NoneType, types.Omitted)):
         return lambda array, i, value: None
 
     def put(array, i, value):
@@ -463,7 +457,7 @@ def _store_at(array, i, j, value):
 
 @overload(is_present, inline="always")
 def _is_present(array):
-    present = not isinstance(array, types.NoneType)
+    present = not isinstance(array, (types.NoneType, types.Omitted))
     return lambda array: present
 
 

@@ -23,7 +23,6 @@ from .partials import (
     BLOCK,
     add_exp_compensated,
     finish_slices,
-    finish_slices_float32,
     log_abs_sum,
     max_in_dtype,
     merge,
@@ -261,7 +260,7 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
 
     def finish_certified(x, m, c, s, out, sign, cheap):
         uncertain = np.empty(m.shape[0], np.bool_)
-        if finish_slices_float32(m, c, s, out, sign, uncertain):
+        if finish_slices(m, c, s, out, sign, uncertain):
             again = np.flatnonzero(uncertain)
             m2, c2, s2 = row_partials(x, None, rows_at=again)
             for i in range(again.shape[0]):

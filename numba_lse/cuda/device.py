@@ -26,6 +26,7 @@ import numpy as np
 from numba import cuda
 
 from ..cpu.partials import add_term_compensated, log_abs_sum, max_with
+from ..cpu.reduce import SHORT_ROW
 from ..cpu.softmax import (LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX, dominant_value, element, is_dominant,
                            needs_runner_up, row_constants)
 from .kernels import cut_weight
@@ -42,9 +43,9 @@ def _row_partial(x, below, cut):
     c = 0.0
     s = 0.0
     e = 0.0
-    # One thread walks the row: a sequential sum, compensated (float64) from 32 terms on, as
-    # the CPU's columns (hence its rows shorter than 32, which go a transposed tile at a time).
-    short = x.shape[0] < 32
+    # One thread walks the row: a sequential sum, compensated (float64) from SHORT_ROW terms
+    # on, as the CPU's columns (hence its rows shorter than that, a transposed tile at a time).
+    short = x.shape[0] < SHORT_ROW
     for k in range(x.shape[0]):
         c, s, e = add_term_compensated(c, s, e, x[k], cut_weight(x[k], 1.0, below, cut), m,
                                        None, short)
