@@ -363,6 +363,12 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     >>> float(nl.nll_loss(log_probs, np.array([0, 1])))
     0.08775768130835727
     """
+    if _validate.plain_classes(log_probs, target, weight, ignore_index, reduction):
+        # The common call, good by its types: no routing and no general checks (a small
+        # call's cost is mostly Python's); its class indices are checked first, as always.
+        _validate.check_classes(target, ignore_index, log_probs.shape[1])
+        loss = _dispatch.backend_for(log_probs).nll_loss(log_probs, target, None, ignore_index, reduction)
+        return _loss_result(loss, reduction, log_probs.dtype, False)
     if not _on_numpy(log_probs, target, weight):
         if _dask.is_dask(log_probs, target, weight):
             return _dask.nll_loss(log_probs, target, weight, ignore_index, reduction)

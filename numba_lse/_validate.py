@@ -178,6 +178,10 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
     Messages follow torch's. A (C,) input with a 0-d target comes back as (1, C) and (1,),
     with ``unbatched`` True.
     """
+    if (type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
+            and plain_classes(input, target, weight, ignore_index, reduction)):
+        check_classes(target, ignore_index, input.shape[1])
+        return input, target, None, label_smoothing, input.dtype, False
     x = input if type(input) is np.ndarray else np.asarray(input)
     t = target if type(target) is np.ndarray else np.asarray(target)
     w = None if weight is None else np.asarray(weight)
@@ -201,6 +205,20 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
     return x, t, w, smoothing, dtype, unbatched
 
 
+_PLAIN_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def plain_classes(x, t, w, ignore_index, reduction):
+    """Whether a loss call is the common one that its types show valid but for its class
+    indices: NumPy arrays, an (N, C) float32 or float64 input, an (N,) int64 target, no
+    weight, an int ignore_index within int64 and a named reduction (a small nll_loss call
+    costs a third less without the general checks of ``loss_metadata``)."""
+    return (type(x) is np.ndarray and type(t) is np.ndarray and w is None
+            and type(ignore_index) is int and -2**63 <= ignore_index < 2**63
+            and x.ndim == 2 and t.ndim == 1 and x.dtype in _PLAIN_FLOATS
+            and t.dtype == _INT64 and t.shape[0] == x.shape[0] and reduction in _REDUCTIONS)
+
+
 def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabilities_allowed):
     """(label smoothing, whether t holds probabilities), checking everything that dtypes and
     shapes tell (x, t, w: arrays of any kind, w may be None). Messages follow torch's."""
@@ -216,6 +234,9 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    if not -2**63 <= ignore_index < 2**63:
+        # torch's is an int64 too (its error: "Overflow when unpacking long long").
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
     n_classes = x.shape[0] if x.ndim == 1 else x.shape[1]
     probability = t.dtype.kind == "f" and probabilities_allowed
     if probability:
@@ -250,9 +271,10 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
 
 def check_classes(t, ignore_index, n_classes):
     """IndexError (torch's message) for a class index outside [0, n_classes), ignore_index aside."""
-    if (t.dtype.kind == "i" or t.dtype.itemsize < 8) and -2**63 <= ignore_index < 2**63:
-        # Every value as int64, exactly: one compiled pass, no temporaries.
-        flat = t.astype(_INT64, copy=False).reshape(-1)
+    if t.dtype.kind == "i" or t.dtype.itemsize < 8:
+        # Every value as int64, exactly (ignore_index is one: ``loss_metadata``): one
+        # compiled pass, no temporaries.
+        flat = t if t.ndim == 1 and t.dtype == _INT64 else t.astype(_INT64, copy=False).reshape(-1)
         first = losses.first_out_of_bounds(flat, ignore_index, n_classes)
         if first >= 0:
             raise IndexError(f"Target {flat[first]} is out of bounds.")

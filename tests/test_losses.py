@@ -373,6 +373,33 @@ class TestLayoutsVsTorch:
                              dtype, atol=ATOL_UNIT * loss_scale(log_probs, w, reduction, n_samples))
 
 
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_plain_call_as_general(self, dtype, reduction):
+        """A plain call (an (N, C) input, an (N,) int64 target, no weight) takes the short
+        path (``_validate.plain_classes``); with an int32 target the same call takes the
+        general one, and so with weights of 1: the same bits, on contiguous, Fortran-ordered,
+        strided and read-only inputs, with an ignored sample, ignore_index at int64's ends."""
+        from numba_lse import _validate
+
+        rng = _rng("plain", _dtype_id(dtype), reduction)
+        wide = rng.standard_normal((80, 14)).astype(dtype)
+        frozen = wide[:40, :7].copy()
+        frozen.flags.writeable = False
+        ones = np.ones(7, dtype=dtype)
+        for x in (wide[:40, :7].copy(), np.asfortranarray(wide[:40, :7]), wide[::2, ::2], frozen):
+            for ignore_index in (-100, 2**63 - 1, -2**63):
+                t = rng.integers(0, 7, 40)
+                t[3] = ignore_index
+                assert _validate.plain_classes(x, t, None, ignore_index, reduction)
+                kw = dict(ignore_index=ignore_index, reduction=reduction)
+                for fn in (nll_loss, cross_entropy):
+                    plain = fn(x, t, **kw)
+                    np.testing.assert_array_equal(plain, fn(x, t, weight=ones, **kw))
+                    if ignore_index == -100:
+                        np.testing.assert_array_equal(plain, fn(x, t.astype(np.int32), **kw))
+
+
 # ----------------------------------------------------- 2. probability targets against torch
 
 @needs_torch
@@ -901,10 +928,18 @@ class TestBadInput:
             fn(x, t)
 
     @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
-    def test_out_of_bounds_with_ignore_index_beyond_int64(self, fn):
-        """An ignore_index no int64 target can equal ignores nothing (checked exactly)."""
+    @pytest.mark.parametrize("ignore_index", [2**70, 2**63, -2**63 - 1])
+    def test_ignore_index_beyond_int64(self, fn, ignore_index):
+        """torch's ignore_index is an int64 (it raises ValueError beyond, as here); before,
+        one beyond it reached the kernels and failed in Numba's typing."""
+        with pytest.raises(ValueError, match=re.escape(f"ignore_index must fit in int64, got {ignore_index}")):
+            fn(X35, T3, ignore_index=ignore_index)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("ignore_index", [2**63 - 1, -2**63])
+    def test_out_of_bounds_with_extreme_ignore_index(self, fn, ignore_index):
         with pytest.raises(IndexError, match=re.escape("Target -3 is out of bounds.")):
-            fn(X35, np.array([0, -3, 1]), ignore_index=2**70)
+            fn(X35, np.array([0, -3, 1]), ignore_index=ignore_index)
 
     @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
     def test_out_of_bounds_with_custom_ignore_index(self, fn):

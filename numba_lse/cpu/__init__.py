@@ -200,14 +200,19 @@ def nll_loss(log_probs, target, weight, ignore_index, reduction):
     The sums are compensated (``losses.nll_index``): 'sum' and 'mean' are within about an
     ulp of the exact float64 sums.
     """
+    if reduction != "none" and log_probs.ndim == 2:
+        # (N, C) to a scalar, the common call: its (N, C, 1) view without the layout's
+        # bookkeeping (a sixth of a small call).
+        total, mean = _launch(losses.nll_index, kernel_input(log_probs)[:, :, None],
+                              kernel_input(target)[:, None], kernel_input(weight), ignore_index, None)
+        return total if reduction == "sum" else mean
     layout = canonical_view(log_probs.shape, log_probs.strides, (1,))
-    weight = kernel_input(weight)
     loss = empty((layout.outer, layout.inner)) if reduction == "none" else None
     total, mean = _launch(losses.nll_index, layout.view(log_probs), layout.kept_view(target),
-                          weight, ignore_index, loss)
+                          kernel_input(weight), ignore_index, loss)
     if reduction == "none":
         return layout.reduced(loss)
-    return np.float64(total if reduction == "sum" else mean)
+    return total if reduction == "sum" else mean
 
 
 def _reduce_loss(loss, reduction, denominator):
