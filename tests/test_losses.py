@@ -263,6 +263,32 @@ class TestIndexTargetsVsTorch:
         assert_close(result, expected, dtype,
                      atol=ATOL_UNIT * loss_scale(log_probs, w, reduction, t.size))
 
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("rows", ["forward", "reversed"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_nll_loss_far_rows(self, dtype, rows, weighted, reduction):
+        """Rows over 1 KiB apart, forward and reversed: the gather prefetches samples ahead
+        (``losses.NLL_AHEAD``), past ignored ones and up to the last sample. Each sample's
+        loss is exactly -w[y] x[n, y]."""
+        rng = _rng("far", _dtype_id(dtype), rows, weighted)
+        n, c = 100, 300
+        log_probs = special.log_softmax(rng.standard_normal((n, c)) * 4, axis=1).astype(dtype)
+        if rows == "reversed":
+            log_probs = log_probs[::-1]
+        t = make_index_target(rng, (n, c))
+        t[-1] = -100
+        w = make_weight(rng, weighted, dtype, c)
+        result = nll_loss(log_probs, t, weight=w, reduction=reduction)
+        expected = torch_nll_loss(log_probs, t, weight=w, reduction=reduction)
+        check_result_kind(result, reduction, t.shape, dtype)
+        assert_close(result, expected, dtype, atol=ATOL_UNIT * loss_scale(log_probs, w, reduction, n))
+        if reduction == "none":
+            kept = t != -100
+            w_y = np.ones(n) if w is None else w[np.where(kept, t, 0)].astype(np.float64)
+            exact = np.where(kept, -(w_y * log_probs[np.arange(n), np.where(kept, t, 0)]), 0.0)
+            np.testing.assert_array_equal(result, exact.astype(dtype))
+
     @pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
     @pytest.mark.parametrize("target_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8],
                              ids=_dtype_id)

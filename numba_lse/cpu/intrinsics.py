@@ -140,3 +140,29 @@ def fetch_add(typingctx, counter, value):
         return builder.atomic_rmw("add", first, amount, "monotonic")
 
     return types.int64(counter, value), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, i, j, k):
+    """A hint to fetch array[i, j, k] of a 3-D array into the caches (LLVM's prefetch: a read,
+    kept in every level). No load, no fault: nothing happens if the hardware declines it. A
+    gather of one entry per row, whose rows lie pages apart, has its next loads under way
+    while it sums (``losses.nll_block``)."""
+    if not (isinstance(array, types.Array) and array.ndim == 3
+            and all(isinstance(a, types.Integer) for a in (i, j, k))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        ary = context.make_array(array_type)(context, builder, args[0])
+        indices = [context.cast(builder, a, t, types.intp) for a, t in zip(args[1:], signature.args[1:])]
+        pointer = cgutils.get_item_pointer(context, builder, array_type, ary, indices)
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # (address, 0: a read, 3: keep in all levels, 1: data)
+        builder.call(fn, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(array, i, j, k), codegen

@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .intrinsics import get_threads, prefer_wide_vectors
+from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, restore_threads,
                   task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
@@ -278,6 +278,9 @@ def nll_sample(x_y, w_y):
 # Samples per task of ``nll_index``: its sums run sequentially (compensated) within a block,
 # then over blocks in order, so the result does not depend on the number of threads.
 NLL_BLOCK = 4096
+# How many samples ahead ``nll_block`` prefetches (16 to 64 measured alike; 8 slower).
+NLL_AHEAD = 32
+FAR_ROW_BYTES = 1024
 
 
 @inline_ir
@@ -304,7 +307,15 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
     total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
     if x.shape[2] == 1:
         # (N, C) data: its own loop, with j a constant (10-30 % faster than the loop below).
+        # Rows far apart (long rows): it asks for the entry NLL_AHEAD samples on while it
+        # sums, since each load waits on memory (4096x1000, caches cold: 1.6x faster); near
+        # rows are streamed by the hardware, and the hint would cost them a quarter.
+        ahead = NLL_AHEAD if abs(x.strides[0]) >= FAR_ROW_BYTES else hi
         for o in range(lo, hi):
+            if o + ahead < hi:
+                y = target[o + ahead, 0]
+                if 0 <= y < x.shape[1]:
+                    prefetch(x, o + ahead, y, 0)
             total, total_error, kept, kept_error = add_nll_sample(
                 x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
     else:
