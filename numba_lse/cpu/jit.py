@@ -65,6 +65,15 @@ def restore_threads(threads):
     set_threads(threads)
 
 
+@inline_ir
+def one_thread():
+    """Whether the parallel loops that follow run on one thread (a small input, as
+    ``threads_for`` decides, or a caller's ``numba.set_num_threads(1)``): a kernel may then
+    take its tasks in a plain loop, since launching a parallel loop costs more than a small
+    input's work (softmax of 100: 1.7 -> 0.7 us, 17 -> 7 us with the caches cold)."""
+    return get_threads() == 1
+
+
 # Dynamic scheduling.  Numba's prange splits a loop evenly between the threads up front (the
 # omp layer's static schedule), so a call ends when its slowest thread does: one that starts
 # late (a worker woken on a busy machine, or on a VM whose idle vCPU the host must reschedule)

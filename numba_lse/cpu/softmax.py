@@ -32,8 +32,8 @@ from numba import prange
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import add_reassoc, get_threads, maxnum, prefer_wide_vectors
-from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, task_queue,
-                  threads_for)
+from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
+                  restore_threads, task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
                        sample_of, slice_of, term_exp, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
@@ -325,6 +325,56 @@ def slice_constants(op, x, w, m, c, s):
     return shift, scale, dominant_of_slice(op, x, w, m, c, s)
 
 
+# How softmax_rows takes a row: a tile of short rows, transposed; a row in one pass of exps;
+# a row start to end (its partial, then its outputs); a row in chunks.
+SHORT_ROWS, ONE_PASS, WHOLE, CHUNKED = 0, 1, 2, 3
+
+
+@kernel
+def softmax_task(way, op, x, w, out, r0, r1):
+    """The outputs of rows r0:r1 of ``softmax_rows`` taken ``way`` (not CHUNKED): a tile of
+    short rows (SHORT_ROWS), or rows each on its own. A function of its own, called from the
+    kernel's serial and parallel loops alike (compiled once), with rows enough per call that
+    the call costs nothing (a call per row cost rows of 50 up to a third)."""
+    prefer_wide_vectors()
+    n = x.shape[1]
+    if way == SHORT_ROWS:
+        # As row_partials does for short rows: a transposed tile, vector lanes across rows.
+        xt = transpose_tile(x, r0, r1)
+        wt = transposed(w, r0, r1)
+        m = np.empty(r1 - r0)
+        c = np.empty(r1 - r0)
+        s = np.empty(r1 - r0)
+        if op == LOG_SOFTMAX:
+            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
+            shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+            write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
+        else:
+            # The exps of the sums, kept: one block of rows, so they are exp(x - m).
+            exps = np.empty((n, r1 - r0))
+            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
+            shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+    elif way == ONE_PASS:
+        # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
+        # while they are summed, then scaled: one exp per element, not two.
+        exps = np.empty(n)
+        for r in range(r0, r1):
+            row = x[r]
+            weights = row_of(w, r)
+            m = block_max(row, weights, -np.inf)
+            c, s = exps_and_sum(row, weights, m, exps)
+            shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
+            write_exps(op, row, weights, exps, out[r], shift, scale, dominant)
+    else:
+        for r in range(r0, r1):
+            row = x[r]
+            weights = row_of(w, r)
+            m, c, s = chunked_partial(row, weights, FOR_OUTPUTS)
+            shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
+            write_slice(op, row, weights, out[r], shift, scale, dominant)
+
+
 @kernel(parallel=True)
 def softmax_rows(op, x, w, out):
     """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n).
@@ -333,59 +383,29 @@ def softmax_rows(op, x, w, out):
     then its outputs, so the second read of the row comes from the cache, not from memory.
     Longer rows are split in chunks, whose partials are merged before the outputs. (Rows of
     1e5 done whole measured no better here: the difference was lost in this VM's noise.)
+    On one thread (a small input) the tasks run in a plain loop (``jit.one_thread``).
     """
     rows, n = x.shape
     threads = threads_for(x.size)
     if n < SHORT_ROW:
-        # As row_partials does for short rows: a transposed tile, vector lanes across rows.
-        queue = task_queue(-(-rows // TILE_ROWS), TILE_ROWS * n)
+        way, rows_per_task = SHORT_ROWS, TILE_ROWS
+    elif n <= CHUNK and op != LOG_SOFTMAX:
+        way, rows_per_task = ONE_PASS, max(1, TASK_ELEMENTS // n)
+    elif rows_done_whole(rows, n, x.itemsize):
+        way, rows_per_task = WHOLE, max(1, TASK_ELEMENTS // n)
+    else:
+        way, rows_per_task = CHUNKED, 1
+    n_tasks = -(-rows // rows_per_task)
+    if way != CHUNKED and one_thread():
+        for t in range(n_tasks):
+            softmax_task(way, op, x, w, out, t * rows_per_task, min(rows, (t + 1) * rows_per_task))
+    elif way != CHUNKED:
+        queue = task_queue(n_tasks, rows_per_task * n)
         for _ in prange(get_threads()):
             t = first_task(queue)
             while t >= 0:
-                r0 = t * TILE_ROWS
-                r1 = min(rows, r0 + TILE_ROWS)
-                xt = transpose_tile(x, r0, r1)
-                wt = transposed(w, r0, r1)
-                m = np.empty(r1 - r0)
-                c = np.empty(r1 - r0)
-                s = np.empty(r1 - r0)
-                if op == LOG_SOFTMAX:
-                    column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
-                    shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-                    write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
-                else:
-                    # The exps of the sums, kept: one block of rows, so they are exp(x - m).
-                    exps = np.empty((n, r1 - r0))
-                    column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
-                    shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-                    write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+                softmax_task(way, op, x, w, out, t * rows_per_task, min(rows, (t + 1) * rows_per_task))
                 t = next_task(queue, t)
-    elif n <= CHUNK and op != LOG_SOFTMAX:
-        # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
-        # while they are summed, then scaled: one exp per element, not two.
-        queue = task_queue(rows, n)
-        for _ in prange(get_threads()):
-            task = first_task(queue)
-            while task >= 0:
-                row = x[task]
-                weights = row_of(w, task)
-                m = block_max(row, weights, -np.inf)
-                exps = np.empty(n)
-                c, s = exps_and_sum(row, weights, m, exps)
-                shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
-                write_exps(op, row, weights, exps, out[task], shift, scale, dominant)
-                task = next_task(queue, task)
-    elif rows_done_whole(rows, n, x.itemsize):
-        queue = task_queue(rows, n)
-        for _ in prange(get_threads()):
-            task = first_task(queue)
-            while task >= 0:
-                row = x[task]
-                weights = row_of(w, task)
-                m, c, s = chunked_partial(row, weights, FOR_OUTPUTS)
-                shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
-                write_slice(op, row, weights, out[task], shift, scale, dominant)
-                task = next_task(queue, task)
     else:
         m, c, s = row_partials(x, w, FOR_OUTPUTS)
         shift = np.empty(rows)
