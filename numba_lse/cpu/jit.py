@@ -122,6 +122,28 @@ def first_task(queue):
 
 
 @inline_ir
+def take_run(queue):
+    """(first, end): the calling thread's next run of tasks first .. end - 1 (a group, as
+    ``first_task`` takes it), or (-1, -1) when none is left. For a kernel whose tasks are
+    done by a function over a run of them, called once on one thread (``one_thread``):
+
+        queue = task_queue(n_tasks, elements_per_task)
+        if one_thread():
+            run(..., 0, n_tasks)
+        else:
+            for _ in prange(get_threads()):
+                first, end = take_run(queue)
+                while first >= 0:
+                    run(..., first, end)
+                    first, end = take_run(queue)
+    """
+    first = fetch_add(queue, queue[_GROUP])
+    if first >= queue[_END]:
+        return -1, -1
+    return first, min(queue[_END], first + queue[_GROUP])
+
+
+@inline_ir
 def next_task(queue, task):
     """The task after ``task`` for the calling thread: the next of its group, or the first
     of a group taken now; -1 when none is left."""

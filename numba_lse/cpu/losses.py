@@ -22,8 +22,8 @@ from numba import prange, types
 from numba.extending import overload
 
 from .intrinsics import get_threads, prefer_wide_vectors, prefetch
-from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, restore_threads,
-                  task_queue, threads_for)
+from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
+                  restore_threads, take_run, task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
                        weight_at, zero_fill)
 from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
@@ -207,6 +207,26 @@ def sample_block(x, m, c, s, b, block, size, inner):
     return hi - lo, o, lo - o * inner, block_constants(bm, bc, bs)
 
 
+@kernel
+def index_blocks_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, first, end):
+    """Blocks first .. end - 1 of ``block`` samples of ``cross_entropy_index``."""
+    prefer_wide_vectors()
+    outer, inner = loss.shape
+    for b in range(first, end):
+        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, outer * inner,
+                                                                     inner)
+        for i in range(count):
+            g = sample_of(grad, o, j)
+            y = target[o, j]
+            if y == ignore_index:
+                loss[o, j] = 0.0
+                zero_fill(g)
+            else:
+                constants = (log_shift[i], lse[i], p_shift[i], total[i])
+                loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
+            o, j = next_sample(o, j, inner)
+
+
 @kernel(parallel=True)
 def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad):
     """Per-sample losses of logits x (outer, C, inner), class indices target (outer, inner).
@@ -218,53 +238,54 @@ def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, g
     its logits are never read (bar the partials computed here). Where inner is 1, x and grad
     may be given as (outer, C) instead (``sample_of``).
     """
-    outer, inner = loss.shape
-    size = outer * inner
     threads = threads_for(x.size)
     block = samples_per_block(x, m)
-    queue = task_queue(-(-size // block), block * x.shape[1])
-    for _ in prange(get_threads()):
-        b = first_task(queue)
-        while b >= 0:
-            prefer_wide_vectors()
-            count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
-                                                                         inner)
-            for i in range(count):
-                g = sample_of(grad, o, j)
-                y = target[o, j]
-                if y == ignore_index:
-                    loss[o, j] = 0.0
-                    zero_fill(g)
-                else:
-                    constants = (log_shift[i], lse[i], p_shift[i], total[i])
-                    loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
-                o, j = next_sample(o, j, inner)
-            b = next_task(queue, b)
+    n_blocks = -(-loss.size // block)
+    if one_thread():  # a small input: in one call, without a parallel loop
+        index_blocks_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, 0, n_blocks)
+    else:
+        queue = task_queue(n_blocks, block * x.shape[1])
+        for _ in prange(get_threads()):
+            first, end = take_run(queue)
+            while first >= 0:
+                index_blocks_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block,
+                                 first, end)
+                first, end = take_run(queue)
     restore_threads(threads)
+
+
+@kernel
+def probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block, first, end):
+    """Blocks first .. end - 1 of ``block`` samples of ``cross_entropy_probability``."""
+    prefer_wide_vectors()
+    outer, inner = loss.shape
+    for b in range(first, end):
+        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, outer * inner,
+                                                                     inner)
+        for i in range(count):
+            constants = (log_shift[i], lse[i], p_shift[i], total[i])
+            loss[o, j] = probability_target_sample(
+                sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
+            )
+            o, j = next_sample(o, j, inner)
 
 
 @kernel(parallel=True)
 def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
     """Per-sample losses of logits x (outer, C, inner), probabilities target like x (both, and
     grad, may be (outer, C) where inner is 1); m, c, s as ``cross_entropy_index`` takes them."""
-    outer, inner = loss.shape
-    size = outer * inner
     threads = threads_for(x.size)
     block = samples_per_block(x, m)
-    queue = task_queue(-(-size // block), block * x.shape[1])
-    for _ in prange(get_threads()):
-        b = first_task(queue)
-        while b >= 0:
-            prefer_wide_vectors()
-            count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, size,
-                                                                         inner)
-            for i in range(count):
-                constants = (log_shift[i], lse[i], p_shift[i], total[i])
-                loss[o, j] = probability_target_sample(
-                    sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
-                )
-                o, j = next_sample(o, j, inner)
-            b = next_task(queue, b)
+    n_blocks = -(-loss.size // block)
+    if one_thread():
+        probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block, 0, n_blocks)
+    else:
+        queue = task_queue(n_blocks, block * x.shape[1])
+        for _ in prange(get_threads()):
+            first, end = take_run(queue)
+            while first >= 0:
+                probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block, first, end)
+                first, end = take_run(queue)
     restore_threads(threads)
 
 

@@ -18,7 +18,8 @@ from numba import prange, types
 from numba.extending import overload
 
 from .intrinsics import get_threads, prefer_wide_vectors
-from .jit import first_task, inline_ir, kernel, next_task, restore_threads, task_queue, threads_for
+from .jit import (first_task, inline_ir, kernel, next_task, one_thread, restore_threads, take_run,
+                  task_queue, threads_for)
 from .partials import (
     BLOCK,
     add_exp_compensated,
@@ -170,11 +171,39 @@ def _rows_in_selection(x, rows_at):
     return lambda x, rows_at: rows_at.shape[0]
 
 
+@kernel
+def tiles_partials_run(x, w, for_outputs, m, c, s, first, end):
+    """Tasks first .. end - 1 of ``row_partials`` on short rows: the partials of tiles of
+    TILE_ROWS rows, into m, c, s."""
+    rows = x.shape[0]
+    for t in range(first, end):
+        r0 = t * TILE_ROWS
+        r1 = min(rows, r0 + TILE_ROWS)
+        tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1], for_outputs)
+
+
+@kernel
+def chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, first, end):
+    """Tasks first .. end - 1 of ``row_partials``: the partials of chunks of rows (task t:
+    chunk k of row r, t = r * n_chunks + k), into m2, c2, s2[r, k]."""
+    n = x.shape[1]
+    n_chunks = m2.shape[1]
+    for task in range(first, end):
+        r = task // n_chunks
+        k = task - r * n_chunks
+        lo = k * CHUNK
+        hi = min(n, lo + CHUNK)
+        row = row_at(rows_at, r)
+        m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[row, lo:hi], slice_of(row_of(w, row), lo, hi),
+                                                        for_outputs)
+
+
 @kernel(parallel=True)
 def row_partials(x, w, for_outputs=None, rows_at=None):
     """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None
     (``partials.term_exp`` says what ``for_outputs`` changes); of the rows ``rows_at`` (an
-    int64 array, rows of at least SHORT_ROW entries) alone where given, in that order."""
+    int64 array, rows of at least SHORT_ROW entries) alone where given, in that order.
+    On one thread (a small input) the tasks run in one call, without a parallel loop."""
     n = x.shape[1]
     rows = rows_in_selection(x, rows_at)
     threads = threads_for(x.size)
@@ -182,38 +211,52 @@ def row_partials(x, w, for_outputs=None, rows_at=None):
         m = np.empty(rows)
         c = np.empty(rows)
         s = np.empty(rows)
-        queue = task_queue(-(-rows // TILE_ROWS), TILE_ROWS * n)
-        for _ in prange(get_threads()):
-            t = first_task(queue)
-            while t >= 0:
-                r0 = t * TILE_ROWS
-                r1 = min(rows, r0 + TILE_ROWS)
-                tile_partials(x, w, r0, r1, m[r0:r1], c[r0:r1], s[r0:r1], for_outputs)
-                t = next_task(queue, t)
+        n_tiles = -(-rows // TILE_ROWS)
+        if one_thread():
+            tiles_partials_run(x, w, for_outputs, m, c, s, 0, n_tiles)
+        else:
+            queue = task_queue(n_tiles, TILE_ROWS * n)
+            for _ in prange(get_threads()):
+                first, end = take_run(queue)
+                while first >= 0:
+                    tiles_partials_run(x, w, for_outputs, m, c, s, first, end)
+                    first, end = take_run(queue)
         restore_threads(threads)
         return m, c, s
     n_chunks = max(1, -(-n // CHUNK))
     m2 = np.empty((rows, n_chunks))
     c2 = np.empty((rows, n_chunks))
     s2 = np.empty((rows, n_chunks))
-    queue = task_queue(rows * n_chunks, min(n, CHUNK))
-    for _ in prange(get_threads()):
-        task = first_task(queue)
-        while task >= 0:
-            r = task // n_chunks
-            k = task - r * n_chunks
-            lo = k * CHUNK
-            hi = min(n, lo + CHUNK)
-            row = row_at(rows_at, r)
-            m2[r, k], c2[r, k], s2[r, k] = partial_of_slice(x[row, lo:hi], slice_of(row_of(w, row), lo, hi),
-                                                            for_outputs)
-            task = next_task(queue, task)
+    if one_thread():
+        chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, 0, rows * n_chunks)
+    else:
+        queue = task_queue(rows * n_chunks, min(n, CHUNK))
+        for _ in prange(get_threads()):
+            first, end = take_run(queue)
+            while first >= 0:
+                chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, first, end)
+                first, end = take_run(queue)
     if n_chunks > 1:
         for r in prange(rows):
             for k in range(1, n_chunks):
                 m2[r, 0], c2[r, 0], s2[r, 0] = merge(m2[r, 0], c2[r, 0], s2[r, 0], m2[r, k], c2[r, k], s2[r, k])
     restore_threads(threads)
     return np.ascontiguousarray(m2[:, 0]), np.ascontiguousarray(c2[:, 0]), np.ascontiguousarray(s2[:, 0])
+
+
+@kernel
+def lse_tiles_run(x, w, out, sign, first, end):
+    """Tasks first .. end - 1 of ``lse_rows`` on short rows: tiles of TILE_ROWS rows, each
+    finished while its partials are in L1."""
+    rows = x.shape[0]
+    m = np.empty(TILE_ROWS)
+    c = np.empty(TILE_ROWS)
+    s = np.empty(TILE_ROWS)
+    for t in range(first, end):
+        r0 = t * TILE_ROWS
+        r1 = min(rows, r0 + TILE_ROWS)
+        tile_partials(x, w, r0, r1, m[:r1 - r0], c[:r1 - r0], s[:r1 - r0])
+        finish_slices(m[:r1 - r0], c[:r1 - r0], s[:r1 - r0], out[r0:r1], sign[r0:r1])
 
 
 @kernel(parallel=True)
@@ -229,18 +272,16 @@ def lse_rows(x, w, out, sign, cheap=None):
     rows, n = x.shape
     threads = threads_for(x.size)
     if n < SHORT_ROW:
-        queue = task_queue(-(-rows // TILE_ROWS), TILE_ROWS * n)
-        for _ in prange(get_threads()):
-            t = first_task(queue)
-            while t >= 0:
-                r0 = t * TILE_ROWS
-                r1 = min(rows, r0 + TILE_ROWS)
-                m = np.empty(r1 - r0)
-                c = np.empty(r1 - r0)
-                s = np.empty(r1 - r0)
-                tile_partials(x, w, r0, r1, m, c, s)
-                finish_slices(m, c, s, out[r0:r1], sign[r0:r1])
-                t = next_task(queue, t)
+        n_tiles = -(-rows // TILE_ROWS)
+        if one_thread():
+            lse_tiles_run(x, w, out, sign, 0, n_tiles)
+        else:
+            queue = task_queue(n_tiles, TILE_ROWS * n)
+            for _ in prange(get_threads()):
+                first, end = take_run(queue)
+                while first >= 0:
+                    lse_tiles_run(x, w, out, sign, first, end)
+                    first, end = take_run(queue)
     else:
         m, c, s = row_partials(x, w, cheap)
         finish_rows(x, m, c, s, out, sign, cheap)
@@ -327,8 +368,11 @@ def lse_of_partials(m, c, s, out, sign):
     """out[i], sign[i] = the log-sum-exp and sign of the partial (m, c, s)[i] (1-D arrays)."""
     threads = threads_for(m.size)
     n = m.shape[0]
-    for task in prange(-(-n // BLOCK)):
-        lo = task * BLOCK
-        hi = min(n, lo + BLOCK)
-        finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], sign[lo:hi])
+    if one_thread():  # elementwise: the same values in one piece, without a parallel loop
+        finish_slices(m, c, s, out, sign)
+    else:
+        for task in prange(-(-n // BLOCK)):
+            lo = task * BLOCK
+            hi = min(n, lo + BLOCK)
+            finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], sign[lo:hi])
     restore_threads(threads)

@@ -32,8 +32,8 @@ from numba import prange
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import add_reassoc, get_threads, maxnum, prefer_wide_vectors
-from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
-                  restore_threads, task_queue, threads_for)
+from .jit import (first_task, inline, inline_ir, kernel, next_task, one_thread, restore_threads,
+                  take_run, task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
                        sample_of, slice_of, term_exp, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
@@ -331,35 +331,38 @@ SHORT_ROWS, ONE_PASS, WHOLE, CHUNKED = 0, 1, 2, 3
 
 
 @kernel
-def softmax_task(way, op, x, w, out, r0, r1):
-    """The outputs of rows r0:r1 of ``softmax_rows`` taken ``way`` (not CHUNKED): a tile of
-    short rows (SHORT_ROWS), or rows each on its own. A function of its own, called from the
-    kernel's serial and parallel loops alike (compiled once), with rows enough per call that
-    the call costs nothing (a call per row cost rows of 50 up to a third)."""
+def softmax_run(way, op, x, w, out, first, end):
+    """Tasks first .. end - 1 of ``softmax_rows``, taken ``way`` (not CHUNKED): tiles of
+    TILE_ROWS short rows (SHORT_ROWS), or rows each on its own. A function of its own, called
+    from the kernel's serial and parallel loops alike (compiled once), with runs long enough
+    that the call costs nothing (a call per row cost rows of 50 up to a third)."""
     prefer_wide_vectors()
-    n = x.shape[1]
+    rows, n = x.shape
     if way == SHORT_ROWS:
-        # As row_partials does for short rows: a transposed tile, vector lanes across rows.
-        xt = transpose_tile(x, r0, r1)
-        wt = transposed(w, r0, r1)
-        m = np.empty(r1 - r0)
-        c = np.empty(r1 - r0)
-        s = np.empty(r1 - r0)
-        if op == LOG_SOFTMAX:
-            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
-            shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-            write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
-        else:
-            # The exps of the sums, kept: one block of rows, so they are exp(x - m).
-            exps = np.empty((n, r1 - r0))
-            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
-            shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+        for t in range(first, end):
+            # As row_partials does for short rows: a transposed tile, lanes across rows.
+            r0 = t * TILE_ROWS
+            r1 = min(rows, r0 + TILE_ROWS)
+            xt = transpose_tile(x, r0, r1)
+            wt = transposed(w, r0, r1)
+            m = np.empty(r1 - r0)
+            c = np.empty(r1 - r0)
+            s = np.empty(r1 - r0)
+            if op == LOG_SOFTMAX:
+                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
+                shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+                write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
+            else:
+                # The exps of the sums, kept: one block of rows, so they are exp(x - m).
+                exps = np.empty((n, r1 - r0))
+                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
+                shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+                write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
     elif way == ONE_PASS:
         # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
         # while they are summed, then scaled: one exp per element, not two.
         exps = np.empty(n)
-        for r in range(r0, r1):
+        for r in range(first, end):
             row = x[r]
             weights = row_of(w, r)
             m = block_max(row, weights, -np.inf)
@@ -367,7 +370,7 @@ def softmax_task(way, op, x, w, out, r0, r1):
             shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
             write_exps(op, row, weights, exps, out[r], shift, scale, dominant)
     else:
-        for r in range(r0, r1):
+        for r in range(first, end):
             row = x[r]
             weights = row_of(w, r)
             m, c, s = chunked_partial(row, weights, FOR_OUTPUTS)
@@ -383,29 +386,27 @@ def softmax_rows(op, x, w, out):
     then its outputs, so the second read of the row comes from the cache, not from memory.
     Longer rows are split in chunks, whose partials are merged before the outputs. (Rows of
     1e5 done whole measured no better here: the difference was lost in this VM's noise.)
-    On one thread (a small input) the tasks run in a plain loop (``jit.one_thread``).
+    On one thread (a small input) the tasks run in one call, without a parallel loop.
     """
     rows, n = x.shape
     threads = threads_for(x.size)
     if n < SHORT_ROW:
-        way, rows_per_task = SHORT_ROWS, TILE_ROWS
+        way, n_tasks, per_task = SHORT_ROWS, -(-rows // TILE_ROWS), TILE_ROWS * n
     elif n <= CHUNK and op != LOG_SOFTMAX:
-        way, rows_per_task = ONE_PASS, max(1, TASK_ELEMENTS // n)
+        way, n_tasks, per_task = ONE_PASS, rows, n
     elif rows_done_whole(rows, n, x.itemsize):
-        way, rows_per_task = WHOLE, max(1, TASK_ELEMENTS // n)
+        way, n_tasks, per_task = WHOLE, rows, n
     else:
-        way, rows_per_task = CHUNKED, 1
-    n_tasks = -(-rows // rows_per_task)
+        way, n_tasks, per_task = CHUNKED, 0, 0
     if way != CHUNKED and one_thread():
-        for t in range(n_tasks):
-            softmax_task(way, op, x, w, out, t * rows_per_task, min(rows, (t + 1) * rows_per_task))
+        softmax_run(way, op, x, w, out, 0, n_tasks)
     elif way != CHUNKED:
-        queue = task_queue(n_tasks, rows_per_task * n)
+        queue = task_queue(n_tasks, per_task)
         for _ in prange(get_threads()):
-            t = first_task(queue)
-            while t >= 0:
-                softmax_task(way, op, x, w, out, t * rows_per_task, min(rows, (t + 1) * rows_per_task))
-                t = next_task(queue, t)
+            first, end = take_run(queue)
+            while first >= 0:
+                softmax_run(way, op, x, w, out, first, end)
+                first, end = take_run(queue)
     else:
         m, c, s = row_partials(x, w, FOR_OUTPUTS)
         shift = np.empty(rows)
