@@ -332,7 +332,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     weight : array_like, optional
         A weight per class, shape (C,).
     ignore_index : int, optional
-        Target value whose samples contribute nothing (nor to the mean's denominator).
+        Target value whose samples contribute nothing (nor to the mean's denominator). An
+        int64, as torch's: one beyond raises ValueError.
     reduction : {'mean', 'sum', 'none'}, optional
         'none': the per-sample losses, shaped like `target`. 'sum': their sum. 'mean':
         ``sum_n w[y_n] l_n / sum_n w[y_n]`` over the samples not ignored (nan when that
@@ -397,7 +398,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         A weight per class, shape (C,).
     ignore_index : int, optional
         Class-index target whose samples contribute nothing. With probability targets a
-        non-negative value raises ValueError, as torch.
+        non-negative value raises ValueError, as torch; so does one beyond int64.
     reduction : {'mean', 'sum', 'none'}, optional
         As `nll_loss`. With probability targets, 'mean' divides by the number of samples
         (N * d1 * ... * dk), not by a weight sum, as torch does.

@@ -184,12 +184,8 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
         scale = 1.0 / denominator
     else:
         scale = 0.0  # an all-ignored mean is nan, and its gradient zeros, as torch
-    if probability:
-        _launch(losses.cross_entropy_probability, logits, samples(target), weight, smoothing,
-                m, c, s, scale, loss, grad)
-    else:
-        _launch(losses.cross_entropy_index, logits, indices, weight, ignore_index, smoothing,
-                m, c, s, scale, loss, grad)
+    _launch(losses.cross_entropy_samples, logits, samples(target) if probability else indices,
+            weight, ignore_index, smoothing, m, c, s, scale, loss, grad)
     result = _reduce_loss(layout.reduced(loss), reduction, denominator)
     return result, (None if grad is None else layout.full(grad))
 

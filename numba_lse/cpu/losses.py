@@ -207,56 +207,34 @@ def sample_block(x, m, c, s, b, block, size, inner):
     return hi - lo, o, lo - o * inner, block_constants(bm, bc, bs)
 
 
-@kernel
-def index_blocks_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, first, end):
-    """Blocks first .. end - 1 of ``block`` samples of ``cross_entropy_index``."""
-    prefer_wide_vectors()
-    outer, inner = loss.shape
-    for b in range(first, end):
-        count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, outer * inner,
-                                                                     inner)
-        for i in range(count):
-            g = sample_of(grad, o, j)
-            y = target[o, j]
-            if y == ignore_index:
-                loss[o, j] = 0.0
-                zero_fill(g)
-            else:
-                constants = (log_shift[i], lse[i], p_shift[i], total[i])
-                loss[o, j] = index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
-            o, j = next_sample(o, j, inner)
+def sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+    """The loss of sample (o, j) of logits x (outer, C, inner) with its ``sample_constants``,
+    writing scale * dloss/dx to its part of grad (unless None): ``index_target_sample``
+    for class indices (an ignored sample's loss and gradient 0), or
+    ``probability_target_sample`` for class probabilities, as the target's dtype says."""
 
 
-@kernel(parallel=True)
-def cross_entropy_index(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad):
-    """Per-sample losses of logits x (outer, C, inner), class indices target (outer, inner).
+@overload(sample_loss, inline="always")
+def _sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+    if isinstance(target.dtype, types.Float):
+        def probabilities(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+            return probability_target_sample(sample_of(x, o, j), sample_of(target, o, j), w, eps,
+                                             constants, scale, sample_of(grad, o, j))
+        return probabilities
 
-    m, c, s: the samples' partials, 1-D (sample o * inner + j), or None where x is 2-D with
-    rows that are best reduced here, a block at a time (``block_partials``; the rows that
-    ``softmax.rows_done_whole`` takes whole, or shorter than SHORT_ROW); loss: (outer,
-    inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
-    its logits are never read (bar the partials computed here). Where inner is 1, x and grad
-    may be given as (outer, C) instead (``sample_of``).
-    """
-    threads = threads_for(x.size)
-    block = samples_per_block(x, m)
-    n_blocks = -(-loss.size // block)
-    if one_thread():  # a small input: in one call, without a parallel loop
-        index_blocks_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, 0, n_blocks)
-    else:
-        queue = task_queue(n_blocks, block * x.shape[1])
-        for _ in prange(get_threads()):
-            first, end = take_run(queue)
-            while first >= 0:
-                index_blocks_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block,
-                                 first, end)
-                first, end = take_run(queue)
-    restore_threads(threads)
+    def index(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+        g = sample_of(grad, o, j)
+        y = target[o, j]
+        if y == ignore_index:
+            zero_fill(g)
+            return 0.0
+        return index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
+    return index
 
 
 @kernel
-def probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block, first, end):
-    """Blocks first .. end - 1 of ``block`` samples of ``cross_entropy_probability``."""
+def samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, first, end):
+    """Blocks first .. end - 1 of ``block`` samples of ``cross_entropy_samples``."""
     prefer_wide_vectors()
     outer, inner = loss.shape
     for b in range(first, end):
@@ -264,27 +242,33 @@ def probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block,
                                                                      inner)
         for i in range(count):
             constants = (log_shift[i], lse[i], p_shift[i], total[i])
-            loss[o, j] = probability_target_sample(
-                sample_of(x, o, j), sample_of(target, o, j), w, eps, constants, scale, sample_of(grad, o, j)
-            )
+            loss[o, j] = sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j)
             o, j = next_sample(o, j, inner)
 
 
 @kernel(parallel=True)
-def cross_entropy_probability(x, target, w, eps, m, c, s, scale, loss, grad):
-    """Per-sample losses of logits x (outer, C, inner), probabilities target like x (both, and
-    grad, may be (outer, C) where inner is 1); m, c, s as ``cross_entropy_index`` takes them."""
+def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad):
+    """Per-sample losses of logits x (outer, C, inner); target: class indices (outer, inner),
+    or class probabilities like x (``sample_loss``; ignore_index then unused).
+
+    m, c, s: the samples' partials, 1-D (sample o * inner + j), or None where x is 2-D with
+    rows that are best reduced here, a block at a time (``block_partials``; the rows that
+    ``softmax.rows_done_whole`` takes whole, or shorter than SHORT_ROW); loss: (outer,
+    inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
+    its logits are never read (bar the partials computed here). Where inner is 1, x, a
+    probability target and grad may be given as (outer, C) instead (``sample_of``).
+    """
     threads = threads_for(x.size)
     block = samples_per_block(x, m)
     n_blocks = -(-loss.size // block)
-    if one_thread():
-        probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block, 0, n_blocks)
+    if one_thread():  # a small input: in one call, without a parallel loop
+        samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, 0, n_blocks)
     else:
         queue = task_queue(n_blocks, block * x.shape[1])
         for _ in prange(get_threads()):
             first, end = take_run(queue)
             while first >= 0:
-                probability_blocks_run(x, target, w, eps, m, c, s, scale, loss, grad, block, first, end)
+                samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, first, end)
                 first, end = take_run(queue)
     restore_threads(threads)
 
