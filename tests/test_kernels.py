@@ -14,7 +14,7 @@ import numba_lse as nl
 from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
 from numba_lse.cpu.intrinsics import get_threads
-from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, task_queue
+from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
 
@@ -42,17 +42,30 @@ def _count_runs(runs, elements_per_task):
             task = next_task(queue, task)
 
 
+@numba.njit(parallel=True)
+def _count_runs_taken_as_runs(runs, elements_per_task):
+    """As _count_runs, with the tasks taken a run at a time (``take_run``)."""
+    queue = task_queue(runs.shape[0], elements_per_task)
+    for _ in numba.prange(get_threads()):
+        first, end = take_run(queue)
+        while first >= 0:
+            for task in range(first, end):
+                runs[task] += 1
+            first, end = take_run(queue)
+
+
+@pytest.mark.parametrize("taken", [_count_runs, _count_runs_taken_as_runs], ids=["tasks", "runs"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("elements_per_task", [1, 3000, TASK_ELEMENTS, TASK_ELEMENTS + 1, 10**9])
 @pytest.mark.parametrize("n_tasks", [0, 1, 2, 5, 6, 7, 1000, 4097])
-def test_task_queue_runs_every_task_once(n_tasks, elements_per_task, threads):
+def test_task_queue_runs_every_task_once(n_tasks, elements_per_task, threads, taken):
     """Groups of 1, 5 or 5461 tasks per take; task counts below, at and past a group."""
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
     before = numba.get_num_threads()
     runs = np.zeros(n_tasks, np.int64)
     try:
         numba.set_num_threads(threads)
-        _count_runs(runs, elements_per_task)
+        taken(runs, elements_per_task)
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(runs, 1)
