@@ -435,8 +435,10 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     times ``1 / denominator`` for 'mean'. The fused path reads the logits twice and writes
     the gradient once; besides the gradient it allocates only per-sample scalars (the memory
     point of Apex's xentropy and Liger's fused cross-entropy). Extreme logits stay exact:
-    ``cross_entropy([[1000, -1000]], [1])`` is 2000. A -inf target logit gives inf; nan
-    logits give nan only in their own sample; ignored samples never leak nan or inf.
+    ``cross_entropy([[1000, -1000]], [1])`` is 2000. A -inf target logit gives inf; a
+    +inf logit gives nan (loss and gradient) in its own sample, as torch's (not the inf
+    that `log_softmax`'s -inf at the finite entries would give), and so do nan logits;
+    ignored samples never leak nan or inf.
     Per-sample losses are float64 and their sum is pairwise, rounded once.
 
     Examples

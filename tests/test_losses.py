@@ -628,9 +628,11 @@ class TestSpecialValues:
     @needs_torch
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     def test_plus_inf_logits(self, dtype):
-        """+inf logits: whatever torch gives (nan for the sample)."""
-        x = np.array([[np.inf, 0.0, 1.0], [0.0, np.inf, np.inf], [0.0, 1.0, 2.0]], dtype=dtype)
-        t = np.array([0, 2, 1])
+        """+inf logits: torch's nan for the sample, at the target or not (log_softmax's
+        -inf at the finite entries would make the loss +inf where the target is finite)."""
+        x = np.array([[np.inf, 0.0, 1.0], [0.0, np.inf, np.inf], [0.0, 1.0, 2.0],
+                      [1.0, np.inf, 0.0]], dtype=dtype)
+        t = np.array([0, 2, 1, 0])
         for reduction in REDUCTIONS:
             expected, grad_expected = torch_cross_entropy(x, t, reduction=reduction)
             loss, grad = cross_entropy(x, t, reduction=reduction, return_grad=True)

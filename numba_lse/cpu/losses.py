@@ -120,10 +120,14 @@ def probability_target_sample(x, t, w, eps, constants, scale, grad):
 
 @inline
 def sample_constants(m, c, s):
-    """(shift, lse) of log_softmax and (shift, total) of softmax, for one sample's partial."""
+    """(shift, lse) of log_softmax and (shift, total) of softmax, for one sample's partial.
+
+    A sample with a +inf logit has lse nan, so its loss is nan, as torch's (whose
+    log_softmax is nan throughout such a row), and as its gradient is: not the +inf that
+    ``log_softmax``'s -inf at the row's finite entries (SciPy's) would give."""
     log_shift, lse = row_constants(LOG_SOFTMAX, m, c, s)
     p_shift, total = row_constants(SOFTMAX, m, c, s)
-    return log_shift, lse, p_shift, total
+    return log_shift, (np.nan if m == np.inf else lse), p_shift, total
 
 
 # Samples per task of the cross-entropy kernels. Their constants are computed a block at a
