@@ -639,6 +639,36 @@ class TestSpecialValues:
             assert_close(loss, expected, dtype, atol=ATOL_UNIT * 9)
             assert_close(grad, grad_expected, dtype, ulps=4, atol=ATOL_UNIT, what="grad")
 
+    @needs_torch
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("n_classes", [40, 1024, 1025])
+    def test_special_rows_with_kept_exps(self, n_classes, dtype, label_smoothing):
+        """Rows of 32 to 1024 classes keep the exps of their sums for the gradient (longer
+        ones do not): +inf, nan, all -inf, -inf at the target, ties at the max and a
+        dominant entry give torch's loss and gradient, and the loss of the call without
+        the gradient, bit for bit."""
+        rng = _rng("kept exps", n_classes, _dtype_id(dtype), label_smoothing)
+        x = make_logits(rng, (9, n_classes), dtype)
+        x[0, 3] = np.inf
+        x[1, 5] = np.nan
+        x[2] = -np.inf
+        x[3, 7] = -np.inf
+        x[4, [1, 9, 30]] = 50.0
+        x[5, 11] = 1000.0
+        x[6, ::2] = -np.inf
+        t = np.array([2, 4, 0, 7, 9, 11, 1, 0, 39])
+        for reduction in REDUCTIONS:
+            kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
+            loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
+            assert same_bits(loss, cross_entropy(x, t, **kwargs))
+            expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
+            np.testing.assert_array_equal(np.isnan(grad), np.isnan(grad_expected))
+            assert_close(loss, expected, dtype, atol=ATOL_UNIT * loss_scale(x, None, reduction, 9))
+            finite = ~np.isnan(grad_expected)
+            assert_close(grad[finite], grad_expected[finite], dtype, ulps=4,
+                         atol=ATOL_UNIT * grad_scale(grad_expected[finite]), what="grad")
+
     @pytest.mark.parametrize("target_kind", ["index", "probability"])
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     def test_nan_stays_in_its_sample(self, dtype, target_kind):

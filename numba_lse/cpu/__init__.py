@@ -163,9 +163,11 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     # contiguous type where the data is contiguous (the gradient loop vectorises).
     samples = layout.rows if layout.inner == 1 else layout.view
     logits = samples(x)
+    keep = None
     if layout.inner == 1 and (layout.n < reduce.SHORT_ROW
                               or softmax.rows_done_whole(layout.outer, layout.n, x.itemsize)):
         m = c = s = None  # the kernels reduce the rows themselves, a block at a time
+        keep = losses.KEEP_EXPS if return_grad and losses.keeps_exps(layout.n) else None
     elif layout.inner == 1:
         m, c, s = _launch(reduce.row_partials, logits, None, partials.FOR_OUTPUTS)
     else:
@@ -185,7 +187,7 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     else:
         scale = 0.0  # an all-ignored mean is nan, and its gradient zeros, as torch
     _launch(losses.cross_entropy_samples, logits, samples(target) if probability else indices,
-            weight, ignore_index, smoothing, m, c, s, scale, loss, grad)
+            weight, ignore_index, smoothing, m, c, s, scale, loss, grad, keep)
     result = _reduce_loss(layout.reduced(loss), reduction, denominator)
     return result, (None if grad is None else layout.full(grad))
 

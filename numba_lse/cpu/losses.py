@@ -13,21 +13,26 @@ log p_k = (x_k - shift) - L exactly as ``log_softmax`` computes it, and
 
 with p_k = exp(x_k - m) / (c + s). The gradient is written in the same sweep that reads the
 logits for the second time, times the reduction's scale (1, or 1 / the mean's denominator);
-nothing of the size of the logits is allocated besides the gradient itself.
+nothing of the size of the logits is allocated besides the gradient itself. Where the kernel
+reduces rows of SHORT_ROW to BLOCK logits itself, it keeps the exps of their sums (a block of
+rows, FUSED_BYTES of float64) and the gradient scales them, one exp per logit, not two, as
+softmax does (``partials.block_ties_sum_kept``: the same sums, so the loss is the same with
+the gradient and without).
 """
 
 
 import numpy as np
 from numba import prange, types
 from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
                   restore_threads, take_run, task_queue, threads_for)
-from .partials import (FOR_OUTPUTS, add_compensated, is_present, sample_of, store, store_at,
-                       weight_at, zero_fill)
+from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, block_ties_sum_kept,
+                       is_present, row_of, sample_of, store, store_at, weight_at, zero_fill)
 from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
-from .softmax import LOG_SOFTMAX, SOFTMAX, element, row_constants
+from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, row_constants
 
 
 # Each loss is a sum of one term per class and each gradient one value per class: the
@@ -55,15 +60,36 @@ def index_target_loss(x_y, w_y, eps, n_classes, log_shift, lse, smooth):
 def index_target_grad(x_k, is_y, w_y, w_k, eps, n_classes, p_shift, total, total_weight, scale):
     """scale * dloss/dx_k of a sample with class index y (``is_y``: whether k = y)."""
     p = element(SOFTMAX, x_k, 1.0, p_shift, total, np.nan)
+    return index_target_grad_at(p, is_y, w_y, w_k, eps, n_classes, total_weight, scale)
+
+
+@inline
+def index_target_grad_at(p, is_y, w_y, w_k, eps, n_classes, total_weight, scale):
+    """``index_target_grad`` given the softmax p = p_k of the sample at class k."""
     g = (1.0 - eps) * np.float64(w_y) * (p - (1.0 if is_y else 0.0))
     if eps > 0:
         g += eps / n_classes * (total_weight * p - np.float64(w_k))
     return scale * g
 
 
+def softmax_at(x, exps, k, shift, total):
+    """softmax at x[k] of a sample with constants (shift, total): from exps[k], its exp kept
+    by the sums (``partials.block_ties_sum_kept``: the same value), or computed where exps
+    is None."""
+
+
+@overload(softmax_at, inline="always")
+def _softmax_at(x, exps, k, shift, total):
+    if isinstance(exps, types.NoneType):
+        return lambda x, exps, k, shift, total: element(SOFTMAX, x[k], 1.0, shift, total, np.nan)
+    return lambda x, exps, k, shift, total: element_of_exp(SOFTMAX, x[k], 1.0, exps[k], shift,
+                                                           total, 1.0 / total, np.nan)
+
+
 @inline_ir
-def index_target_sample(x, y, w, eps, constants, scale, grad):
-    """Loss of one sample with class index y; writes scale * dloss/dx into grad (or not)."""
+def index_target_sample(x, y, w, eps, constants, scale, grad, exps):
+    """Loss of one sample with class index y; writes scale * dloss/dx into grad (or not),
+    from the exps of its sums where kept (``softmax_at``)."""
     log_shift, lse, p_shift, total = constants
     n_classes = x.shape[0]
     smooth = 0.0
@@ -74,8 +100,9 @@ def index_target_sample(x, y, w, eps, constants, scale, grad):
             total_weight += np.float64(weight_at(w, k))
     if is_present(grad):
         for k in range(n_classes):
-            store(grad, k, index_target_grad(x[k], k == y, weight_at(w, y), weight_at(w, k), eps,
-                                             n_classes, p_shift, total, total_weight, scale))
+            store(grad, k, index_target_grad_at(softmax_at(x, exps, k, p_shift, total), k == y,
+                                                weight_at(w, y), weight_at(w, k), eps, n_classes,
+                                                total_weight, scale))
     return index_target_loss(x[y], weight_at(w, y), eps, n_classes, log_shift, lse, smooth)
 
 
@@ -97,12 +124,19 @@ def probability_target_terms(x_k, t_k, w_k, eps, n_classes, log_shift, lse):
 def probability_target_grad(x_k, t_k, w_k, eps, n_classes, p_shift, total, weighted_total, scale):
     """scale * dloss/dx_k of a sample with class probabilities t."""
     p = element(SOFTMAX, x_k, 1.0, p_shift, total, np.nan)
+    return probability_target_grad_at(p, t_k, w_k, eps, n_classes, weighted_total, scale)
+
+
+@inline
+def probability_target_grad_at(p, t_k, w_k, eps, n_classes, weighted_total, scale):
+    """``probability_target_grad`` given the softmax p = p_k of the sample at class k."""
     return scale * (weighted_total * p - smoothed_weight(w_k, t_k, eps, n_classes))
 
 
 @inline_ir
-def probability_target_sample(x, t, w, eps, constants, scale, grad):
-    """Loss of one sample with class probabilities t; writes scale * dloss/dx into grad."""
+def probability_target_sample(x, t, w, eps, constants, scale, grad, exps):
+    """Loss of one sample with class probabilities t; writes scale * dloss/dx into grad, from
+    the exps of its sums where kept (``softmax_at``)."""
     log_shift, lse, p_shift, total = constants
     n_classes = x.shape[0]
     loss = 0.0
@@ -113,8 +147,9 @@ def probability_target_sample(x, t, w, eps, constants, scale, grad):
         weighted_total += wt
     if is_present(grad):
         for k in range(n_classes):
-            store(grad, k, probability_target_grad(x[k], t[k], weight_at(w, k), eps, n_classes,
-                                                   p_shift, total, weighted_total, scale))
+            store(grad, k, probability_target_grad_at(softmax_at(x, exps, k, p_shift, total), t[k],
+                                                      weight_at(w, k), eps, n_classes,
+                                                      weighted_total, scale))
     return loss
 
 
@@ -139,43 +174,90 @@ SAMPLE_BLOCK = TILE_ROWS
 FUSED_BYTES = 1 << 18
 
 
-def block_partials(x, m, c, s, lo, hi):
+# Marks (``cross_entropy_samples``' ``keep``) rows the kernel reduces itself, m None, whose
+# sums keep their exps for the gradient (``keeps_exps``); None for the others.
+KEEP_EXPS = True
+
+
+def keeps_exps(n):
+    """Whether rows of n logits, reduced by the kernel itself, keep the exps of their sums for
+    a gradient: rows of SHORT_ROW to BLOCK entries, whose partial is their max, then their
+    sum (a longer row's is merged from blocks with maxima of their own: its exps would need
+    rescaling)."""
+    return SHORT_ROW <= n <= BLOCK
+
+
+def block_partials(x, m, c, s, lo, hi, exps):
     """The partials (m, c, s) of samples lo..hi: slices of the 1-D m, c, s, or, where m is
     None, those of the rows x[lo:hi] of the 2-D x, computed here: a transposed tile
-    (``tile_partials``) for rows shorter than SHORT_ROW, else row by row."""
+    (``tile_partials``) for rows shorter than SHORT_ROW, else row by row, with the exps of
+    their sums kept in row r - lo of exps where it is given (``exps_buffer``): the same
+    sums, so the loss is the same with the gradient and without."""
 
 
 @overload(block_partials, inline="always")
-def _block_partials(x, m, c, s, lo, hi):
-    if isinstance(m, types.NoneType):
-        def compute(x, m, c, s, lo, hi):
+def _block_partials(x, m, c, s, lo, hi, exps):
+    if not isinstance(m, types.NoneType):
+        return lambda x, m, c, s, lo, hi, exps: (m[lo:hi], c[lo:hi], s[lo:hi])
+    if not isinstance(exps, types.NoneType):
+        def keeping(x, m, c, s, lo, hi, exps):
             bm = np.empty(hi - lo)
             bc = np.empty(hi - lo)
             bs = np.empty(hi - lo)
-            if x.shape[1] < SHORT_ROW:
-                tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
-            else:
-                for r in range(lo, hi):
-                    bm[r - lo], bc[r - lo], bs[r - lo] = chunked_partial(x[r], None, FOR_OUTPUTS)
+            for r in range(lo, hi):
+                # chunked_partial of a row of one block, with the exps of its sum kept.
+                bm[r - lo] = block_max(x[r], None, -np.inf)
+                bc[r - lo], bs[r - lo] = block_ties_sum_kept(x[r], bm[r - lo], exps[r - lo])
             return bm, bc, bs
-        return compute
-    return lambda x, m, c, s, lo, hi: (m[lo:hi], c[lo:hi], s[lo:hi])
+        return keeping
+
+    def compute(x, m, c, s, lo, hi, exps):
+        bm = np.empty(hi - lo)
+        bc = np.empty(hi - lo)
+        bs = np.empty(hi - lo)
+        if x.shape[1] < SHORT_ROW:
+            tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
+        else:
+            for r in range(lo, hi):
+                bm[r - lo], bc[r - lo], bs[r - lo] = chunked_partial(x[r], None, FOR_OUTPUTS)
+        return bm, bc, bs
+    return compute
 
 
-def samples_per_block(x, m):
+def samples_per_block(x, m, keep):
     """SAMPLE_BLOCK, or fewer where the kernel reduces rows of SHORT_ROW or more itself (m
-    None): as many as FUSED_BYTES hold, at least one."""
+    None): as many as FUSED_BYTES hold (of their exps, float64, where it keeps them), at
+    least one."""
 
 
 @overload(samples_per_block, inline="always")
-def _samples_per_block(x, m):
+def _samples_per_block(x, m, keep):
     if isinstance(m, types.NoneType):
-        def fused(x, m):
+        keeps = not isinstance(keep, (types.NoneType, types.Omitted))
+        itemsize = 8 if keeps else as_dtype(x.dtype).itemsize
+
+        def fused(x, m, keep):
             if x.shape[1] < SHORT_ROW:
                 return SAMPLE_BLOCK
-            return max(1, min(SAMPLE_BLOCK, FUSED_BYTES // (x.shape[1] * x.itemsize)))
+            return max(1, min(SAMPLE_BLOCK, FUSED_BYTES // (x.shape[1] * itemsize)))
         return fused
-    return lambda x, m: SAMPLE_BLOCK
+    return lambda x, m, keep: SAMPLE_BLOCK
+
+
+def exps_buffer(x, keep, grad, block):
+    """Where rows keep the exps of their sums (``keep`` KEEP_EXPS) for a gradient (grad not
+    None), the buffer that ``block_partials`` keeps them in, a row per sample of a block;
+    else None."""
+
+
+@overload(exps_buffer, inline="always")
+def _exps_buffer(x, keep, grad, block):
+    if isinstance(keep, (types.NoneType, types.Omitted)) or isinstance(grad, types.NoneType):
+        return lambda x, keep, grad, block: None
+    return lambda x, keep, grad, block: np.empty((block, x.shape[1]))
+
+
+
 
 
 @inline
@@ -201,57 +283,62 @@ def block_constants(m, c, s):
 
 
 @inline_ir
-def sample_block(x, m, c, s, b, block, size, inner):
+def sample_block(x, m, c, s, b, block, size, inner, exps):
     """(count, o, j, constants) of block b of the samples (``block`` per block): its number of
-    samples, the index (o, j) of its first, and the four arrays of its ``block_constants``."""
+    samples, the index (o, j) of its first, and the four arrays of its ``block_constants``
+    (exps: as ``block_partials`` keeps them)."""
     lo = b * block
     hi = min(size, lo + block)
-    bm, bc, bs = block_partials(x, m, c, s, lo, hi)
+    bm, bc, bs = block_partials(x, m, c, s, lo, hi, exps)
     o = lo // inner
     return hi - lo, o, lo - o * inner, block_constants(bm, bc, bs)
 
 
-def sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+def sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j, exps):
     """The loss of sample (o, j) of logits x (outer, C, inner) with its ``sample_constants``,
-    writing scale * dloss/dx to its part of grad (unless None): ``index_target_sample``
-    for class indices (an ignored sample's loss and gradient 0), or
-    ``probability_target_sample`` for class probabilities, as the target's dtype says."""
+    writing scale * dloss/dx to its part of grad (unless None; from exps, the exps of its
+    sums, where kept): ``index_target_sample`` for class indices (an ignored sample's loss
+    and gradient 0), or ``probability_target_sample`` for class probabilities, as the
+    target's dtype says."""
 
 
 @overload(sample_loss, inline="always")
-def _sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+def _sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j, exps):
     if isinstance(target.dtype, types.Float):
-        def probabilities(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+        def probabilities(x, target, w, ignore_index, eps, constants, scale, grad, o, j, exps):
             return probability_target_sample(sample_of(x, o, j), sample_of(target, o, j), w, eps,
-                                             constants, scale, sample_of(grad, o, j))
+                                             constants, scale, sample_of(grad, o, j), exps)
         return probabilities
 
-    def index(x, target, w, ignore_index, eps, constants, scale, grad, o, j):
+    def index(x, target, w, ignore_index, eps, constants, scale, grad, o, j, exps):
         g = sample_of(grad, o, j)
         y = target[o, j]
         if y == ignore_index:
             zero_fill(g)
             return 0.0
-        return index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g)
+        return index_target_sample(sample_of(x, o, j), y, w, eps, constants, scale, g, exps)
     return index
 
 
 @kernel
-def samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, first, end):
+def samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block, first,
+                end):
     """Blocks first .. end - 1 of ``block`` samples of ``cross_entropy_samples``."""
     prefer_wide_vectors()
     outer, inner = loss.shape
+    exps = exps_buffer(x, keep, grad, block)
     for b in range(first, end):
         count, o, j, (log_shift, lse, p_shift, total) = sample_block(x, m, c, s, b, block, outer * inner,
-                                                                     inner)
+                                                                     inner, exps)
         for i in range(count):
             constants = (log_shift[i], lse[i], p_shift[i], total[i])
-            loss[o, j] = sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j)
+            loss[o, j] = sample_loss(x, target, w, ignore_index, eps, constants, scale, grad, o, j,
+                                     row_of(exps, i))
             o, j = next_sample(o, j, inner)
 
 
 @kernel(parallel=True)
-def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad):
+def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep=None):
     """Per-sample losses of logits x (outer, C, inner); target: class indices (outer, inner),
     or class probabilities like x (``sample_loss``; ignore_index then unused).
 
@@ -261,18 +348,21 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
     inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
     its logits are never read (bar the partials computed here). Where inner is 1, x, a
     probability target and grad may be given as (outer, C) instead (``sample_of``).
+    keep: KEEP_EXPS where m is None, grad is wanted and the rows ``keeps_exps``, else None.
     """
     threads = threads_for(x.size)
-    block = samples_per_block(x, m)
+    block = samples_per_block(x, m, keep)
     n_blocks = -(-loss.size // block)
     if one_thread():  # a small input: in one call, without a parallel loop
-        samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, 0, n_blocks)
+        samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block, 0,
+                    n_blocks)
     else:
         queue = task_queue(n_blocks, block * x.shape[1])
         for _ in prange(get_threads()):
             first, end = take_run(queue)
             while first >= 0:
-                samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, block, first, end)
+                samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block,
+                            first, end)
                 first, end = take_run(queue)
     restore_threads(threads)
 
