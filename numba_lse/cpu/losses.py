@@ -16,8 +16,8 @@ logits for the second time, times the reduction's scale (1, or 1 / the mean's de
 nothing of the size of the logits is allocated besides the gradient itself. Where the kernel
 reduces rows of SHORT_ROW to BLOCK logits itself, it keeps the exps of their sums (a block of
 rows, FUSED_BYTES of float64) and the gradient scales them, one exp per logit, not two, as
-softmax does (``partials.block_ties_sum_kept``: the same sums, so the loss is the same with
-the gradient and without).
+softmax does (``softmax.exps_and_sum``: the same sums, so the loss is the same with the
+gradient and without).
 """
 
 
@@ -29,10 +29,10 @@ from numba.np.numpy_support import as_dtype
 from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
                   restore_threads, take_run, task_queue, threads_for)
-from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, block_ties_sum_kept,
-                       is_present, row_of, sample_of, store, store_at, weight_at, zero_fill)
+from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, is_present, row_of,
+                       sample_of, store, store_at, weight_at, zero_fill)
 from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
-from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, row_constants
+from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, exps_and_sum, row_constants
 
 
 # Each loss is a sum of one term per class and each gradient one value per class: the
@@ -74,8 +74,8 @@ def index_target_grad_at(p, is_y, w_y, w_k, eps, n_classes, total_weight, scale)
 
 def softmax_at(x, exps, k, shift, total):
     """softmax at x[k] of a sample with constants (shift, total): from exps[k], its exp kept
-    by the sums (``partials.block_ties_sum_kept``: the same value), or computed where exps
-    is None."""
+    by the sums (``softmax.exps_and_sum``: the same value), or computed where exps is
+    None."""
 
 
 @overload(softmax_at, inline="always")
@@ -207,7 +207,7 @@ def _block_partials(x, m, c, s, lo, hi, exps):
             for r in range(lo, hi):
                 # chunked_partial of a row of one block, with the exps of its sum kept.
                 bm[r - lo] = block_max(x[r], None, -np.inf)
-                bc[r - lo], bs[r - lo] = block_ties_sum_kept(x[r], bm[r - lo], exps[r - lo])
+                bc[r - lo], bs[r - lo] = exps_and_sum(x[r], None, bm[r - lo], exps[r - lo])
             return bm, bc, bs
         return keeping
 

@@ -346,25 +346,6 @@ def block_ties_sum(x, w, m, for_outputs=None):
     return c, s
 
 
-@kernel
-def block_ties_sum_kept(x, m, exps):
-    """``block_ties_sum(x, None, m, FOR_OUTPUTS)``, the same bits, keeping the exps of its
-    terms: exps[i] = term_exp(x[i], m, FOR_OUTPUTS) (a cross-entropy's gradient scales them;
-    its loss is the same with the gradient and without)."""
-    prefer_wide_vectors()
-    c = 0.0
-    s = 0.0
-    for i in range(x.shape[0]):
-        exp_x = term_exp(x[i], m, FOR_OUTPUTS)
-        exps[i] = exp_x
-        tie = np.float64(x[i]) == m
-        # The ties counted as a product (exact: c counts them), not ``1.0 if tie else 0.0``:
-        # that select of two constants kept LLVM from vectorising a loop that stores.
-        c = add_reassoc(c, np.float64(tie))
-        s = add_reassoc(s, 0.0 if tie else exp_x)
-    return c, s
-
-
 def block_terms(x, w, m, for_outputs):
     """``block_ties_sum(x, w, m, for_outputs)``; for CERTIFIED partials, with float32's exp
     (FOR_OUTPUTS) where the running max m has reached CHEAP_FROM, with the full exp below."""
