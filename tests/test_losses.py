@@ -642,12 +642,13 @@ class TestSpecialValues:
     @needs_torch
     @pytest.mark.parametrize("label_smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-    @pytest.mark.parametrize("n_classes", [40, 1024, 1025])
+    @pytest.mark.parametrize("n_classes", [40, 1024, 3000])
     def test_special_rows_with_kept_exps(self, n_classes, dtype, label_smoothing):
-        """Rows of 32 to 1024 classes keep the exps of their sums for the gradient (longer
-        ones do not): +inf, nan, all -inf, -inf at the target, ties at the max and a
-        dominant entry give torch's loss and gradient, and the loss of the call without
-        the gradient, bit for bit."""
+        """Rows of 32 to 65536 classes keep the exps of their sums for the gradient,
+        rescaled where a block's running max is below the row's: +inf, nan,
+        all -inf, -inf at the target, ties at the max, a dominant entry, a first half of
+        -inf and a rising row give torch's loss and gradient, and the loss of the call
+        without the gradient, bit for bit."""
         rng = _rng("kept exps", n_classes, _dtype_id(dtype), label_smoothing)
         x = make_logits(rng, (9, n_classes), dtype)
         x[0, 3] = np.inf
@@ -657,7 +658,9 @@ class TestSpecialValues:
         x[4, [1, 9, 30]] = 50.0
         x[5, 11] = 1000.0
         x[6, ::2] = -np.inf
-        t = np.array([2, 4, 0, 7, 9, 11, 1, 0, 39])
+        x[7, :n_classes // 2] = -np.inf
+        x[8] = np.sort(x[8])
+        t = np.array([2, 4, 0, 7, 9, 11, 1, n_classes - 1, 39])
         for reduction in REDUCTIONS:
             kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
             loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)

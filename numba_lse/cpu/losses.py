@@ -14,10 +14,10 @@ log p_k = (x_k - shift) - L exactly as ``log_softmax`` computes it, and
 with p_k = exp(x_k - m) / (c + s). The gradient is written in the same sweep that reads the
 logits for the second time, times the reduction's scale (1, or 1 / the mean's denominator);
 nothing of the size of the logits is allocated besides the gradient itself. Where the kernel
-reduces rows of SHORT_ROW to BLOCK logits itself, it keeps the exps of their sums (a block of
-rows, FUSED_BYTES of float64) and the gradient scales them, one exp per logit, not two, as
-softmax does (``softmax.exps_and_sum``: the same sums, so the loss is the same with the
-gradient and without).
+reduces rows of SHORT_ROW to CHUNK logits itself, it keeps the exps of their sums (a block of
+rows, FUSED_BYTES of float64, or one row) and the gradient scales them, one exp per logit,
+not two, as softmax does (``partial_keeping_exps``: the same sums, so the loss is the same
+with the gradient and without).
 """
 
 
@@ -29,9 +29,10 @@ from numba.np.numpy_support import as_dtype
 from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
                   restore_threads, take_run, task_queue, threads_for)
-from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, is_present, row_of,
+from .exp import exp_nonpositive
+from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, is_present, merge, row_of,
                        sample_of, store, store_at, weight_at, zero_fill)
-from .reduce import SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
+from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, exps_and_sum, row_constants
 
 
@@ -74,8 +75,7 @@ def index_target_grad_at(p, is_y, w_y, w_k, eps, n_classes, total_weight, scale)
 
 def softmax_at(x, exps, k, shift, total):
     """softmax at x[k] of a sample with constants (shift, total): from exps[k], its exp kept
-    by the sums (``softmax.exps_and_sum``: the same value), or computed where exps is
-    None."""
+    by the sums (``partial_keeping_exps``), or computed where exps is None."""
 
 
 @overload(softmax_at, inline="always")
@@ -181,10 +181,44 @@ KEEP_EXPS = True
 
 def keeps_exps(n):
     """Whether rows of n logits, reduced by the kernel itself, keep the exps of their sums for
-    a gradient: rows of SHORT_ROW to BLOCK entries, whose partial is their max, then their
-    sum (a longer row's is merged from blocks with maxima of their own: its exps would need
-    rescaling)."""
-    return SHORT_ROW <= n <= BLOCK
+    a gradient: rows of SHORT_ROW to CHUNK entries (``partial_keeping_exps``)."""
+    return SHORT_ROW <= n <= CHUNK
+
+
+@kernel
+def rescale(exps, factor):
+    """exps *= factor, with 0 where factor is 0 (an exp kept as nan, exp(-inf - -inf), of an
+    entry whose block had only -inf so far, is 0 against the row's max)."""
+    prefer_wide_vectors()
+    for i in range(exps.shape[0]):
+        exps[i] = 0.0 if factor == 0 else exps[i] * factor
+
+
+@inline_ir
+def partial_keeping_exps(row, exps):
+    """``chunked_partial(row, None, FOR_OUTPUTS)`` of a row of at most CHUNK logits, the same
+    bits, keeping the exps of its terms for the row's max m: exps[i] = exp(row[i] - m).
+
+    Its blocks sum as ``partials.partial_of_slice``'s do (``softmax.exps_and_sum`` gives
+    ``block_ties_sum``'s sums, bit for bit), each block's exps taken for its running max,
+    then rescaled to m where that was lower: one multiply more (a rounding of 2^-53) for
+    the blocks before the row's max."""
+    n = row.shape[0]
+    n_blocks = -(-n // BLOCK)
+    maxima = np.empty(n_blocks)
+    m, c, s = -np.inf, 0.0, 0.0
+    for b in range(n_blocks):
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        block_m = block_max(row[lo:hi], None, m)
+        block_c, block_s = exps_and_sum(row[lo:hi], None, block_m, exps[lo:hi])
+        m, c, s = merge(m, c, s, block_m, block_c, block_s)
+        maxima[b] = block_m
+    # The last block's running max is the row's: its exps are kept as they are.
+    for b in range(n_blocks - 1):
+        if maxima[b] < m:
+            rescale(exps[b * BLOCK:(b + 1) * BLOCK], exp_nonpositive(maxima[b] - m))
+    return m, c, s
 
 
 def block_partials(x, m, c, s, lo, hi, exps):
@@ -205,9 +239,7 @@ def _block_partials(x, m, c, s, lo, hi, exps):
             bc = np.empty(hi - lo)
             bs = np.empty(hi - lo)
             for r in range(lo, hi):
-                # chunked_partial of a row of one block, with the exps of its sum kept.
-                bm[r - lo] = block_max(x[r], None, -np.inf)
-                bc[r - lo], bs[r - lo] = exps_and_sum(x[r], None, bm[r - lo], exps[r - lo])
+                bm[r - lo], bc[r - lo], bs[r - lo] = partial_keeping_exps(x[r], exps[r - lo])
             return bm, bc, bs
         return keeping
 
