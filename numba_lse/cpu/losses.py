@@ -289,9 +289,6 @@ def _exps_buffer(x, keep, grad, block):
     return lambda x, keep, grad, block: np.empty((block, x.shape[1]))
 
 
-
-
-
 @inline
 def next_sample(o, j, inner):
     """The index (o, j) of the sample after (o, j), without an integer divide per sample."""
