@@ -174,7 +174,7 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
             out[:] = -np.inf
             sign[:] = -1.0
         elif inner == 1:
-            reduce.lse_rows(x.reshape((outer, n)), _shaped(w, (outer, n)), out, sign)
+            reduce.lse_of_rows(x.reshape((outer, n)), _shaped(w, (outer, n)), out, sign)
         else:
             reduce.lse_inner(x.reshape((outer, n, inner)), _shaped(w, (outer, n, inner)),
                              out.reshape((outer, inner)), sign.reshape((outer, inner)))
@@ -211,7 +211,7 @@ def _softmax_overload(name, op):
             # their last bit differently).
             kind = np.int64(op)
             if inner == 1:
-                softmax.softmax_rows(kind, c.reshape((outer, n)), None, out.reshape((outer, n)))
+                softmax.softmax_of_rows(kind, c.reshape((outer, n)), None, out.reshape((outer, n)))
             else:
                 softmax.softmax_inner(kind, c.reshape((outer, n, inner)), None,
                                       out.reshape((outer, n, inner)))
@@ -345,7 +345,7 @@ def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="me
         scale = 1.0
         if mean:
             scale = 1.0 / kept_weight if kept_weight != 0 else 0.0
-        m, c, s = reduce.row_partials(x, None, FOR_OUTPUTS)
+        m, c, s = reduce.partials_of_rows(x, None, FOR_OUTPUTS)
         loss = np.empty((n, 1))
         grad = np.empty((n, n_classes), dtype=dtype) if with_grad else None
         losses.cross_entropy_samples(x, target.astype(np.int64).reshape((n, 1)),

@@ -865,13 +865,13 @@ def test_distributed_cluster_matches_cpu_and_loads_cached_kernels(client):
 
         return {name: ([str(s) for s in getattr(reduce, name).stats.cache_hits],
                        [str(s) for s in getattr(reduce, name).stats.cache_misses])
-                for name in ("row_partials", "inner_partials", "merge_partials", "lse_of_partials")}
+                for name in ("short_row_partials", "inner_partials", "merge_partials", "lse_of_partials")}
 
     stats = client.run(kernel_stats)
     assert sorted(stats) == workers
     problems = []
     for address, per_kernel in stats.items():
-        for name in ("row_partials", "inner_partials"):
+        for name in ("short_row_partials", "inner_partials"):
             hits, misses = per_kernel[name]
             if not hits:
                 problems.append(f"{address}: {name} has no cache hits")

@@ -46,14 +46,17 @@ def logsumexp(a, b, axes):
     if a.dtype.kind == "c":
         return _complex_logsumexp(a, b, axes)
     layout = canonical_view(a.shape, a.strides, axes)
-    # float32 sums of unweighted rows may take float32's exp, each result certified
-    # (``partials.certain_in_float32``).
-    cheap = (partials.CERTIFIED,) if a.dtype == np.float32 and b is None else ()
     if layout.inner == 1:
         out = empty(layout.outer, dtype=a.dtype)
         sign = empty(layout.outer, dtype=a.dtype)
-        _launch(reduce.lse_rows, layout.rows(a), None if b is None else layout.rows(b), out, sign,
-                *cheap)
+        rows, weights = layout.rows(a), None if b is None else layout.rows(b)
+        if layout.n < reduce.SHORT_ROW:
+            _launch(reduce.lse_short_rows, rows, weights, out, sign)
+        else:
+            # float32 sums of unweighted rows may take float32's exp, each result certified
+            # (``partials.certain_in_float32``).
+            cheap = (partials.CERTIFIED,) if a.dtype == np.float32 and b is None else ()
+            _launch(reduce.lse_rows, rows, weights, out, sign, *cheap)
     else:
         out = empty((layout.outer, layout.inner), dtype=a.dtype)
         sign = empty((layout.outer, layout.inner), dtype=a.dtype)
@@ -65,12 +68,18 @@ _OPS = {"softmax": softmax.SOFTMAX, "log_softmax": softmax.LOG_SOFTMAX,
         "log1m_softmax": softmax.LOG1M_SOFTMAX}
 
 
+# The kernel for each ``softmax.rows_way``: a call compiles only the one its shape takes.
+_ROWS_KERNELS = {softmax.SHORT_ROWS: softmax.softmax_short_rows, softmax.ROWS: softmax.softmax_rows,
+                 softmax.CHUNKED: softmax.softmax_chunked_rows}
+
+
 def softmax_family(name, x, where, axes):
     """softmax, log_softmax or log1m_softmax of x over ``axes``; same shape and dtype as x."""
     layout = canonical_view(x.shape, x.strides, axes)
     if layout.inner == 1:
         out = empty((layout.outer, layout.n), dtype=x.dtype)
-        _launch(softmax.softmax_rows, _OPS[name], layout.rows(x),
+        way = softmax.rows_way(layout.outer, layout.n, x.itemsize)
+        _launch(_ROWS_KERNELS[way], _OPS[name], layout.rows(x),
                 None if where is None else layout.rows(where), out)
     else:
         out = empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
@@ -118,7 +127,8 @@ def _partials(view, weights=None):
     """(m, c, s) of each slice of an (outer, n, inner) view, each of shape (outer, inner)."""
     if view.shape[2] == 1:
         w = None if weights is None else weights[:, :, 0]
-        return tuple(p[:, None] for p in _launch(reduce.row_partials, view[:, :, 0], w))
+        kernel = reduce.short_row_partials if view.shape[1] < reduce.SHORT_ROW else reduce.row_partials
+        return tuple(p[:, None] for p in _launch(kernel, view[:, :, 0], w))
     return _launch(reduce.inner_partials, view, weights)
 
 

@@ -10,7 +10,7 @@ reassociated (to vectorise) says so itself, through ``intrinsics.add_reassoc``.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .intrinsics import fetch_add, get_threads, set_threads
 
@@ -124,23 +124,30 @@ def first_task(queue):
 @inline_ir
 def take_run(queue):
     """(first, end): the calling thread's next run of tasks first .. end - 1 (a group, as
-    ``first_task`` takes it), or (-1, -1) when none is left. For a kernel whose tasks are
-    done by a function over a run of them, called once on one thread (``one_thread``):
-
-        queue = task_queue(n_tasks, elements_per_task)
-        if one_thread():
-            run(..., 0, n_tasks)
-        else:
-            for _ in prange(get_threads()):
-                first, end = take_run(queue)
-                while first >= 0:
-                    run(..., first, end)
-                    first, end = take_run(queue)
-    """
+    ``first_task`` takes it), or (-1, -1) when none is left (``run_tasks``)."""
     first = fetch_add(queue, queue[_GROUP])
     if first >= queue[_END]:
         return -1, -1
     return first, min(queue[_END], first + queue[_GROUP])
+
+
+@inline_ir
+def run_tasks(run, args, n_tasks, elements_per_task):
+    """run(*args, first, end) over the tasks 0 .. n_tasks - 1 of a parallel kernel, for a
+    function ``run`` that does a run of them: in one call where the loops run on one thread
+    (``one_thread``: a small input, no parallel loop to launch), else in runs that each
+    thread takes from a ``task_queue`` as it goes. Inlined in Numba's IR, so that its prange
+    is the calling kernel's (once per kernel: inlined twice, it warns of its IR)."""
+    if one_thread():
+        # An int64, not a literal 0: run is then compiled once for both calls.
+        run(*args, np.int64(0), n_tasks)
+    else:
+        queue = task_queue(n_tasks, elements_per_task)
+        for _ in prange(get_threads()):
+            first, end = take_run(queue)
+            while first >= 0:
+                run(*args, first, end)
+                first, end = take_run(queue)
 
 
 @inline_ir

@@ -382,9 +382,12 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
     threads = threads_for(x.size)
     block = samples_per_block(x, m, keep)
     n_blocks = -(-loss.size // block)
+    # The task loop of ``jit.run_tasks``, written out: through it (in this kernel alone), the
+    # parallel loop took samples_run as an argument, a dispatcher's address, which Numba
+    # cannot cache ("uses dynamic globals").
     if one_thread():  # a small input: in one call, without a parallel loop
-        samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block, 0,
-                    n_blocks)
+        samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block,
+                    np.int64(0), n_blocks)
     else:
         queue = task_queue(n_blocks, block * x.shape[1])
         for _ in prange(get_threads()):

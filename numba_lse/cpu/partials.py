@@ -116,8 +116,10 @@ def max_in_dtype(current, x, w):
 
 
 # Marks the partials of a softmax-family output or a cross-entropy (``for_outputs``), as
-# opposed to those of a log-sum-exp (None, the default): see ``term_exp``.
-FOR_OUTPUTS = True
+# opposed to those of a log-sum-exp (None, the default): see ``term_exp``. A NumPy bool, not
+# True: Numba types a global True as a literal, so a kernel given FOR_OUTPUTS by another
+# kernel would be compiled apart from the same kernel given it by Python (typed bool).
+FOR_OUTPUTS = np.bool_(True)
 
 
 def term_exp(x, m, for_outputs):

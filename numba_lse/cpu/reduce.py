@@ -6,7 +6,9 @@ Two loop shapes, one mathematics (``partials.py``):
                row longer than ``CHUNK`` is cut into chunks that run in parallel too, and their
                partials are merged in order. Chunk boundaries depend on n only, so the result
                is the same bits whatever the number of threads. Rows shorter than
-               ``SHORT_ROW`` go a tile at a time through the column kernel below, transposed.
+               ``SHORT_ROW`` go a tile at a time through the column kernel below, transposed
+               (``lse_short_rows``, ``short_row_partials``): kernels of their own, which
+               the caller picks by the row length, so that a call compiles the one it runs.
 ``lse_inner``  inner > 1: reduce the middle axis of (outer, n, inner), e.g. axis 0 of a
                C-ordered matrix. Each task owns a band of ``INNER_BAND`` adjacent columns and
                walks n, keeping one running partial per column, so every inner loop reads
@@ -18,7 +20,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from .intrinsics import get_threads, prefer_wide_vectors
-from .jit import (first_task, inline_ir, kernel, next_task, one_thread, restore_threads, take_run,
+from .jit import (first_task, inline_ir, kernel, next_task, one_thread, restore_threads, run_tasks,
                   task_queue, threads_for)
 from .partials import (
     BLOCK,
@@ -49,6 +51,10 @@ INNER_ROWS = 8
 # Rows shorter than this are reduced a tile of TILE_ROWS rows at a time, transposed.
 SHORT_ROW = 32
 TILE_ROWS = 256
+# column_partials' o, j0 and block_rows for a transposed tile: int64s, not literals (as a
+# global 0 is typed), so that the tiles and the inner kernel share its compiled code.
+TILE_AT = (np.int64(0), np.int64(0))
+SHORT_BLOCK = np.int64(SHORT_ROW)
 
 
 @kernel
@@ -87,7 +93,8 @@ def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None, exps=Non
             for j in range(width):
                 m_block[j] = max_in_dtype(m_block[j], xk[j], weight_at(wk, j))
         if k0 == 0:
-            run_m[:] = m_block
+            for j in range(width):
+                run_m[j] = m_block[j]
         else:
             for j in range(width):
                 run_m[j], run_c[j], run_s[j], run_e[j] = raise_max(
@@ -100,11 +107,9 @@ def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None, exps=Non
                 store_at(exps, k, j, exp_x)
                 run_c[j], run_s[j], run_e[j] = add_exp_compensated(
                     run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], exp_x, short)
-    if n == 0:
-        run_m[:] = -np.inf
-    m[:] = run_m
-    c[:] = run_c
     for j in range(width):
+        m[j] = run_m[j] if n > 0 else -np.inf
+        c[j] = run_c[j]
         s[j] = run_s[j] + run_e[j]
 
 
@@ -132,8 +137,8 @@ def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
 
     Rows too short to vectorise along: the tile is transposed and its columns reduced, so
     the vector lanes run across rows."""
-    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, SHORT_ROW,
-                    for_outputs)
+    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), *TILE_AT, m, c, s,
+                    SHORT_BLOCK, for_outputs)
 
 
 @inline_ir
@@ -199,49 +204,51 @@ def chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, first, end):
 
 
 @kernel(parallel=True)
+def short_row_partials(x, w, for_outputs=None):
+    """``row_partials`` of rows shorter than SHORT_ROW: a tile of TILE_ROWS rows per task."""
+    rows, n = x.shape
+    threads = threads_for(x.size)
+    m = np.empty(rows)
+    c = np.empty(rows)
+    s = np.empty(rows)
+    run_tasks(tiles_partials_run, (x, w, for_outputs, m, c, s), -(-rows // TILE_ROWS),
+              TILE_ROWS * n)
+    restore_threads(threads)
+    return m, c, s
+
+
+@kernel(parallel=True)
 def row_partials(x, w, for_outputs=None, rows_at=None):
     """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None
     (``partials.term_exp`` says what ``for_outputs`` changes); of the rows ``rows_at`` (an
-    int64 array, rows of at least SHORT_ROW entries) alone where given, in that order.
+    int64 array) alone where given, in that order. Rows shorter than SHORT_ROW go through
+    ``short_row_partials`` (``partials_of_rows`` picks), faster, and not always to the same
+    bits. Rows are cut in CHUNKs, which run in parallel too, merged in order.
     On one thread (a small input) the tasks run in one call, without a parallel loop."""
     n = x.shape[1]
     rows = rows_in_selection(x, rows_at)
     threads = threads_for(x.size)
-    if n < SHORT_ROW:
-        m = np.empty(rows)
-        c = np.empty(rows)
-        s = np.empty(rows)
-        n_tiles = -(-rows // TILE_ROWS)
-        if one_thread():
-            tiles_partials_run(x, w, for_outputs, m, c, s, 0, n_tiles)
-        else:
-            queue = task_queue(n_tiles, TILE_ROWS * n)
-            for _ in prange(get_threads()):
-                first, end = take_run(queue)
-                while first >= 0:
-                    tiles_partials_run(x, w, for_outputs, m, c, s, first, end)
-                    first, end = take_run(queue)
-        restore_threads(threads)
-        return m, c, s
     n_chunks = max(1, -(-n // CHUNK))
     m2 = np.empty((rows, n_chunks))
     c2 = np.empty((rows, n_chunks))
     s2 = np.empty((rows, n_chunks))
-    if one_thread():
-        chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, 0, rows * n_chunks)
-    else:
-        queue = task_queue(rows * n_chunks, min(n, CHUNK))
-        for _ in prange(get_threads()):
-            first, end = take_run(queue)
-            while first >= 0:
-                chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, first, end)
-                first, end = take_run(queue)
+    run_tasks(chunks_partials_run, (x, w, for_outputs, rows_at, m2, c2, s2), rows * n_chunks,
+              min(n, CHUNK))
     if n_chunks > 1:
         for r in prange(rows):
             for k in range(1, n_chunks):
                 m2[r, 0], c2[r, 0], s2[r, 0] = merge(m2[r, 0], c2[r, 0], s2[r, 0], m2[r, k], c2[r, k], s2[r, k])
     restore_threads(threads)
     return np.ascontiguousarray(m2[:, 0]), np.ascontiguousarray(c2[:, 0]), np.ascontiguousarray(s2[:, 0])
+
+
+@inline_ir
+def partials_of_rows(x, w, for_outputs=None):
+    """``short_row_partials`` or ``row_partials`` of x, by its row length: for Numba code (a
+    Python caller picks itself, and so compiles the one its shape takes)."""
+    if x.shape[1] < SHORT_ROW:
+        return short_row_partials(x, w, for_outputs)
+    return row_partials(x, w, for_outputs)
 
 
 @kernel
@@ -260,32 +267,39 @@ def lse_tiles_run(x, w, out, sign, first, end):
 
 
 @kernel(parallel=True)
+def lse_short_rows(x, w, out, sign):
+    """``lse_rows`` of rows shorter than SHORT_ROW, finished a tile at a time, while the
+    tile's partials are in L1 (a million rows of 10 wrote and read back three arrays of
+    partials: 2.6 ms of 17)."""
+    rows, n = x.shape
+    threads = threads_for(x.size)
+    run_tasks(lse_tiles_run, (x, w, out, sign), -(-rows // TILE_ROWS), TILE_ROWS * n)
+    restore_threads(threads)
+
+
+@kernel
 def lse_rows(x, w, out, sign, cheap=None):
-    """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r.
+    """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r
+    (``row_partials``; rows shorter than SHORT_ROW go through ``lse_short_rows``).
 
     ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): rows of at least
     SHORT_ROW entries take float32's exp where their max allows (``partials.block_terms``),
     each result is certified and the uncertain rows summed again with the full exp
     (``finish_rows``): the same float32 results, 1.3-1.9x faster.
-    Short rows are finished a tile at a time, while the tile's partials are in L1 (a
-    million rows of 10 wrote and read back three arrays of partials: 2.6 ms of 17)."""
-    rows, n = x.shape
-    threads = threads_for(x.size)
-    if n < SHORT_ROW:
-        n_tiles = -(-rows // TILE_ROWS)
-        if one_thread():
-            lse_tiles_run(x, w, out, sign, 0, n_tiles)
-        else:
-            queue = task_queue(n_tiles, TILE_ROWS * n)
-            for _ in prange(get_threads()):
-                first, end = take_run(queue)
-                while first >= 0:
-                    lse_tiles_run(x, w, out, sign, first, end)
-                    first, end = take_run(queue)
+    Not parallel itself: the kernels it calls are, each for as many threads as its size
+    takes (``jit.threads_for``)."""
+    m, c, s = row_partials(x, w, cheap)
+    finish_rows(x, m, c, s, out, sign, cheap)
+
+
+@inline_ir
+def lse_of_rows(x, w, out, sign):
+    """``lse_short_rows`` or ``lse_rows`` of x, by its row length: for Numba code (a Python
+    caller picks itself, and so compiles the one its shape takes)."""
+    if x.shape[1] < SHORT_ROW:
+        lse_short_rows(x, w, out, sign)
     else:
-        m, c, s = row_partials(x, w, cheap)
-        finish_rows(x, m, c, s, out, sign, cheap)
-    restore_threads(threads)
+        lse_rows(x, w, out, sign)
 
 
 def finish_rows(x, m, c, s, out, sign, cheap):
@@ -327,7 +341,8 @@ def inner_partials(x, w, for_outputs=None):
             o = task // n_bands
             j0 = (task - o * n_bands) * INNER_BAND
             j1 = min(inner, j0 + INNER_BAND)
-            column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS, for_outputs)
+            column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], np.int64(INNER_ROWS),
+                            for_outputs)
             task = next_task(queue, task)
     restore_threads(threads)
     return m, c, s

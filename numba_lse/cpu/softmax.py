@@ -32,12 +32,12 @@ from numba import prange
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import add_reassoc, get_threads, maxnum, prefer_wide_vectors
-from .jit import (first_task, inline, inline_ir, kernel, next_task, one_thread, restore_threads,
-                  take_run, task_queue, threads_for)
+from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, run_tasks,
+                  task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
                        sample_of, slice_of, term_exp, transposed, weight_at)
-from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
-                     row_partials, transpose_tile)
+from .reduce import (CHUNK, SHORT_BLOCK, SHORT_ROW, TILE_AT, TILE_ROWS, chunked_partial,
+                     column_partials, inner_partials, row_partials, transpose_tile)
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
@@ -329,40 +329,57 @@ def slice_constants(op, x, w, m, c, s):
     return shift, scale, dominant_of_slice(op, x, w, m, c, s)
 
 
-# How softmax_rows takes a row: a tile of short rows, transposed; a row in one pass of exps;
-# a row start to end (its partial, then its outputs); a row in chunks.
-SHORT_ROWS, ONE_PASS, WHOLE, CHUNKED = 0, 1, 2, 3
+# How the rows of a 2-D view are taken (``rows_way``): tiles of short rows, transposed
+# (``softmax_short_rows``); a row at a time, start to end (``softmax_rows``); rows in chunks
+# (``softmax_chunked_rows``). A kernel each, chosen by the caller from the shape, so that a
+# call compiles the one its shape takes (softmax of rows of 100 compiled in 4 s that way,
+# 23 s with the other ways in the same kernel: nothing cached).
+SHORT_ROWS, ROWS, CHUNKED = 0, 1, 2
+
+
+@inline
+def rows_way(rows, n, itemsize):
+    """SHORT_ROWS, ROWS or CHUNKED: how rows of n entries are taken, and so which kernel."""
+    if n < SHORT_ROW:
+        return SHORT_ROWS
+    return ROWS if rows_done_whole(rows, n, itemsize) else CHUNKED
 
 
 @kernel
-def softmax_run(way, op, x, w, out, first, end):
-    """Tasks first .. end - 1 of ``softmax_rows``, taken ``way`` (not CHUNKED): tiles of
-    TILE_ROWS short rows (SHORT_ROWS), or rows each on its own. A function of its own, called
-    from the kernel's serial and parallel loops alike (compiled once), with runs long enough
-    that the call costs nothing (a call per row cost rows of 50 up to a third)."""
+def short_rows_run(op, x, w, out, first, end):
+    """Tiles first .. end - 1 of TILE_ROWS short rows, as ``row_partials`` takes them: each
+    transposed, so the vector lanes run across rows. A function of its own, called from the
+    kernel's serial and parallel loops alike (compiled once)."""
     prefer_wide_vectors()
     rows, n = x.shape
-    if way == SHORT_ROWS:
-        for t in range(first, end):
-            # As row_partials does for short rows: a transposed tile, lanes across rows.
-            r0 = t * TILE_ROWS
-            r1 = min(rows, r0 + TILE_ROWS)
-            xt = transpose_tile(x, r0, r1)
-            wt = transposed(w, r0, r1)
-            m = np.empty(r1 - r0)
-            c = np.empty(r1 - r0)
-            s = np.empty(r1 - r0)
-            if op == LOG_SOFTMAX:
-                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
-                shift, scale, _ = tile_constants(LOG_SOFTMAX, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-                write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
-            else:
-                # The exps of the sums, kept: one block of rows, so they are exp(x - m).
-                exps = np.empty((n, r1 - r0))
-                column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
-                shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-                write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
-    elif way == ONE_PASS:
+    for t in range(first, end):
+        r0 = t * TILE_ROWS
+        r1 = min(rows, r0 + TILE_ROWS)
+        xt = transpose_tile(x, r0, r1)
+        wt = transposed(w, r0, r1)
+        m = np.empty(r1 - r0)
+        c = np.empty(r1 - r0)
+        s = np.empty(r1 - r0)
+        if op == LOG_SOFTMAX:
+            column_partials(xt, wt, *TILE_AT, m, c, s, SHORT_BLOCK, FOR_OUTPUTS)
+            shift, scale, _ = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+            write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
+        else:
+            # The exps of the sums, kept: one block of rows, so they are exp(x - m).
+            exps = np.empty((n, r1 - r0))
+            column_partials(xt, wt, *TILE_AT, m, c, s, SHORT_BLOCK, FOR_OUTPUTS, exps)
+            shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
+            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+
+
+@kernel
+def rows_run(op, x, w, out, first, end):
+    """Rows first .. end - 1, each start to end: its partial, then its outputs, whose read of
+    the row comes from the cache. Runs long enough that the call costs nothing (a call per
+    row cost rows of 50 up to a third)."""
+    prefer_wide_vectors()
+    n = x.shape[1]
+    if n <= CHUNK and op != LOG_SOFTMAX:
         # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
         # while they are summed, then scaled: one exp per element, not two.
         exps = np.empty(n)
@@ -383,53 +400,63 @@ def softmax_run(way, op, x, w, out, first, end):
 
 
 @kernel(parallel=True)
-def softmax_rows(op, x, w, out):
-    """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n).
-
-    A row that fits in a CHUNK (a tile of short rows) is one task, start to end: its partial,
-    then its outputs, so the second read of the row comes from the cache, not from memory.
-    Longer rows are split in chunks, whose partials are merged before the outputs. (Rows of
-    1e5 done whole measured no better here: the difference was lost in this VM's noise.)
-    On one thread (a small input) the tasks run in one call, without a parallel loop.
-    """
+def softmax_short_rows(op, x, w, out):
+    """out[r, i] = the op's value at x[r, i], for a 2-D view x (rows, n) of rows too short
+    to vectorise along (n < SHORT_ROW): a tile of TILE_ROWS rows per task."""
     rows, n = x.shape
     threads = threads_for(x.size)
-    if n < SHORT_ROW:
-        way, n_tasks, per_task = SHORT_ROWS, -(-rows // TILE_ROWS), TILE_ROWS * n
-    elif n <= CHUNK and op != LOG_SOFTMAX:
-        way, n_tasks, per_task = ONE_PASS, rows, n
-    elif rows_done_whole(rows, n, x.itemsize):
-        way, n_tasks, per_task = WHOLE, rows, n
-    else:
-        way, n_tasks, per_task = CHUNKED, 0, 0
-    if way != CHUNKED and one_thread():
-        softmax_run(way, op, x, w, out, 0, n_tasks)
-    elif way != CHUNKED:
-        queue = task_queue(n_tasks, per_task)
-        for _ in prange(get_threads()):
-            first, end = take_run(queue)
-            while first >= 0:
-                softmax_run(way, op, x, w, out, first, end)
-                first, end = take_run(queue)
-    else:
-        m, c, s = row_partials(x, w, FOR_OUTPUTS)
-        shift = np.empty(rows)
-        scale = np.empty(rows)
-        dominant = np.empty(rows)
-        for r in prange(rows):
-            shift[r], scale[r], dominant[r] = slice_constants(op, x[r], row_of(w, r), m[r], c[r], s[r])
-        n_chunks = -(-n // CHUNK)
-        queue = task_queue(rows * n_chunks, min(n, CHUNK))
-        for _ in prange(get_threads()):
-            task = first_task(queue)
-            while task >= 0:
-                r = task // n_chunks
-                lo = (task - r * n_chunks) * CHUNK
-                hi = min(n, lo + CHUNK)
-                write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
-                            shift[r], scale[r], dominant[r])
-                task = next_task(queue, task)
+    run_tasks(short_rows_run, (op, x, w, out), -(-rows // TILE_ROWS), TILE_ROWS * n)
     restore_threads(threads)
+
+
+@kernel(parallel=True)
+def softmax_rows(op, x, w, out):
+    """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n), a row
+    per task, start to end (rows up to a CHUNK, and longer ones that ``rows_done_whole``)."""
+    threads = threads_for(x.size)
+    run_tasks(rows_run, (op, x, w, out), x.shape[0], x.shape[1])
+    restore_threads(threads)
+
+
+@kernel(parallel=True)
+def softmax_chunked_rows(op, x, w, out):
+    """out[r, i] = the op's value at x[r, i], along long rows of the 2-D view x (rows, n):
+    each row's chunks in parallel, their partials merged in order, then its outputs.
+    (Rows of 1e5 done whole measured no better here: lost in this VM's noise.)"""
+    rows, n = x.shape
+    threads = threads_for(x.size)
+    m, c, s = row_partials(x, w, FOR_OUTPUTS)
+    shift = np.empty(rows)
+    scale = np.empty(rows)
+    dominant = np.empty(rows)
+    for r in prange(rows):
+        shift[r], scale[r], dominant[r] = slice_constants(op, x[r], row_of(w, r), m[r], c[r], s[r])
+    n_chunks = -(-n // CHUNK)
+    queue = task_queue(rows * n_chunks, min(n, CHUNK))
+    for _ in prange(get_threads()):
+        task = first_task(queue)
+        while task >= 0:
+            r = task // n_chunks
+            lo = (task - r * n_chunks) * CHUNK
+            hi = min(n, lo + CHUNK)
+            write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
+                        shift[r], scale[r], dominant[r])
+            task = next_task(queue, task)
+    restore_threads(threads)
+
+
+@inline_ir
+def softmax_of_rows(op, x, w, out):
+    """The op along the rows of the 2-D view x, by the kernel ``rows_way`` picks: for Numba
+    code (a Python caller picks it itself, and compiles only that one)."""
+    rows, n = x.shape
+    way = rows_way(rows, n, x.itemsize)
+    if way == SHORT_ROWS:
+        softmax_short_rows(op, x, w, out)
+    elif way == ROWS:
+        softmax_rows(op, x, w, out)
+    else:
+        softmax_chunked_rows(op, x, w, out)
 
 
 @kernel(parallel=True)
