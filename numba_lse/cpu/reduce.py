@@ -51,10 +51,6 @@ INNER_ROWS = 8
 # Rows shorter than this are reduced a tile of TILE_ROWS rows at a time, transposed.
 SHORT_ROW = 32
 TILE_ROWS = 256
-# column_partials' o, j0 and block_rows for a transposed tile: int64s, not literals (as a
-# global 0 is typed), so that the tiles and the inner kernel share its compiled code.
-TILE_AT = (np.int64(0), np.int64(0))
-SHORT_BLOCK = np.int64(SHORT_ROW)
 
 
 @kernel
@@ -137,8 +133,8 @@ def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
 
     Rows too short to vectorise along: the tile is transposed and its columns reduced, so
     the vector lanes run across rows."""
-    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), *TILE_AT, m, c, s,
-                    SHORT_BLOCK, for_outputs)
+    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, SHORT_ROW,
+                    for_outputs)
 
 
 @inline_ir
@@ -341,8 +337,7 @@ def inner_partials(x, w, for_outputs=None):
             o = task // n_bands
             j0 = (task - o * n_bands) * INNER_BAND
             j1 = min(inner, j0 + INNER_BAND)
-            column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], np.int64(INNER_ROWS),
-                            for_outputs)
+            column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS, for_outputs)
             task = next_task(queue, task)
     restore_threads(threads)
     return m, c, s

@@ -36,8 +36,8 @@ from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_thre
                   task_queue, threads_for)
 from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
                        sample_of, slice_of, term_exp, transposed, weight_at)
-from .reduce import (CHUNK, SHORT_BLOCK, SHORT_ROW, TILE_AT, TILE_ROWS, chunked_partial,
-                     column_partials, inner_partials, row_partials, transpose_tile)
+from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
+                     row_partials, transpose_tile)
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
@@ -361,13 +361,13 @@ def short_rows_run(op, x, w, out, first, end):
         c = np.empty(r1 - r0)
         s = np.empty(r1 - r0)
         if op == LOG_SOFTMAX:
-            column_partials(xt, wt, *TILE_AT, m, c, s, SHORT_BLOCK, FOR_OUTPUTS)
+            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
             shift, scale, _ = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
             write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
         else:
             # The exps of the sums, kept: one block of rows, so they are exp(x - m).
             exps = np.empty((n, r1 - r0))
-            column_partials(xt, wt, *TILE_AT, m, c, s, SHORT_BLOCK, FOR_OUTPUTS, exps)
+            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
             shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
             write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
 
