@@ -78,7 +78,7 @@ def softmax_family(name, x, where, axes):
     layout = canonical_view(x.shape, x.strides, axes)
     if layout.inner == 1:
         out = empty((layout.outer, layout.n), dtype=x.dtype)
-        way = softmax.rows_way(layout.outer, layout.n, x.itemsize)
+        way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize)
         _launch(_ROWS_KERNELS[way], _OPS[name], layout.rows(x),
                 None if where is None else layout.rows(where), out)
     else:
@@ -174,8 +174,8 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     samples = layout.rows if layout.inner == 1 else layout.view
     logits = samples(x)
     keep = None
-    if layout.inner == 1 and (layout.n < reduce.SHORT_ROW
-                              or softmax.rows_done_whole(layout.outer, layout.n, x.itemsize)):
+    way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize)
+    if layout.inner == 1 and way != softmax.CHUNKED:
         m = c = s = None  # the kernels reduce the rows themselves, a block at a time
         keep = losses.KEEP_EXPS if return_grad and losses.keeps_exps(layout.n) else None
     elif layout.inner == 1:

@@ -373,7 +373,7 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
 
     m, c, s: the samples' partials, 1-D (sample o * inner + j), or None where x is 2-D with
     rows that are best reduced here, a block at a time (``block_partials``; the rows that
-    ``softmax.rows_done_whole`` takes whole, or shorter than SHORT_ROW); loss: (outer,
+    ``softmax.rows_way`` does not take CHUNKED); loss: (outer,
     inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
     its logits are never read (bar the partials computed here). Where inner is 1, x, a
     probability target and grad may be given as (outer, C) instead (``sample_of``).
