@@ -176,7 +176,9 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     keep = None
     way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize)
     if layout.inner == 1 and way != softmax.CHUNKED:
-        m = c = s = None  # the kernels reduce the rows themselves, a block at a time
+        # The kernel reduces the rows itself, a block at a time (short ones, a tile).
+        m = losses.SHORT_TILES if way == softmax.SHORT_ROWS else None
+        c = s = None
         keep = losses.KEEP_EXPS if return_grad and losses.keeps_exps(layout.n) else None
     elif layout.inner == 1:
         m, c, s = _launch(reduce.row_partials, logits, None, partials.FOR_OUTPUTS)

@@ -177,6 +177,11 @@ FUSED_BYTES = 1 << 18
 # Marks (``cross_entropy_samples``' ``keep``) rows the kernel reduces itself, m None, whose
 # sums keep their exps for the gradient (``keeps_exps``); None for the others.
 KEEP_EXPS = True
+# Marks (``cross_entropy_samples``' m) rows shorter than SHORT_ROW that the kernel reduces
+# itself, a transposed tile at a time (m None: longer rows, one by one). An int: a type of
+# its own, so that a kernel compiles the one way it takes (cross_entropy of 64x100 float32,
+# nothing cached: 9.3 s with both ways in one kernel).
+SHORT_TILES = 0
 
 
 def keeps_exps(n):
@@ -222,17 +227,25 @@ def partial_keeping_exps(row, exps):
 
 
 def block_partials(x, m, c, s, lo, hi, exps):
-    """The partials (m, c, s) of samples lo..hi: slices of the 1-D m, c, s, or, where m is
-    None, those of the rows x[lo:hi] of the 2-D x, computed here: a transposed tile
-    (``tile_partials``) for rows shorter than SHORT_ROW, else row by row, with the exps of
-    their sums kept in row r - lo of exps where it is given (``exps_buffer``): the same
-    sums, so the loss is the same with the gradient and without."""
+    """The partials (m, c, s) of samples lo..hi: slices of the 1-D m, c, s, or those of the
+    rows x[lo:hi] of the 2-D x, computed here: a transposed tile (``tile_partials``) where m
+    is SHORT_TILES, else (m None) row by row, with the exps of their sums kept in row r - lo
+    of exps where it is given (``exps_buffer``): the same sums, so the loss is the same
+    with the gradient and without."""
 
 
 @overload(block_partials, inline="always")
 def _block_partials(x, m, c, s, lo, hi, exps):
-    if not isinstance(m, types.NoneType):
+    if isinstance(m, types.Array):
         return lambda x, m, c, s, lo, hi, exps: (m[lo:hi], c[lo:hi], s[lo:hi])
+    if isinstance(m, types.Integer):  # SHORT_TILES
+        def tile(x, m, c, s, lo, hi, exps):
+            bm = np.empty(hi - lo)
+            bc = np.empty(hi - lo)
+            bs = np.empty(hi - lo)
+            tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
+            return bm, bc, bs
+        return tile
     if not isinstance(exps, types.NoneType):
         def keeping(x, m, c, s, lo, hi, exps):
             bm = np.empty(hi - lo)
@@ -243,17 +256,14 @@ def _block_partials(x, m, c, s, lo, hi, exps):
             return bm, bc, bs
         return keeping
 
-    def compute(x, m, c, s, lo, hi, exps):
+    def rows(x, m, c, s, lo, hi, exps):
         bm = np.empty(hi - lo)
         bc = np.empty(hi - lo)
         bs = np.empty(hi - lo)
-        if x.shape[1] < SHORT_ROW:
-            tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
-        else:
-            for r in range(lo, hi):
-                bm[r - lo], bc[r - lo], bs[r - lo] = chunked_partial(x[r], None, FOR_OUTPUTS)
+        for r in range(lo, hi):
+            bm[r - lo], bc[r - lo], bs[r - lo] = chunked_partial(x[r], None, FOR_OUTPUTS)
         return bm, bc, bs
-    return compute
+    return rows
 
 
 def samples_per_block(x, m, keep):
@@ -267,12 +277,8 @@ def _samples_per_block(x, m, keep):
     if isinstance(m, types.NoneType):
         keeps = not isinstance(keep, (types.NoneType, types.Omitted))
         itemsize = 8 if keeps else as_dtype(x.dtype).itemsize
-
-        def fused(x, m, keep):
-            if x.shape[1] < SHORT_ROW:
-                return SAMPLE_BLOCK
-            return max(1, min(SAMPLE_BLOCK, FUSED_BYTES // (x.shape[1] * itemsize)))
-        return fused
+        return lambda x, m, keep: max(1, min(SAMPLE_BLOCK,
+                                             FUSED_BYTES // (x.shape[1] * itemsize)))
     return lambda x, m, keep: SAMPLE_BLOCK
 
 
@@ -371,12 +377,13 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
     """Per-sample losses of logits x (outer, C, inner); target: class indices (outer, inner),
     or class probabilities like x (``sample_loss``; ignore_index then unused).
 
-    m, c, s: the samples' partials, 1-D (sample o * inner + j), or None where x is 2-D with
+    m, c, s: the samples' partials, 1-D (sample o * inner + j); or, where x is 2-D with
     rows that are best reduced here, a block at a time (``block_partials``; the rows that
-    ``softmax.rows_way`` does not take CHUNKED); loss: (outer,
-    inner) output; grad: like x, or None. An ignored sample's loss and gradient are 0 and
-    its logits are never read (bar the partials computed here). Where inner is 1, x, a
-    probability target and grad may be given as (outer, C) instead (``sample_of``).
+    ``softmax.rows_way`` does not take CHUNKED), m SHORT_TILES for rows shorter than
+    SHORT_ROW, else None, and c, s None; loss: (outer, inner) output; grad: like x, or
+    None. An ignored sample's loss and gradient are 0 and its logits are never read (bar
+    the partials computed here). Where inner is 1, x, a probability target and grad may be
+    given as (outer, C) instead (``sample_of``).
     keep: KEEP_EXPS where m is None, grad is wanted and the rows ``keeps_exps``, else None.
     """
     threads = threads_for(x.size)
