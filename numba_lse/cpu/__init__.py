@@ -69,7 +69,8 @@ _OPS = {"softmax": softmax.SOFTMAX, "log_softmax": softmax.LOG_SOFTMAX,
 
 
 # The kernel for each ``softmax.rows_way``: a call compiles only the one its shape takes.
-_ROWS_KERNELS = {softmax.SHORT_ROWS: softmax.softmax_short_rows, softmax.ROWS: softmax.softmax_rows,
+_ROWS_KERNELS = {softmax.SHORT_ROWS: softmax.softmax_short_rows,
+                 softmax.ROWS: softmax.softmax_rows,
                  softmax.CHUNKED: softmax.softmax_chunked_rows}
 
 
@@ -127,7 +128,8 @@ def _partials(view, weights=None):
     """(m, c, s) of each slice of an (outer, n, inner) view, each of shape (outer, inner)."""
     if view.shape[2] == 1:
         w = None if weights is None else weights[:, :, 0]
-        kernel = reduce.short_row_partials if view.shape[1] < reduce.SHORT_ROW else reduce.row_partials
+        short = view.shape[1] < reduce.SHORT_ROW
+        kernel = reduce.short_row_partials if short else reduce.row_partials
         return tuple(p[:, None] for p in _launch(kernel, view[:, :, 0], w))
     return _launch(reduce.inner_partials, view, weights)
 
