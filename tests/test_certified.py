@@ -5,6 +5,8 @@ without weights) must give the very bits of ``reduce.lse_rows(x, None, out, sign
 takes the full exp in every sum: a row whose cheaper sum could round to another float32 is
 summed again (``partials.certain_in_float32``). Rows whose max stays below CHEAP_FROM take the
 full exp throughout (their lse may be near 0, where no float32 bound would certify).
+Columns (``reduce.lse_columns``, axis 0 and middle axes) alike: a band of columns whose every
+max is >= CHEAP_FROM takes float32's exp, and must give the bits of the full exp's sums.
 """
 
 import numpy as np
@@ -117,3 +119,89 @@ def test_logsumexp_of_float32_gives_the_full_exps_bits(shape, axis):
                                 x.reshape(shape[0] if axis == (1, 2) else 1, -1))
     expected = lse_rows(rows)[0]
     np.testing.assert_array_equal(nl.logsumexp(x, axis=axis).reshape(-1), expected)
+
+
+def lse_columns(x, *cheap):
+    """``reduce.lse_columns`` of a 2-D x over axis 0, or of a 3-D x over axis 1."""
+    view = x[None] if x.ndim == 2 else x
+    out = np.empty((view.shape[0], view.shape[2]), np.float32)
+    sign = np.empty_like(out)
+    reduce.lse_columns(view, out, sign, *cheap)
+    return out.reshape(x.shape[:1] + x.shape[2:] if x.ndim == 3 else x.shape[1:]), sign
+
+
+def _columns():
+    rng = np.random.default_rng(5)
+    specials = np.zeros((64, 9))
+    specials[1:, 0] = -np.inf
+    specials[3, 1] = np.inf
+    specials[5, 2] = np.nan
+    specials[:, 3] = -np.inf
+    specials[:, 4] = 1.0  # 64 ties
+    specials[:, 5] = 3e38
+    specials[::2, 6] = -3e38
+    specials[1::2, 6] = 3e38
+    specials[:, 7] = 1e-30
+    specials[0, 8] = 1.0
+    mixed = rng.standard_normal((301, 1030)) + 3
+    mixed[:, 700] -= 10  # one column of the second band has its max below CHEAP_FROM
+    return {
+        # two bands and part of a third, rows not a multiple of COLUMN_STEP
+        "randn": rng.standard_normal((1003, 1100)),
+        "near one": near_one(3000, rng).T.copy(),
+        "log-probabilities": (ROWS["log-probabilities"]).T.copy(),
+        "one band of full exps": mixed,
+        "large": rng.standard_normal((700, 60)) * 1e30,
+        "integers (ties)": rng.integers(-3, 4, size=(50, 300)),
+        "specials": specials,
+        "three rows": rng.standard_normal((3, 600)) + 2,
+        "no rows": np.zeros((0, 20)),
+        "middle axis": rng.standard_normal((5, 70, 130)) * 3,
+    }
+
+
+COLUMNS = _columns()
+
+
+@pytest.mark.parametrize("name", COLUMNS)
+def test_certified_columns_are_the_full_exps_bits(name):
+    x = np.asarray(COLUMNS[name], dtype=np.float32)
+    full_out, full_sign = lse_columns(x)
+    out, sign = lse_columns(x, partials.CERTIFIED)
+    np.testing.assert_array_equal(out, full_out)
+    np.testing.assert_array_equal(sign, full_sign)
+    axis = 0 if x.ndim == 2 else 1
+    np.testing.assert_array_equal(nl.logsumexp(x, axis=axis), out)
+
+
+def test_every_column_that_would_round_otherwise_is_summed_again():
+    """The columns' cheap sums alone round some columns to another float32 than the full exp
+    (the data of the rows' test, transposed): each of those is flagged, few others are."""
+    x = near_one(20000, np.random.default_rng(11)).T.copy()[None]
+    full_out = lse_columns(x[0])[0]
+    width = x.shape[2]
+    m, c, s = np.empty(width), np.empty(width), np.empty(width)
+    reduce.column_max(x, 0, 0, m)
+    assert np.all(m >= partials.CHEAP_FROM)
+    reduce.column_terms(x, 0, 0, m, c, s, partials.FOR_OUTPUTS)
+    out = np.empty(width, np.float32)
+    uncertain = np.empty(width, np.bool_)
+    partials.finish_slices(m, c, s, out, np.empty_like(out), uncertain)
+    differs = out != full_out
+    assert differs.sum() > 0
+    assert np.all(uncertain[differs])
+    assert uncertain.mean() < 1 / 16
+    np.testing.assert_array_equal(lse_columns(x[0], partials.CERTIFIED)[0], full_out)
+
+
+def test_a_column_summed_again_alone_gets_the_bits_it_gets_among_others():
+    """The full exp's sum of a column, alone (width 1, as an uncertain column is summed
+    again) and in a band of 512 (a vector loop): the same bits."""
+    x = (np.random.default_rng(2).standard_normal((1, 999, 512)) * 3).astype(np.float32)
+    m, c, s = np.empty(512), np.empty(512), np.empty(512)
+    reduce.column_max(x, 0, 0, m)
+    reduce.column_terms(x, 0, 0, m, c, s)
+    for j in range(512):
+        one_c, one_s = np.empty(1), np.empty(1)
+        reduce.column_terms(x, 0, j, m[j:j + 1], one_c, one_s)
+        assert (one_c[0], one_s[0]) == (c[j], s[j])

@@ -19,13 +19,16 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .intrinsics import get_threads, prefer_wide_vectors
-from .jit import (first_task, inline_ir, kernel, next_task, one_thread, restore_threads, run_tasks,
-                  task_queue, threads_for)
+from .intrinsics import get_threads, maxnum, prefer_wide_vectors
+from .jit import (first_task, inline, inline_ir, kernel, next_task, one_thread, restore_threads,
+                  run_tasks, task_queue, threads_for)
 from .partials import (
     BLOCK,
+    CHEAP_FROM,
+    FOR_OUTPUTS,
     add_exp_compensated,
     finish_slices,
+    is_present,
     log_abs_sum,
     max_in_dtype,
     merge,
@@ -350,6 +353,118 @@ def lse_inner(x, w, out, sign):
     m, c, s = inner_partials(x, w)
     for o in prange(out.shape[0]):
         finish_slices(m[o], c[o], s[o], out[o], sign[o])
+    restore_threads(threads)
+
+
+# Columns longer than this take the full exp: CHEAP_SUM_ERROR bounds the roundings of sums of
+# at most 2^20 sequential additions (a column's: one per COLUMN_STEP rows).
+CHEAP_COLUMN_ROWS = 1 << 20
+COLUMN_STEP = 4
+
+
+@kernel
+def column_max(x, o, j0, m):
+    """m[j] = the max of x[o, :, j0 + j] (-inf for none), walking the rows in x's dtype."""
+    prefer_wide_vectors()
+    width = m.shape[0]
+    running = np.empty(width, x.dtype)
+    running[:] = -np.inf
+    for k in range(x.shape[1]):
+        xk = x[o, k, j0:j0 + width]
+        for j in range(width):
+            running[j] = maxnum(running[j], xk[j])
+    for j in range(width):
+        m[j] = running[j]
+
+
+@kernel
+def column_terms(x, o, j0, m, c, s, for_outputs=None):
+    """c, s[j] = the ties and the sum of the other terms of x[o, :, j0 + j] (float32, no
+    weights) for its max m[j] (``column_max``): the rest of its partial. COLUMN_STEP rows a
+    step, so that each column's (c, s) is loaded and stored once per step; the terms of a step
+    are added in pairs, then to s: the same order in every lane and alone (width 1), so a
+    column summed again alone gives the bits it has among others."""
+    prefer_wide_vectors()
+    width = m.shape[0]
+    n = x.shape[1]
+    # Local arrays, which LLVM knows apart from x: the loops vectorise without alias checks.
+    max_ = m.copy()
+    ties = np.zeros(width)
+    sums = np.zeros(width)
+    full_steps = n - n % COLUMN_STEP
+    for k in range(0, full_steps, COLUMN_STEP):
+        x0 = x[o, k, j0:j0 + width]
+        x1 = x[o, k + 1, j0:j0 + width]
+        x2 = x[o, k + 2, j0:j0 + width]
+        x3 = x[o, k + 3, j0:j0 + width]
+        for j in range(width):
+            c0, s0 = column_term(x0[j], max_[j], for_outputs)
+            c1, s1 = column_term(x1[j], max_[j], for_outputs)
+            c2, s2 = column_term(x2[j], max_[j], for_outputs)
+            c3, s3 = column_term(x3[j], max_[j], for_outputs)
+            ties[j] += (c0 + c1) + (c2 + c3)
+            sums[j] += (s0 + s1) + (s2 + s3)
+    for k in range(full_steps, n):
+        xk = x[o, k, j0:j0 + width]
+        for j in range(width):
+            ck, sk = column_term(xk[j], max_[j], for_outputs)
+            ties[j] += ck
+            sums[j] += sk
+    for j in range(width):
+        c[j] = ties[j]
+        s[j] = sums[j]
+
+
+@inline
+def column_term(x, m, for_outputs):
+    """(1, 0) for a tie with the max m, else (0, exp(x - m)) (``partials.term_exp``)."""
+    tie = np.float64(x) == m
+    return 1.0 if tie else 0.0, 0.0 if tie else term_exp(x, m, for_outputs)
+
+
+@kernel
+def columns_run(x, out, sign, cheap, first, end):
+    """Tasks first .. end - 1 of ``lse_columns``: bands of INNER_BAND columns."""
+    outer, n, inner = x.shape
+    n_bands = -(-inner // INNER_BAND)
+    width = min(inner, INNER_BAND)
+    m = np.empty(width)
+    c = np.empty(width)
+    s = np.empty(width)
+    uncertain = np.empty(width, np.bool_)
+    for task in range(first, end):
+        o = task // n_bands
+        j0 = (task - o * n_bands) * INNER_BAND
+        j1 = min(inner, j0 + INNER_BAND)
+        bm, bc, bs, flags = m[:j1 - j0], c[:j1 - j0], s[:j1 - j0], uncertain[:j1 - j0]
+        column_max(x, o, j0, bm)
+        if is_present(cheap) and n <= CHEAP_COLUMN_ROWS and np.all(bm >= CHEAP_FROM):
+            column_terms(x, o, j0, bm, bc, bs, FOR_OUTPUTS)
+            again = finish_slices(bm, bc, bs, out[o, j0:j1], sign[o, j0:j1], flags)
+        else:
+            column_terms(x, o, j0, bm, bc, bs)
+            again = finish_slices(bm, bc, bs, out[o, j0:j1], sign[o, j0:j1])
+        if again:
+            for j in np.flatnonzero(flags):
+                column_terms(x, o, j0 + j, bm[j:j + 1], bc[j:j + 1], bs[j:j + 1])
+                out[o, j0 + j], sign[o, j0 + j] = log_abs_sum(bm[j], bc[j], bs[j])
+
+
+@kernel(parallel=True)
+def lse_columns(x, out, sign, cheap=None):
+    """out[o, j], sign[o, j] = the log-sum-exp of x[o, :, j] and its sign, for float32 x
+    (outer, n, inner) without weights (``lse_inner`` for the others): in two passes over a
+    band of columns, their max, then their terms for it, COLUMN_STEP rows a step.
+
+    ``cheap`` ``partials.CERTIFIED``: a band whose every column has a max >= CHEAP_FROM
+    takes float32's exp, its results certified and the uncertain columns summed again with
+    the full exp, as ``lse_rows`` does its rows: the same float32 results as without it.
+    2x faster than ``lse_inner``'s online partials on float32 data (one thread, 4096x4096:
+    no rescaling, and a column's partial loaded and stored once per step, not per term)."""
+    outer, n, inner = x.shape
+    threads = threads_for(x.size)
+    run_tasks(columns_run, (x, out, sign, cheap), outer * -(-inner // INNER_BAND),
+              n * min(inner, INNER_BAND))
     restore_threads(threads)
 
 
