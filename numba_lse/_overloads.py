@@ -23,7 +23,7 @@ from numpy.exceptions import AxisError
 
 from . import _api
 from .cpu import losses, reduce, softmax
-from .cpu.partials import CERTIFIED, FOR_OUTPUTS, weight_at
+from .cpu.partials import FOR_OUTPUTS, weight_at
 
 _FLOATS = (types.float32, types.float64)
 
@@ -161,8 +161,6 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
     else:
         dtype = as_dtype(a.dtype)
     scalar = _absent(axis) or a.ndim == 1
-    # float32 columns without weights: the kernel the Python call runs, so the same bits.
-    columns = dtype == np.float32 and _absent(b)
 
     @_jit
     def lse(a, axis, b):
@@ -177,12 +175,11 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
             sign[:] = -1.0
         elif inner == 1:
             reduce.lse_of_rows(x.reshape((outer, n)), _shaped(w, (outer, n)), out, sign)
-        elif columns:
-            reduce.lse_columns(x.reshape((outer, n, inner)), out.reshape((outer, inner)),
-                               sign.reshape((outer, inner)), CERTIFIED)
         else:
-            reduce.lse_inner(x.reshape((outer, n, inner)), _shaped(w, (outer, n, inner)),
-                             out.reshape((outer, inner)), sign.reshape((outer, inner)))
+            x3 = x.reshape((outer, n, inner))
+            w3 = _shaped(w, (outer, n, inner))
+            reduce.lse_columns(x3, w3, out.reshape((outer, inner)), sign.reshape((outer, inner)),
+                               reduce.certified_for(x3, w3))
         for i in range(out.shape[0]):
             if sign[i] < 0:
                 out[i] = np.nan  # the log of a negative sum, as the Python call without return_sign

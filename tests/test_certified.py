@@ -126,7 +126,7 @@ def lse_columns(x, *cheap):
     view = x[None] if x.ndim == 2 else x
     out = np.empty((view.shape[0], view.shape[2]), np.float32)
     sign = np.empty_like(out)
-    reduce.lse_columns(view, out, sign, *cheap)
+    reduce.lse_columns(view, None, out, sign, *cheap)
     return out.reshape(x.shape[:1] + x.shape[2:] if x.ndim == 3 else x.shape[1:]), sign
 
 
@@ -181,9 +181,9 @@ def test_every_column_that_would_round_otherwise_is_summed_again():
     full_out = lse_columns(x[0])[0]
     width = x.shape[2]
     m, c, s = np.empty(width), np.empty(width), np.empty(width)
-    reduce.column_max(x, 0, 0, m)
+    reduce.column_max(x, None, 0, 0, m)
     assert np.all(m >= partials.CHEAP_FROM)
-    reduce.column_terms(x, 0, 0, m, c, s, partials.FOR_OUTPUTS)
+    reduce.column_terms(x, None, 0, 0, m, c, s, partials.FOR_OUTPUTS)
     out = np.empty(width, np.float32)
     uncertain = np.empty(width, np.bool_)
     partials.finish_slices(m, c, s, out, np.empty_like(out), uncertain)
@@ -199,9 +199,9 @@ def test_a_column_summed_again_alone_gets_the_bits_it_gets_among_others():
     again) and in a band of 512 (a vector loop): the same bits."""
     x = (np.random.default_rng(2).standard_normal((1, 999, 512)) * 3).astype(np.float32)
     m, c, s = np.empty(512), np.empty(512), np.empty(512)
-    reduce.column_max(x, 0, 0, m)
-    reduce.column_terms(x, 0, 0, m, c, s)
+    reduce.column_max(x, None, 0, 0, m)
+    reduce.column_terms(x, None, 0, 0, m, c, s)
     for j in range(512):
         one_c, one_s = np.empty(1), np.empty(1)
-        reduce.column_terms(x, 0, j, m[j:j + 1], one_c, one_s)
+        reduce.column_terms(x, None, 0, j, m[j:j + 1], one_c, one_s)
         assert (one_c[0], one_s[0]) == (c[j], s[j])

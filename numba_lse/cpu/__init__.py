@@ -46,6 +46,10 @@ def logsumexp(a, b, axes):
     if a.dtype.kind == "c":
         return _complex_logsumexp(a, b, axes)
     layout = canonical_view(a.shape, a.strides, axes)
+    # float32 sums without weights may take float32's exp, each result certified
+    # (``partials.certain_in_float32``), except a short row's; ``reduce.certified_for``
+    # chooses alike in Numba code.
+    cheap = (partials.CERTIFIED,) if a.dtype == np.float32 and b is None else ()
     if layout.inner == 1:
         out = empty(layout.outer, dtype=a.dtype)
         sign = empty(layout.outer, dtype=a.dtype)
@@ -53,18 +57,12 @@ def logsumexp(a, b, axes):
         if layout.n < reduce.SHORT_ROW:
             _launch(reduce.lse_short_rows, rows, weights, out, sign)
         else:
-            # float32 sums of unweighted rows may take float32's exp, each result certified
-            # (``partials.certain_in_float32``).
-            cheap = (partials.CERTIFIED,) if a.dtype == np.float32 and b is None else ()
             _launch(reduce.lse_rows, rows, weights, out, sign, *cheap)
     else:
         out = empty((layout.outer, layout.inner), dtype=a.dtype)
         sign = empty((layout.outer, layout.inner), dtype=a.dtype)
-        if a.dtype == np.float32 and b is None:
-            _launch(reduce.lse_columns, layout.view(a), out, sign, partials.CERTIFIED)
-        else:
-            _launch(reduce.lse_inner, layout.view(a), None if b is None else layout.view(b), out,
-                    sign)
+        _launch(reduce.lse_columns, layout.view(a), None if b is None else layout.view(b), out,
+                sign, *cheap)
     return layout.reduced(out), layout.reduced(sign)
 
 
