@@ -175,23 +175,14 @@ def merge(m1, c1, s1, m2, c2, s2):
 @inline
 def add_term_compensated(c, s, e, x, w, m, for_outputs=None, short=False):
     """``add_term`` with the sum s carried with its rounding error e (Neumaier's summation),
-    for sums that run sequentially (a column's, along its rows): their error then stays of
+    for sums that run sequentially (a GPU thread's along its row): their error then stays of
     the order of an ulp whatever their length, as the vector lanes keep a row's. (float64
-    data only: it costs ~20 % of a column reduction.) ``short``: a sum of at most 31 terms,
-    fewer than a row's lane sums take in sequence (32 per 1024-block), plain: 10 % faster on
-    rows of 10."""
-    return add_exp_compensated(c, s, e, x, w, m, term_exp(x, m, for_outputs), short)
-
-
-@inline
-def add_exp_compensated(c, s, e, x, w, m, exp_x, short=False):
-    """``add_term_compensated`` given the term's exp, exp_x = term_exp(x, m, ...), for a loop
-    that keeps it (the softmax of short rows: its outputs are those exps, scaled); ``short``
-    as there."""
+    data only.) ``short``: a sum of at most 31 terms, fewer than a row's lane sums take in
+    sequence (32 per 1024-block), plain, as the CPU's (10 % faster on its rows of 10)."""
     tie = np.float64(x) == m
     w = np.float64(w)
-    c = add_reassoc(c, w if tie else 0.0)
-    v = 0.0 if (tie or w == 0) else w * exp_x
+    c = c + (w if tie else 0.0)
+    v = 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs)
     if is_float32(x) or short:
         # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp; a short sum:
         # no longer in sequence than a row's lanes.
@@ -212,17 +203,6 @@ def add_compensated(s, e, v):
     v_part = t - s
     error = (s - (t - v_part)) + (v - v_part)
     return t, e + (error if t - t == 0.0 else 0.0)
-
-
-@inline
-def raise_max(m1, c1, s1, e1, m2):
-    """The partial (m1, c1, s1 + e1) restated for a max m2 >= m1, as (m2, c, s, e), before
-    the terms of a block whose max is m2 are added: where m2 > m1 the old ties become terms,
-    (c1 + s1 + e1) exp(m1 - m2), as in ``merge``. Without branches (a loop over columns)."""
-    raised = m2 > m1
-    # Where not raised, exp(m1 - m2) is exp(0) or exp(nan) (both maxima -inf): unused.
-    scaled = ((c1 + s1) + e1) * exp_nonpositive(m1 - m2)
-    return m2, 0.0 if raised else c1, scaled if raised else s1, 0.0 if raised else e1
 
 
 @inline

@@ -31,14 +31,12 @@ from .partials import (
     CHEAP_FROM,
     FOR_OUTPUTS,
     add_compensated,
-    add_exp_compensated,
     finish_slices,
     is_present,
     log_abs_sum,
     max_in_dtype,
     merge,
     part_of,
-    raise_max,
     partial_of_slice,
     row_of,
     slice_of,
@@ -50,76 +48,50 @@ from .partials import (
 
 # Elements per parallel task along a long row (a multiple of BLOCK).
 CHUNK = 64 * BLOCK
-# Columns per task of the inner kernel, and rows it reads per block (16-32 KiB, read twice
-# from L1). A column's sum is sequential within a block, then over blocks: short blocks keep
-# its rounding error small (32 rows measured ~10% faster, but put a float64 log1m_softmax of
-# a 40-row column 2.7 ulp off, past the documented 2).
+# Columns per task of the column kernels (a row of a band: 2-4 KiB; the band's partials,
+# 12-16 KiB, stay in L1 while its rows stream through).
 INNER_BAND = 512
-INNER_ROWS = 8
 # Rows shorter than this are reduced a tile of TILE_ROWS rows at a time, transposed.
 SHORT_ROW = 32
 TILE_ROWS = 256
 
 
 @kernel
-def column_partials(x, w, o, j0, m, c, s, block_rows, for_outputs=None, exps=None):
-    """m, c, s[j] = the partial of x[o, :, j0 + j] (x: 3-D, weights w like x or None;
-    ``partials.term_exp`` says what ``for_outputs`` changes). Columns of at most block_rows
-    rows may keep their terms' exps: exps[k, j] = exp(x[o, k, j0 + j] - m[j]) (unless None).
+def column_partials(x, w, o, j0, m, c, s, for_outputs=None, exps=None):
+    """m, c, s[j] = the partial of x[o, :, j0 + j], a column of fewer than SHORT_ROW rows (a
+    tile of short rows, transposed: ``tile_partials``; weights w like x or None;
+    ``partials.term_exp`` says what ``for_outputs`` changes), keeping its terms' exps:
+    exps[k, j] = exp(x[o, k, j0 + j] - m[j]) (unless None).
 
-    Walks axis 1 in blocks of ``block_rows`` rows, keeping one running partial per column,
-    so every inner loop runs along the last axis, over a slice x[o, k, j0:j0 + width] (of
-    contiguous type where x is: the loops vectorise without gathers). Per block: the max of
-    its rows, the running partials restated for it (``raise_max``), then its terms added.
-    A column's sum runs down its rows, so it is compensated (``add_term_compensated``) where
-    it has at least SHORT_ROW of them: a shorter one (a short row, transposed) is no longer
-    than the sequential part of a row's lane sums, and is plain, as theirs.
-    """
+    Its max (``column_max``), then its terms, each loop along the last axis, so the vector
+    lanes run across the tile's rows. A column this short sums no more terms in sequence
+    than a row's lanes do (32 per block), and plainly, as they."""
     prefer_wide_vectors()
-    n = x.shape[1]
-    short = n < SHORT_ROW
     width = m.shape[0]
-    j1 = j0 + width
-    # The max in the data's dtype (exact; twice the lanes for float32): m holds maxima of x.
-    m_block = np.empty(width, x.dtype)
-    # The running partials, local (arrays LLVM knows apart from x, so the loops vectorise
-    # without alias checks), and the compensation of s.
+    # The running partials, local (arrays LLVM knows apart from x: the loop vectorises
+    # without alias checks).
     run_m = np.empty(width)
     run_c = np.zeros(width)
     run_s = np.zeros(width)
-    run_e = np.zeros(width)
-    m_block[:] = -np.inf
-    for k0 in range(0, n, block_rows):
-        k1 = min(n, k0 + block_rows)
-        for k in range(k0, k1):
-            xk = x[o, k, j0:j1]
-            wk = part_of(w, o, k, j0, j1)
-            for j in range(width):
-                m_block[j] = max_in_dtype(m_block[j], xk[j], weight_at(wk, j))
-        if k0 == 0:
-            for j in range(width):
-                run_m[j] = m_block[j]
-        else:
-            for j in range(width):
-                run_m[j], run_c[j], run_s[j], run_e[j] = raise_max(
-                    run_m[j], run_c[j], run_s[j], run_e[j], np.float64(m_block[j]))
-        for k in range(k0, k1):
-            xk = x[o, k, j0:j1]
-            wk = part_of(w, o, k, j0, j1)
-            for j in range(width):
-                exp_x = term_exp(xk[j], run_m[j], for_outputs)
-                store_at(exps, k, j, exp_x)
-                run_c[j], run_s[j], run_e[j] = add_exp_compensated(
-                    run_c[j], run_s[j], run_e[j], xk[j], weight_at(wk, j), run_m[j], exp_x, short)
+    column_max(x, w, o, j0, run_m)
+    for k in range(x.shape[1]):
+        xk = x[o, k, j0:j0 + width]
+        wk = part_of(w, o, k, j0, j0 + width)
+        for j in range(width):
+            exp_x = term_exp(xk[j], run_m[j], for_outputs)
+            store_at(exps, k, j, exp_x)
+            ck, sk = tie_or_term(xk[j], weight_at(wk, j), run_m[j], exp_x)
+            run_c[j] += ck
+            run_s[j] += sk
     for j in range(width):
-        m[j] = run_m[j] if n > 0 else -np.inf
+        m[j] = run_m[j]
         c[j] = run_c[j]
-        s[j] = run_s[j] + run_e[j]
+        s[j] = run_s[j]
 
 
 @kernel
 def transpose_tile(x, r0, r1):
-    """x[r0:r1].T as a C-ordered copy, shaped (1, n, r1 - r0) for column_partials."""
+    """x[r0:r1].T as a C-ordered copy, shaped (1, n, r1 - r0), for the column kernels."""
     prefer_wide_vectors()
     n = x.shape[1]
     out = np.empty((1, n, r1 - r0), dtype=x.dtype)
@@ -141,8 +113,7 @@ def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
 
     Rows too short to vectorise along: the tile is transposed and its columns reduced, so
     the vector lanes run across rows."""
-    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, SHORT_ROW,
-                    for_outputs)
+    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, for_outputs)
 
 
 @inline_ir
@@ -333,7 +304,8 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
 @kernel(parallel=True)
 def inner_partials(x, w, for_outputs=None):
     """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1
-    (``partials.term_exp`` says what ``for_outputs`` changes)."""
+    (``partials.term_exp`` says what ``for_outputs`` changes): bands of INNER_BAND columns,
+    their maxima, then their terms (``column_max``, ``column_terms``, as ``lse_columns``)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
     m = np.empty((outer, inner))
@@ -347,7 +319,8 @@ def inner_partials(x, w, for_outputs=None):
             o = task // n_bands
             j0 = (task - o * n_bands) * INNER_BAND
             j1 = min(inner, j0 + INNER_BAND)
-            column_partials(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], INNER_ROWS, for_outputs)
+            column_max(x, w, o, j0, m[o, j0:j1])
+            column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
             task = next_task(queue, task)
     restore_threads(threads)
     return m, c, s
@@ -425,11 +398,17 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
 
 @inline
 def column_term(x, w, m, for_outputs):
-    """(w, 0) for a tie with the max m, else (0, w exp(x - m)) (``partials.term_exp``); a zero
+    """``tie_or_term`` with the term's exp (``partials.term_exp``)."""
+    return tie_or_term(x, w, m, term_exp(x, m, for_outputs))
+
+
+@inline
+def tie_or_term(x, w, m, exp_x):
+    """(w, 0) for a tie with the max m, else (0, w exp_x), given exp_x = exp(x - m); a zero
     weight adds nothing, even where x is inf or nan (as ``partials.add_term``)."""
     tie = np.float64(x) == m
     w = np.float64(w)
-    return w if tie else 0.0, 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs)
+    return w if tie else 0.0, 0.0 if (tie or w == 0) else w * exp_x
 
 
 @inline
@@ -490,9 +469,9 @@ def lse_columns(x, w, out, sign, cheap=None):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign, for x (outer, n,
     inner) and weights w like it, or None: bands of INNER_BAND columns in two passes, their
     maxima, then their terms for them, COLUMN_STEP rows a step (``lse_of_columns``; ``cheap``
-    as there). Against the one pass of ``inner_partials`` (rescaled every INNER_ROWS rows, a
-    column's partial loaded and stored per term): 4096x4096 over axis 0, 1.2x faster in
-    float64 (two threads), 1.3x in float32 with its certified exp."""
+    as there). Against one pass with running partials, rescaled every 8 rows (an exp per
+    column) and loaded and stored per term: 4096x4096 over axis 0, 1.2x faster in float64
+    (two threads), 1.3x in float32 with its certified exp."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
     run_tasks(columns_run, (x, w, out, sign, cheap), outer * -(-inner // INNER_BAND),

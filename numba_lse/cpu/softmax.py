@@ -360,13 +360,13 @@ def short_rows_run(op, x, w, out, first, end):
         c = np.empty(r1 - r0)
         s = np.empty(r1 - r0)
         if op == LOG_SOFTMAX:
-            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS)
+            column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS)
             shift, scale, _ = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
             write_log_softmax_rows(x[r0:r1], rows_in(w, r0, r1), out[r0:r1], shift, scale)
         else:
             # The exps of the sums, kept: one block of rows, so they are exp(x - m).
             exps = np.empty((n, r1 - r0))
-            column_partials(xt, wt, 0, 0, m, c, s, SHORT_ROW, FOR_OUTPUTS, exps)
+            column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS, exps)
             shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
             write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
 
