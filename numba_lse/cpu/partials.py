@@ -247,7 +247,8 @@ def is_plain(m, c, s):
 # term; 1.4x faster, the float32 kernels being bound by float64 arithmetic) once the running
 # max reaches CHEAP_FROM (``block_terms``), so that a slice whose max is lower, whose lse may
 # be near 0, is summed exactly as with the full exp, and the lse of every other is >= 1.
-CERTIFIED = 1
+# A NumPy int, not 1, for the reason FOR_OUTPUTS is a NumPy bool (no literal compile apart).
+CERTIFIED = np.int64(1)
 CHEAP_FROM = 1.0
 # CHEAP_SUM_ERROR bounds the relative difference between a sum of unweighted terms that took
 # float32's exp and the one the full exp gives: 2^-31.7 from the exps, and twice the float64
