@@ -12,9 +12,9 @@ Two loop shapes, one mathematics (``partials.py``):
 ``lse_columns`` inner > 1: reduce the middle axis of (outer, n, inner), e.g. axis 0 of a
                C-ordered matrix. Each task owns a band of ``INNER_BAND`` adjacent columns and
                walks n twice, for their maxima, then for their terms, so every inner loop
-               reads contiguous memory and vectorises. ``inner_partials`` (the partials of
-               the softmax family and of Dask blocks) walks it once, keeping one running
-               partial per column.
+               reads contiguous memory and vectorises. ``inner_partials`` does the same
+               for the partials themselves (the softmax family's, cross-entropy's, and
+               those of Dask blocks).
 """
 
 import numpy as np
@@ -68,8 +68,8 @@ def column_partials(x, w, o, j0, m, c, s, for_outputs=None, exps=None):
     than a row's lanes do (32 per block), and plainly, as they."""
     prefer_wide_vectors()
     width = m.shape[0]
-    # The running partials, local (arrays LLVM knows apart from x: the loop vectorises
-    # without alias checks).
+    # The partials, local (arrays LLVM knows apart from x: the loop vectorises without alias
+    # checks).
     run_m = np.empty(width)
     run_c = np.zeros(width)
     run_s = np.zeros(width)

@@ -3,9 +3,11 @@
 Two reads of the input: the partials of ``reduce.py`` (one blocked pass: each block is read
 twice while in L1), then one pass that writes each output once. A row of up to a CHUNK (and
 a tile of short rows) is one parallel task through both, so its second read is from the
-cache; longer rows and strided axes are read twice from memory. There, softmax and
-log1m_softmax take one exp per element, not two: the row's max first, then the exps of its
-sum, kept (``exps_and_sum``; a tile's in ``column_partials``) and scaled by the outputs.
+cache; longer rows are read twice from memory. There, softmax and log1m_softmax take one
+exp per element, not two: the row's max first, then the exps of its sum, kept
+(``exps_and_sum``; a tile's in ``column_partials``) and scaled by the outputs. Strided axes
+are read three times: their partials take two passes over a band of columns
+(``reduce.inner_partials``), then the outputs one.
 From a row's partial (m, c, s) each function needs two constants, then one expression per
 element:
 
