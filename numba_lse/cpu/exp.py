@@ -3,23 +3,25 @@
 Numba's ``math.exp`` is a call into libm that LLVM cannot vectorise (llvmlite dropped SVML).
 Every exponent this library takes is x - max(x) <= 0, so this exp needs only that domain.
 
-Method (Cody & Waite range reduction, Taylor polynomial):
+Method (Cody & Waite range reduction, minimax polynomial):
     k = round(x / ln 2),  r = x - k ln 2 with ln 2 split in two,  |r| <= ln(2)/2
-    exp(r) = 1 + q,  q = r + r^2 (1/2! + r/3! + ... + r^11/13!)
+    exp(r) = 1 + q,  q = r + r^2 P(r),  P of degree 10 minimax for exp's relative error
     exp(x) = (exp(r) * 2^(k + 64)) * 2^-64
-The Taylor remainder |r|^14/14! < 4.3e-18 (0.02 ulp); adding 1 last keeps the rounding error of
-q below a quarter ulp; 2^(k + 64) is normal down to k = -1076, so the first product is exact
-and a subnormal result is rounded once, by the second. k is rounded by adding 1.5 * 2^52 and
-read from the bits of the sum, and x is clamped with a compare that lets nan through, so no
-select for special values is left in the loop (the sum loop of a log-sum-exp: about 30 vector
-instructions where a two-step scaling and float-to-int conversions took 46; 1.46x faster, the
-same bits). The max error, measured against long-double ``expl`` on every float32 input and
-on 10^6 float64 samples per binade range (``perf/exp_accuracy.py``, ``tests/test_exp.py``),
-is under 1 ulp.
+The polynomial's relative error is 7.2e-19 (0.003 ulp; ``perf/exp_polynomial.py`` computes
+it); adding 1 last keeps the rounding error of q below a quarter ulp; 2^(k + 64) is normal
+down to k = -1076, so the first product is exact and a subnormal result is rounded once, by
+the second. k is rounded by adding 1.5 * 2^52 + 1087 and read, already biased as 2^(k + 64)'s
+exponent, from the low bits of the sum, and x is clamped with a compare that lets nan
+through, so no select for special values is left in the loop (the sum loop of a log-sum-exp:
+about 30 vector instructions where a two-step scaling and float-to-int conversions took 46;
+1.46x faster; the minimax polynomial, one FMA shorter than Taylor's to 1/13! and 7x more
+accurate, and the bias in the rounding constant: 1.1x more). The max error, measured against
+long-double ``expl`` on every float32 input and on 10^6 float64 samples per binade range
+(``perf/exp_accuracy.py``, ``tests/test_exp.py``), is under 1 ulp.
 
 ``exp_of_difference(x, shift)`` = exp(float64(x) - shift) picks the polynomial by the dtype of
-the data: float64 data gets the one above; float32 data gets the same method truncated after
-r^8/8! (remainder below 2^-31 relative, 1/128 of a float32 ulp), five fewer FMAs. The
+the data: float64 data gets the one above; float32 data gets the same method with P of degree
+5, minimax too (relative error 5.2e-11 = 2^-34.2, 1/1000 of a float32 ulp), five fewer FMAs. The
 element-wise outputs (softmax, log1m_softmax, gradients) use it, and so do the row sums
 that feed them (``partials.term_exp``): each output's error stays far below its float32
 ulp. The sums of a log-sum-exp take the full exp, since an error of 2^-31 in the sum would be
@@ -41,20 +43,36 @@ _LOG2E = 1.4426950408889634
 # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with 32 significant bits, so k * _LN2_HI is exact.
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
-# 1.5 * 2^52: adding it rounds a float64 below 2^51 in magnitude to an integer, which is then
-# the low bits of the sum's bit pattern (no float-to-int conversion, which nan would poison).
-_ROUND = 6755399441055744.0
+# 1.5 * 2^52 + 1087: adding it rounds a float64 below 2^51 in magnitude to an integer k, and
+# the low 12 bits of the sum's bit pattern are then k + 1087 = k + 64 + 1023, the biased
+# exponent of 2^(k + 64) (no float-to-int conversion, which nan would poison, and no add).
+_EXPONENT_OFFSET = 1023 + 64
+_ROUND = 6755399441055744.0 + _EXPONENT_OFFSET
 # Arguments are clamped here: exp(-746) is below half the smallest subnormal, so it rounds to
 # 0, and k = -1076 keeps 2^(k + 64) normal.
 _CLAMP = -746.0
-_EXPONENT_BIAS = 1023
 _TWO_TO_MINUS_64 = 5.421010862427522e-20
+# exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2)/2: P of degree 10 (float64) and 5 (float32 data),
+# each the minimax polynomial for the relative error of exp, its coefficients rounded to
+# float64 (``perf/exp_polynomial.py``, Remez in mpmath, prints these). Relative error of the
+# polynomials: 7.2e-19 = 2^-60.3 and 5.2e-11 = 2^-34.2; Taylor's 1/2!, ..., 1/13! and
+# 1/2!, ..., 1/8! reached 5.2e-18 and 2.7e-10 with one FMA more each.
+_P64 = (
+    0.5, 0.16666666666666682, 0.041666666666666095, 0.008333333333317048,
+    0.0013888888889115449, 0.0001984126989635104, 2.4801586926853068e-05,
+    2.7557234895365985e-06, 2.7557581747198127e-07, 2.5112024956529917e-08,
+    2.0826635950666955e-09,
+)
+_P32 = (
+    0.5000000067643018, 0.1666666586940674, 0.041666295091777474, 0.00833349701033573,
+    0.0013944648729553998, 0.00019790351526456981,
+)
 
 
 @inline
 def _reduce_range(x):
     """(n, k, r) with x = k ln 2 + r, |r| <= ln(2)/2 (x clamped to [_CLAMP, 0]), and n the
-    float64 whose bit pattern holds k in its low bits; nan stays nan through all three."""
+    float64 whose bit pattern holds k + _EXPONENT_OFFSET in its low bits; nan stays nan."""
     clamped = _CLAMP if x < _CLAMP else x
     n = clamped * _LOG2E + _ROUND
     k = n - _ROUND
@@ -65,7 +83,7 @@ def _reduce_range(x):
 def _scale(n, q):
     """(1 + q) * 2^k for k held by n: one multiply by 2^(k + 64), exact, and one by 2^-64,
     which rounds once, and only where the result is subnormal."""
-    scale = float64_from_bits((bits_of_float64(n) + (_EXPONENT_BIAS + 64)) << 52)
+    scale = float64_from_bits(bits_of_float64(n) << 52)
     return ((1.0 + q) * scale) * _TWO_TO_MINUS_64
 
 
@@ -73,21 +91,18 @@ def _scale(n, q):
 def exp_nonpositive(x):
     """exp(x) for float64 x in [-inf, 0] or nan, within 1 ulp; vectorisable."""
     n, k, r = _reduce_range(x)
-    q = r + r * r * (
-        1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (
-            1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (
-                1.0 / 39916800 + r * (1.0 / 479001600 + r * (1.0 / 6227020800)))))))))))
-    )
+    c = _P64
+    q = r + r * r * (c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * (
+        c[6] + r * (c[7] + r * (c[8] + r * (c[9] + r * c[10]))))))))))
     return _scale(n, q)
 
 
 @inline
 def exp_nonpositive_for_float32(x):
-    """exp(x) for float64 x in [-inf, 0] or nan, relative error below 2^-31; vectorisable."""
+    """exp(x) for float64 x in [-inf, 0] or nan, relative error below 2^-34; vectorisable."""
     n, k, r = _reduce_range(x)
-    q = r + r * r * (
-        1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (
-            1.0 / 5040 + r * (1.0 / 40320)))))))
+    c = _P32
+    q = r + r * r * (c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * c[5])))))
     return _scale(n, q)
 
 

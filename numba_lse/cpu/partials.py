@@ -125,7 +125,7 @@ FOR_OUTPUTS = np.bool_(True)
 def term_exp(x, m, for_outputs):
     """exp(x - m) for a term of a partial: the full exp (``exp_nonpositive``) for a
     log-sum-exp; for the partials of element-wise outputs (``for_outputs`` FOR_OUTPUTS), the
-    exp that x's dtype needs (``exp_of_difference``: float32 data, relative error 2^-31).
+    exp that x's dtype needs (``exp_of_difference``: float32 data, relative error below 2^-34).
 
     Why the outputs may: their sum c + s then has a relative error below 2^-31, which reaches
     softmax (c + s divides), log_softmax and the cross-entropy losses ((x - m) - log(c + s) and
@@ -243,7 +243,7 @@ def is_plain(m, c, s):
 
 
 # Marks the partials of a float32 log-sum-exp whose results are certified (``lse_rows``):
-# their blocks take float32's exp (``exp_of_difference``, relative error below 2^-31.7 per
+# their blocks take float32's exp (``exp_of_difference``, relative error below 2^-34 per
 # term; 1.4x faster, the float32 kernels being bound by float64 arithmetic) once the running
 # max reaches CHEAP_FROM (``block_terms``), so that a slice whose max is lower, whose lse may
 # be near 0, is summed exactly as with the full exp, and the lse of every other is >= 1.
@@ -251,7 +251,7 @@ def is_plain(m, c, s):
 CERTIFIED = np.int64(1)
 CHEAP_FROM = 1.0
 # CHEAP_SUM_ERROR bounds the relative difference between a sum of unweighted terms that took
-# float32's exp and the one the full exp gives: 2^-31.7 from the exps, and twice the float64
+# float32's exp and the one the full exp gives: 2^-34 from the exps, and twice the float64
 # roundings of a sum of at most 2^20 sequential additions (2^-32; a row's sum takes ~200 +
 # n / 2^16). ROUNDING bounds the float64 roundings of m + log(c + s), relative to |m| + |lse|.
 CHEAP_SUM_ERROR = 2.0 ** -30
