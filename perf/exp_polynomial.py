@@ -34,9 +34,8 @@ def largest_error(coefficients, points=20001):
 def remez(degree, iterations=30):
     a, unknowns = HALF_WIDTH, degree + 1
     size = unknowns + 1
-    # Chebyshev extrema, shifted off r = 0 (where the weight vanishes) as a first reference.
-    reference = [a * mp.cos(mp.pi * (size - 1 - i + mp.mpf(1) / 3) / (size - 1 + mp.mpf(2) / 3))
-                 for i in range(size)]
+    # A first reference spread as Chebyshev's extrema, none at r = 0 (where the weight vanishes).
+    reference = [-a * mp.cos(mp.pi * (i + mp.mpf(1) / 3) / (size - mp.mpf(1) / 3)) for i in range(size)]
     grid = [-a + 2 * a * i / (GRID - 1) for i in range(GRID)]
     for _ in range(iterations):
         # P(r_i) - f(r_i) = (-1)^i E / weight(r_i) at every point of the reference.
