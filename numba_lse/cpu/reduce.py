@@ -22,9 +22,8 @@ from numba import prange, types
 from numba.extending import overload
 
 from .exp import is_float32
-from .intrinsics import get_threads, prefer_wide_vectors
-from .jit import (first_task, inline, inline_ir, kernel, next_task, one_thread, restore_threads,
-                  run_tasks, task_queue, threads_for)
+from .intrinsics import prefer_wide_vectors
+from .jit import inline, inline_ir, kernel, one_thread, restore_threads, run_tasks, threads_for
 from .partials import (
     BLOCK,
     CERTIFIED,
@@ -301,6 +300,25 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
     return finish_certified
 
 
+@inline
+def band_at(task, n_bands, inner):
+    """(o, j0, j1): the band ``task`` of the columns of an (outer, n, inner) array, in bands
+    of INNER_BAND columns, n_bands of them for each o: columns j0 .. j1 - 1 of x[o]."""
+    o = task // n_bands
+    j0 = (task - o * n_bands) * INNER_BAND
+    return o, j0, min(inner, j0 + INNER_BAND)
+
+
+@kernel
+def partials_run(x, w, m, c, s, for_outputs, first, end):
+    """Tasks first .. end - 1 of ``inner_partials``: bands of INNER_BAND columns."""
+    n_bands = -(-x.shape[2] // INNER_BAND)
+    for task in range(first, end):
+        o, j0, j1 = band_at(task, n_bands, x.shape[2])
+        column_max(x, w, o, j0, m[o, j0:j1])
+        column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
+
+
 @kernel(parallel=True)
 def inner_partials(x, w, for_outputs=None):
     """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1
@@ -311,17 +329,8 @@ def inner_partials(x, w, for_outputs=None):
     m = np.empty((outer, inner))
     c = np.empty((outer, inner))
     s = np.empty((outer, inner))
-    n_bands = -(-inner // INNER_BAND)
-    queue = task_queue(outer * n_bands, n * min(inner, INNER_BAND))
-    for _ in prange(get_threads()):
-        task = first_task(queue)
-        while task >= 0:
-            o = task // n_bands
-            j0 = (task - o * n_bands) * INNER_BAND
-            j1 = min(inner, j0 + INNER_BAND)
-            column_max(x, w, o, j0, m[o, j0:j1])
-            column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
-            task = next_task(queue, task)
+    run_tasks(partials_run, (x, w, m, c, s, for_outputs), outer * -(-inner // INNER_BAND),
+              n * min(inner, INNER_BAND))
     restore_threads(threads)
     return m, c, s
 
@@ -448,7 +457,7 @@ def lse_of_columns(x, w, o, j0, m, c, s, uncertain, out, sign, cheap):
 @kernel
 def columns_run(x, w, out, sign, cheap, first, end):
     """Tasks first .. end - 1 of ``lse_columns``: bands of INNER_BAND columns."""
-    outer, n, inner = x.shape
+    inner = x.shape[2]
     n_bands = -(-inner // INNER_BAND)
     width = min(inner, INNER_BAND)
     m = np.empty(width)
@@ -456,9 +465,7 @@ def columns_run(x, w, out, sign, cheap, first, end):
     s = np.empty(width)
     uncertain = np.empty(width, np.bool_)
     for task in range(first, end):
-        o = task // n_bands
-        j0 = (task - o * n_bands) * INNER_BAND
-        j1 = min(inner, j0 + INNER_BAND)
+        o, j0, j1 = band_at(task, n_bands, inner)
         k = j1 - j0
         lse_of_columns(x, w, o, j0, m[:k], c[:k], s[:k], uncertain[:k], out[o, j0:j1],
                        sign[o, j0:j1], cheap)
