@@ -3,8 +3,9 @@
 Four instructions the kernels need to vectorise, each with exact IEEE semantics (nothing here
 approximates), a hint to the vectoriser, and the threading layer's thread count, read and set
 by symbol so that the kernels calling them stay cacheable (``numba.set_num_threads`` in
-jitted code goes through a ctypes pointer, which turns ``cache=True`` off), and an atomic
-add, from which the threads of a parallel loop take their tasks (``jit.task_queue``).
+jitted code goes through a ctypes pointer, which turns ``cache=True`` off), an atomic
+add, from which the threads of a parallel loop take their tasks (``jit.task_queue``), and
+prefetch hints, which have memory on its way while a loop computes.
 """
 
 from llvmlite import ir
@@ -142,6 +143,16 @@ def fetch_add(typingctx, counter, value):
     return types.int64(counter, value), codegen
 
 
+def _prefetch(builder, pointer):
+    """LLVM's prefetch of the cache line at ``pointer``: a read, kept in every level."""
+    byte_pointer = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+    # (address, 0: a read, 3: keep in all levels, 1: data)
+    builder.call(fn, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+
+
 @intrinsic
 def prefetch(typingctx, array, i, j, k):
     """A hint to fetch array[i, j, k] of a 3-D array into the caches (LLVM's prefetch: a read,
@@ -156,13 +167,26 @@ def prefetch(typingctx, array, i, j, k):
         array_type = signature.args[0]
         ary = context.make_array(array_type)(context, builder, args[0])
         indices = [context.cast(builder, a, t, types.intp) for a, t in zip(args[1:], signature.args[1:])]
-        pointer = cgutils.get_item_pointer(context, builder, array_type, ary, indices)
-        byte_pointer = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # (address, 0: a read, 3: keep in all levels, 1: data)
-        builder.call(fn, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        _prefetch(builder, cgutils.get_item_pointer(context, builder, array_type, ary, indices))
         return context.get_dummy_value()
 
     return types.none(array, i, j, k), codegen
+
+
+@intrinsic
+def prefetch_bytes_after(typingctx, array, offset):
+    """A hint to fetch the cache line ``offset`` bytes after the first entry of ``array``,
+    which may lie beyond the array's end: a prefetch never faults, and nothing happens if the
+    hardware declines it. Loops that sum a block in L1 fetch the next block while they do
+    (``partials.partial_of_slice``)."""
+    if not (isinstance(array, types.Array) and isinstance(offset, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        bytes_ = builder.bitcast(ary.data, ir.IntType(8).as_pointer())
+        amount = context.cast(builder, args[1], signature.args[1], types.intp)
+        _prefetch(builder, builder.gep(bytes_, [amount]))
+        return context.get_dummy_value()
+
+    return types.none(array, offset), codegen

@@ -30,10 +30,11 @@ from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
                   restore_threads, take_run, task_queue, threads_for)
 from .exp import exp_nonpositive
-from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, is_present, merge, row_of,
-                       sample_of, store, store_at, weight_at, zero_fill)
+from .partials import (BLOCK, FOR_OUTPUTS, PREFETCH_AHEAD, add_compensated, block_max, is_present,
+                       merge, row_of, sample_of, store, store_at, terms_fetching, weight_at,
+                       zero_fill)
 from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
-from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, exps_and_sum, row_constants
+from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, row_constants
 
 
 # Each loss is a sum of one term per class and each gradient one value per class: the
@@ -204,10 +205,10 @@ def partial_keeping_exps(row, exps):
     """``chunked_partial(row, None, FOR_OUTPUTS)`` of a row of at most CHUNK logits, the same
     bits, keeping the exps of its terms for the row's max m: exps[i] = exp(row[i] - m).
 
-    Its blocks sum as ``partials.partial_of_slice``'s do (``softmax.exps_and_sum`` gives
-    ``block_ties_sum``'s sums, bit for bit), each block's exps taken for its running max,
-    then rescaled to m where that was lower: one multiply more (a rounding of 2^-53) for
-    the blocks before the row's max."""
+    Its blocks sum as ``partials.partial_of_slice``'s do (``terms_fetching``, whose
+    ``exps_and_sum`` gives ``block_ties_sum``'s sums, bit for bit), each block's exps taken
+    for its running max, then rescaled to m where that was lower: one multiply more (a
+    rounding of 2^-53) for the blocks before the row's max."""
     n = row.shape[0]
     n_blocks = -(-n // BLOCK)
     maxima = np.empty(n_blocks)
@@ -216,7 +217,8 @@ def partial_keeping_exps(row, exps):
         lo = b * BLOCK
         hi = min(n, lo + BLOCK)
         block_m = block_max(row[lo:hi], None, m)
-        block_c, block_s = exps_and_sum(row[lo:hi], None, block_m, exps[lo:hi])
+        block_c, block_s = terms_fetching(row[lo:hi], None, block_m, FOR_OUTPUTS, exps[lo:hi],
+                                          PREFETCH_AHEAD)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
         maxima[b] = block_m
     # The last block's running max is the row's: its exps are kept as they are.

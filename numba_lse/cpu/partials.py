@@ -20,7 +20,7 @@ from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
-from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors
+from .intrinsics import add_reassoc, maxnum, prefer_wide_vectors, prefetch_bytes_after
 from .jit import inline, inline_ir, kernel
 from .log import log1p_nonnegative
 
@@ -77,6 +77,12 @@ def is_present(array):
 
 def lowest(x):
     """-inf in the dtype of the array x."""
+
+
+def prefetch_entries(x, lo, hi):
+    """A hint to fetch x[lo:hi] of the contiguous 1-D x into the caches, where lo and hi may
+    lie beyond x's end (the memory after it: the next row or chunk of the array x is a view
+    of); nothing for other layouts, or when x is None."""
 
 
 # No weights is a type (NoneType): each helper compiles to the plain or the weighted form,
@@ -329,6 +335,29 @@ def block_ties_sum(x, w, m, for_outputs=None):
     return c, s
 
 
+@kernel
+def exps_and_sum(x, w, m, exps):
+    """(c, s) of the 1-D slice x (weights w: a mask, or None) for its max m, keeping the exps
+    of its terms for the outputs: exps[i] = exp(x[i] - m) (``term_exp``, FOR_OUTPUTS).
+    Without weights, the same sums as ``block_ties_sum(x, None, m, FOR_OUTPUTS)``,
+    bit for bit (the same operations once w_i = 1 is folded; checked on slices of 1 to
+    1024): a cross-entropy's loss is the same with its gradient, which keeps the exps, and
+    without."""
+    prefer_wide_vectors()
+    c = 0.0
+    s = 0.0
+    for i in range(x.shape[0]):
+        exp_x = term_exp(x[i], m, FOR_OUTPUTS)
+        exps[i] = exp_x
+        tie = np.float64(x[i]) == m
+        w_i = np.float64(weight_at(w, i))
+        # The tie's weight as a product, not ``w_i if tie else 0.0`` (as add_term): with no
+        # weights that select of two constants kept LLVM from vectorising this loop.
+        c = add_reassoc(c, np.float64(tie) * w_i)
+        s = add_reassoc(s, 0.0 if (tie or w_i == 0) else w_i * exp_x)
+    return c, s
+
+
 def block_terms(x, w, m, for_outputs):
     """``block_ties_sum(x, w, m, for_outputs)``; for CERTIFIED partials, with float32's exp
     (FOR_OUTPUTS) where the running max m has reached CHEAP_FROM, with the full exp below."""
@@ -346,10 +375,53 @@ def _block_terms(x, w, m, for_outputs):
     return lambda x, w, m, for_outputs: block_ties_sum(x, w, m, for_outputs)
 
 
+def terms_of(x, w, m, for_outputs, exps):
+    """``block_terms(x, w, m, for_outputs)``, or where ``exps`` is given (not None),
+    ``exps_and_sum(x, w, m, exps)`` (FOR_OUTPUTS partials: the same sums, keeping the exps)."""
+
+
+@overload(terms_of, inline="always")
+def _terms_of(x, w, m, for_outputs, exps):
+    if isinstance(exps, types.NoneType):
+        return lambda x, w, m, for_outputs, exps: block_terms(x, w, m, for_outputs)
+    return lambda x, w, m, for_outputs, exps: exps_and_sum(x, w, m, exps)
+
+
+# A block's sum fetches the entries PREFETCH_AHEAD after it (two blocks: 8 KiB of float32,
+# 16 KiB of float64), PREFETCH_STEP entries at a time (one block ahead, 3 or 4, and steps of
+# 256 measured slower or alike on float32 and float64 rows of 4096 and vectors, two threads).
+PREFETCH_AHEAD = 2 * BLOCK
+PREFETCH_STEP = 128
+
+
+@inline_ir
+def terms_fetching(x, w, m, for_outputs, exps, ahead):
+    """(c, s) of the 1-D slice x for its max m (``terms_of``: exps kept where given),
+    PREFETCH_STEP entries at a time, each step after a hint to fetch the entries ``ahead``
+    after its own (``prefetch_entries``: the memory after x, where x ends).
+
+    A slice's max is read from memory, its sum from L1, where it is bound by arithmetic,
+    not by memory: the hints have the next entries arrive meanwhile, so that the next max
+    reads from the cache too (float32 logsumexp of rows of 4096 1.3x faster, float64
+    1.2x; all the hints of a block at once, before its sum, gained nothing)."""
+    c = 0.0
+    s = 0.0
+    for lo in range(0, x.shape[0], PREFETCH_STEP):
+        hi = min(lo + PREFETCH_STEP, x.shape[0])
+        prefetch_entries(x, lo + ahead, hi + ahead)
+        prefetch_entries(w, lo + ahead, hi + ahead)
+        step_c, step_s = terms_of(x[lo:hi], slice_of(w, lo, hi), m, for_outputs,
+                                  slice_of(exps, lo, hi))
+        c += step_c
+        s += step_s
+    return c, s
+
+
 @inline_ir
 def partial_of_slice(x, w, for_outputs=None):
     """The partial of the 1-D slice x (weights w, same length, or None), block by block
-    (``term_exp`` says what ``for_outputs`` changes).
+    (``term_exp`` says what ``for_outputs`` changes), each block's sum fetching the block
+    PREFETCH_AHEAD entries later (``terms_fetching``).
 
     The two loops are functions of their own, not inlined: LLVM vectorises each better
     alone (measured 25 % faster than the same loops written here).
@@ -363,7 +435,7 @@ def partial_of_slice(x, w, for_outputs=None):
         xb = x[lo:hi]
         wb = slice_of(w, lo, hi)
         block_m = block_max(xb, wb, m)
-        block_c, block_s = block_terms(xb, wb, block_m, for_outputs)
+        block_c, block_s = terms_fetching(xb, wb, block_m, for_outputs, None, PREFETCH_AHEAD)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
     return m, c, s
 
@@ -448,3 +520,16 @@ def _is_present(array):
 def _lowest(x):
     scalar = as_dtype(x.dtype).type
     return lambda x: scalar(-np.inf)
+
+
+@overload(prefetch_entries, inline="always")
+def _prefetch_entries(x, lo, hi):
+    if isinstance(x, types.NoneType) or x.layout != "C":
+        return lambda x, lo, hi: None
+
+    def fetch(x, lo, hi):
+        # One hint per 64-byte cache line.
+        for offset in range(lo * x.itemsize, hi * x.itemsize, 64):
+            prefetch_bytes_after(x, offset)
+
+    return fetch

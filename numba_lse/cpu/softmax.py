@@ -5,8 +5,8 @@ twice while in L1), then one pass that writes each output once. A row of up to a
 a tile of short rows) is one parallel task through both, so its second read is from the
 cache; longer rows are read twice from memory. There, softmax and log1m_softmax take one
 exp per element, not two: the row's max first, then the exps of its sum, kept
-(``exps_and_sum``; a tile's in ``column_partials``) and scaled by the outputs. Strided axes
-are read three times: their partials take two passes over a band of columns
+(``partials.exps_and_sum``; a tile's in ``column_partials``) and scaled by the outputs.
+Strided axes are read three times: their partials take two passes over a band of columns
 (``reduce.inner_partials``), then the outputs one.
 From a row's partial (m, c, s) each function needs two constants, then one expression per
 element:
@@ -33,11 +33,11 @@ from numba import prange
 
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
-from .intrinsics import add_reassoc, get_threads, maxnum, prefer_wide_vectors
+from .intrinsics import get_threads, maxnum, prefer_wide_vectors
 from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, run_tasks,
                   task_queue, threads_for)
-from .partials import (FOR_OUTPUTS, add_term, block_max, part_of, row_of, rows_in, rows_of,
-                       sample_of, slice_of, term_exp, transposed, weight_at)
+from .partials import (FOR_OUTPUTS, add_term, block_max, exps_and_sum, part_of, row_of, rows_in,
+                       rows_of, sample_of, slice_of, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
@@ -195,32 +195,9 @@ def write_slice(op, x, w, out, shift, scale, dominant):
 
 
 @kernel
-def exps_and_sum(x, w, m, exps):
-    """(c, s) of the 1-D slice x (weights w: a mask, or None) for its max m, keeping the exps
-    of its terms for the outputs: exps[i] = exp(x[i] - m) (``term_exp``, FOR_OUTPUTS).
-    Without weights, the same sums as ``partials.block_ties_sum(x, None, m, FOR_OUTPUTS)``,
-    bit for bit (the same operations once w_i = 1 is folded; checked on slices of 1 to
-    1024): a cross-entropy's loss is the same with its gradient, which keeps the exps, and
-    without."""
-    prefer_wide_vectors()
-    c = 0.0
-    s = 0.0
-    for i in range(x.shape[0]):
-        exp_x = term_exp(x[i], m, FOR_OUTPUTS)
-        exps[i] = exp_x
-        tie = np.float64(x[i]) == m
-        w_i = np.float64(weight_at(w, i))
-        # The tie's weight as a product, not ``w_i if tie else 0.0`` (as add_term): with no
-        # weights that select of two constants kept LLVM from vectorising this loop.
-        c = add_reassoc(c, np.float64(tie) * w_i)
-        s = add_reassoc(s, 0.0 if (tie or w_i == 0) else w_i * exp_x)
-    return c, s
-
-
-@kernel
 def write_exps(op, x, w, exps, out, shift, scale, dominant):
     """out[i] = softmax's or log1m_softmax's value at x[i] (1-D), from exps[i] (as
-    ``exps_and_sum`` keeps them) and the slice's constants."""
+    ``partials.exps_and_sum`` keeps them) and the slice's constants."""
     prefer_wide_vectors()
     reciprocal = 1.0 / scale
     if op == SOFTMAX:
