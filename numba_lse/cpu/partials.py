@@ -269,9 +269,10 @@ def certain_in_float32(value, m, c, s):
     """Whether float32(value), value = log_abs_sum(m, c, s) of an unweighted CERTIFIED partial,
     is certainly the float32 that the full exp's sums would give.
 
-    A max below CHEAP_FROM: the sums took the full exp. Otherwise they differ from the full
-    exp's by at most CHEAP_SUM_ERROR * s, so the log-sum-exps by at most that times s / (c + s)
-    (the derivative of log(c + s)), plus their own roundings: where every value within that
+    A max below CHEAP_FROM: the sums took the full exp. Otherwise c + s differs from the full
+    exp's by at most CHEAP_SUM_ERROR * (c + s) (a row's sums hold its ties too, so their
+    roundings are relative to c + s: ``block_terms``), so the log-sum-exps by at most
+    CHEAP_SUM_ERROR (through log), plus their own roundings: where every value within that
     bound of ``value`` rounds to one float32, that float32 is both results. Not certain near a
     rounding boundary of float32 (lse >= 1: 2^-30 against an ulp of at least 2^-23, 1 slice
     in 64 at most, 1 in 500 for rows of randn): those slices are summed again with the full
@@ -279,7 +280,7 @@ def certain_in_float32(value, m, c, s):
     """
     if m < CHEAP_FROM or not value - value == 0.0:
         return True
-    bound = CHEAP_SUM_ERROR * (s / (c + s)) + ROUNDING * (abs(m) + abs(value))
+    bound = CHEAP_SUM_ERROR + ROUNDING * (abs(m) + abs(value))
     return np.float32(value - bound) == np.float32(value + bound)
 
 
@@ -358,21 +359,61 @@ def exps_and_sum(x, w, m, exps):
     return c, s
 
 
+@kernel
+def block_sum(x, m):
+    """The sum of exp(x_i - m) over the whole slice x, ties included, with float32 data's
+    exp (``exp_of_difference``): each tie adds exp(0) = 1, exactly."""
+    prefer_wide_vectors()
+    s = 0.0
+    for i in range(x.shape[0]):
+        s = add_reassoc(s, exp_of_difference(x[i], m))
+    return s
+
+
 def block_terms(x, w, m, for_outputs):
-    """``block_ties_sum(x, w, m, for_outputs)``; for CERTIFIED partials, with float32's exp
-    (FOR_OUTPUTS) where the running max m has reached CHEAP_FROM, with the full exp below."""
+    """``block_ties_sum(x, w, m, for_outputs)``; for CERTIFIED partials, (0, ``block_sum(x,
+    m)``), float32's exp and the ties in s, where the running max m has reached CHEAP_FROM
+    (and is finite: exp(inf - inf) would be nan), the full exp below.
+
+    Counting the ties apart keeps the digits of a small s in log1p(s / c) where lse may be
+    near 0; a CERTIFIED slice whose max reaches CHEAP_FROM has lse >= 1, whose error is
+    relative to c + s: its ties' compare, selects and count (4 of ~20 vector operations)
+    are left out (float32 logsumexp rows 1.05-1.1x faster). ``ties_counted`` gives the
+    slice's partial its one tie back."""
 
 
 @overload(block_terms, inline="always")
 def _block_terms(x, w, m, for_outputs):
     if isinstance(for_outputs, types.Integer):
+        if not isinstance(w, types.NoneType):
+            return None  # CERTIFIED partials are unweighted (``reduce.certified_for``)
+
         def certified(x, w, m, for_outputs):
-            if m >= CHEAP_FROM:
-                return block_ties_sum(x, w, m, FOR_OUTPUTS)
+            if CHEAP_FROM <= m < np.inf:
+                return 0.0, block_sum(x, m)
             return block_ties_sum(x, w, m)
 
         return certified
     return lambda x, w, m, for_outputs: block_ties_sum(x, w, m, for_outputs)
+
+
+def ties_counted(m, c, s, for_outputs):
+    """The partial (m, c, s) of a whole slice; for CERTIFIED partials whose blocks kept their
+    ties in s (c = 0, CHEAP_FROM <= m < inf: ``block_terms``), (m, 1, s - 1): the slice's max
+    is one of its entries, whose term in s is exactly 1 (c + s the same, to a rounding of
+    2^-53 (c + s))."""
+
+
+@overload(ties_counted, inline="always")
+def _ties_counted(m, c, s, for_outputs):
+    if isinstance(for_outputs, types.Integer):
+        def certified(m, c, s, for_outputs):
+            if c == 0 and CHEAP_FROM <= m < np.inf:
+                return m, 1.0, s - 1.0
+            return m, c, s
+
+        return certified
+    return lambda m, c, s, for_outputs: (m, c, s)
 
 
 def terms_of(x, w, m, for_outputs, exps):
@@ -437,7 +478,7 @@ def partial_of_slice(x, w, for_outputs=None):
         block_m = block_max(xb, wb, m)
         block_c, block_s = terms_fetching(xb, wb, block_m, for_outputs, None, PREFETCH_AHEAD)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
-    return m, c, s
+    return ties_counted(m, c, s, for_outputs)
 
 
 @overload(rows_in, inline="always")
