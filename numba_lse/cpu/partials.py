@@ -275,8 +275,8 @@ def certain_in_float32(value, m, c, s):
     CHEAP_SUM_ERROR (through log), plus their own roundings: where every value within that
     bound of ``value`` rounds to one float32, that float32 is both results. Not certain near a
     rounding boundary of float32 (lse >= 1: 2^-30 against an ulp of at least 2^-23, 1 slice
-    in 64 at most, 1 in 500 for rows of randn): those slices are summed again with the full
-    exp. Special values (inf, nan) come out the same from either exp.
+    in 64 at most, 1 in 300 to 1000 for rows of randn): those slices are summed again with
+    the full exp. Special values (inf, nan) come out the same from either exp.
     """
     if m < CHEAP_FROM or not value - value == 0.0:
         return True

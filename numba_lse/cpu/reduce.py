@@ -261,7 +261,7 @@ def lse_rows(x, w, out, sign, cheap=None):
     ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): rows of at least
     SHORT_ROW entries take float32's exp where their max allows (``partials.block_terms``),
     each result is certified and the uncertain rows summed again with the full exp
-    (``finish_rows``): the same float32 results, 1.3-1.9x faster.
+    (``finish_rows``): the same float32 results, 1.1-1.4x faster.
     Not parallel itself: the kernels it calls are, each for as many threads as its size
     takes (``jit.threads_for``)."""
     m, c, s = row_partials(x, w, cheap)
