@@ -496,6 +496,22 @@ class TestProbabilityTargetsVsTorch:
 
 # --------------------------------------------------------------------- 3. fused gradient
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+@pytest.mark.parametrize("n", [32, 127, 128, 129, 1023, 1024, 1025, 2049, 3000, 5000])
+def test_loss_with_gradient_has_the_bits_without_at_block_and_step_edges(n, dtype):
+    """The gradient's row sums keep their exps (``losses.partial_keeping_exps``) and must sum
+    as the loss alone does (``partials.partial_of_slice``): blocks of 1024 entries, each
+    summed 128 entries a step (``partials.terms_fetching``). Rows of randn and rows whose
+    running max rises block after block (each block's exps rescaled), at lengths on either
+    side of those edges. No torch needed."""
+    rng = np.random.default_rng(n)
+    rising = rng.standard_normal((32, n)) + np.linspace(0.0, 30.0, n)
+    x = np.concatenate([rng.standard_normal((32, n)) * 4, rising]).astype(dtype)
+    t = rng.integers(0, n, 64)
+    loss, _ = cross_entropy(x, t, reduction="none", return_grad=True)
+    assert same_bits(loss, cross_entropy(x, t, reduction="none"))
+
+
 @needs_torch
 class TestFusedGradientVsTorch:
     """grad equals torch autograd's logits.grad; the loss is the non-grad call's, bit for bit."""

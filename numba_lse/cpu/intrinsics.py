@@ -177,8 +177,8 @@ def prefetch(typingctx, array, i, j, k):
 def prefetch_bytes_after(typingctx, array, offset):
     """A hint to fetch the cache line ``offset`` bytes after the first entry of ``array``,
     which may lie beyond the array's end: a prefetch never faults, and nothing happens if the
-    hardware declines it. Loops that sum a block in L1 fetch the next block while they do
-    (``partials.partial_of_slice``)."""
+    hardware declines it. Loops that sum a block in L1 fetch the block two ahead while they
+    do (``partials.terms_fetching``)."""
     if not (isinstance(array, types.Array) and isinstance(offset, types.Integer)):
         return None
 

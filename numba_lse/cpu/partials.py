@@ -276,7 +276,9 @@ def certain_in_float32(value, m, c, s):
     bound of ``value`` rounds to one float32, that float32 is both results. Not certain near a
     rounding boundary of float32 (lse >= 1: 2^-30 against an ulp of at least 2^-23, 1 slice
     in 64 at most, 1 in 300 to 1000 for rows of randn): those slices are summed again with
-    the full exp. Special values (inf, nan) come out the same from either exp.
+    the full exp. Special values (inf, nan) come out the same from either exp. (A column's
+    sums keep their ties apart, exact, so only s carries the error, and s <= c + s: the bound
+    holds for them too, looser where the ties dominate.)
     """
     if m < CHEAP_FROM or not value - value == 0.0:
         return True
@@ -425,6 +427,8 @@ def terms_of(x, w, m, for_outputs, exps):
 def _terms_of(x, w, m, for_outputs, exps):
     if isinstance(exps, types.NoneType):
         return lambda x, w, m, for_outputs, exps: block_terms(x, w, m, for_outputs)
+    if not isinstance(for_outputs, types.Boolean):
+        return None  # kept exps are the outputs' (FOR_OUTPUTS), never a log-sum-exp's
     return lambda x, w, m, for_outputs, exps: exps_and_sum(x, w, m, exps)
 
 
