@@ -30,9 +30,8 @@ from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
                   restore_threads, take_run, task_queue, threads_for)
 from .exp import exp_nonpositive
-from .partials import (BLOCK, FOR_OUTPUTS, PREFETCH_AHEAD, add_compensated, block_max, is_present,
-                       merge, row_of, sample_of, store, store_at, terms_fetching, weight_at,
-                       zero_fill)
+from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, is_present, merge, row_of,
+                       sample_of, store, store_at, terms_fetching, weight_at, zero_fill)
 from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, row_constants
 
@@ -217,8 +216,7 @@ def partial_keeping_exps(row, exps):
         lo = b * BLOCK
         hi = min(n, lo + BLOCK)
         block_m = block_max(row[lo:hi], None, m)
-        block_c, block_s = terms_fetching(row[lo:hi], None, block_m, FOR_OUTPUTS, exps[lo:hi],
-                                          PREFETCH_AHEAD)
+        block_c, block_s = terms_fetching(row[lo:hi], None, block_m, FOR_OUTPUTS, exps[lo:hi])
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
         maxima[b] = block_m
     # The last block's running max is the row's: its exps are kept as they are.

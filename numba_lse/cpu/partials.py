@@ -440,10 +440,10 @@ PREFETCH_STEP = 128
 
 
 @inline_ir
-def terms_fetching(x, w, m, for_outputs, exps, ahead):
+def terms_fetching(x, w, m, for_outputs, exps):
     """(c, s) of the 1-D slice x for its max m (``terms_of``: exps kept where given),
-    PREFETCH_STEP entries at a time, each step after a hint to fetch the entries ``ahead``
-    after its own (``prefetch_entries``: the memory after x, where x ends).
+    PREFETCH_STEP entries at a time, each step after a hint to fetch the entries
+    PREFETCH_AHEAD after its own (``prefetch_entries``: the memory after x, where x ends).
 
     A slice's max is read from memory, its sum from L1, where it is bound by arithmetic,
     not by memory: the hints have the next entries arrive meanwhile, so that the next max
@@ -453,8 +453,8 @@ def terms_fetching(x, w, m, for_outputs, exps, ahead):
     s = 0.0
     for lo in range(0, x.shape[0], PREFETCH_STEP):
         hi = min(lo + PREFETCH_STEP, x.shape[0])
-        prefetch_entries(x, lo + ahead, hi + ahead)
-        prefetch_entries(w, lo + ahead, hi + ahead)
+        prefetch_entries(x, lo + PREFETCH_AHEAD, hi + PREFETCH_AHEAD)
+        prefetch_entries(w, lo + PREFETCH_AHEAD, hi + PREFETCH_AHEAD)
         step_c, step_s = terms_of(x[lo:hi], slice_of(w, lo, hi), m, for_outputs,
                                   slice_of(exps, lo, hi))
         c += step_c
@@ -480,7 +480,7 @@ def partial_of_slice(x, w, for_outputs=None):
         xb = x[lo:hi]
         wb = slice_of(w, lo, hi)
         block_m = block_max(xb, wb, m)
-        block_c, block_s = terms_fetching(xb, wb, block_m, for_outputs, None, PREFETCH_AHEAD)
+        block_c, block_s = terms_fetching(xb, wb, block_m, for_outputs, None)
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
     return ties_counted(m, c, s, for_outputs)
 
