@@ -132,14 +132,14 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
             out, sign = np.expand_dims(out, axes), np.expand_dims(sign, axes)
         out, sign = _as_result(out, dtype), _as_result(sign, dtype)
         return (out, sign) if return_sign else out
-    out, sign = backend.logsumexp(a, b, axes)
+    out, sign = backend.logsumexp(a, b, axes, signed=weighted or return_sign)
     if weighted and not return_sign and dtype.kind != "c":
         # Without a sign to return, the log of a negative sum is nan, as SciPy (only
         # weights can make a sum negative; a mask cannot).
         out[sign < 0] = np.nan
     if keepdims:
         out = np.expand_dims(out, axes)
-        sign = np.expand_dims(sign, axes)
+        sign = None if sign is None else np.expand_dims(sign, axes)
     if dtype.kind == "c":
         if return_sign:
             return _as_result(out.real, out.real.dtype), _as_result(sign, dtype)

@@ -5,12 +5,15 @@ without weights) must give the very bits of ``reduce.lse_rows(x, None, out, sign
 takes the full exp in every sum: a row whose cheaper sum could round to another float32 is
 summed again (``partials.certain_in_float32``). Rows whose max stays below CHEAP_FROM take the
 full exp throughout (their lse may be near 0, where no float32 bound would certify).
-Columns (``reduce.lse_columns``, axis 0 and middle axes) alike: a band of columns whose every
-max is >= CHEAP_FROM takes float32's exp, and must give the bits of the full exp's sums.
+Columns (``reduce.lse_columns``, axis 0 and middle axes) and tiles of short rows
+(``reduce.lse_short_rows``, their rows as columns) alike: a band of columns at least half of
+whose maxima reach CHEAP_FROM takes float32's exp in every term, ties included, and must give
+the bits of the full exp's sums (the band summed again whole where many are uncertain).
 """
 
 import numpy as np
 import pytest
+import scipy.special
 
 import numba_lse as nl
 from numba_lse.cpu import partials, reduce
@@ -157,24 +160,111 @@ def test_certified_results_are_the_full_exps_bits(kernel, name):
     np.testing.assert_array_equal(nl.logsumexp(x, axis=axis), out)
 
 
-def test_every_column_that_would_round_otherwise_is_summed_again():
-    """The columns' cheap sums alone round some columns to another float32 than the full exp
-    (the data of the rows' test, transposed): each of those is flagged, few others are."""
-    x = near_one(20000, np.random.default_rng(11)).T.copy()[None]
-    full_out = lse_columns(x[0])[0]
+def lse_short(x, *cheap):
+    """``reduce.lse_short_rows`` of the rows of x (shorter than SHORT_ROW)."""
+    out = np.empty(x.shape[0], np.float32)
+    sign = np.empty_like(out)
+    reduce.lse_short_rows(x, None, out, sign, *cheap)
+    return out, sign
+
+
+def unchecked_columns(x, error):
+    """The float32 results of a band's cheap sums (x: (1, n, width)) before any column is
+    summed again, and which columns the certification flags."""
     width = x.shape[2]
     m, c, s = np.empty(width), np.empty(width), np.empty(width)
     reduce.column_max(x, None, 0, 0, m)
-    assert np.all(m >= partials.CHEAP_FROM)
-    reduce.column_terms(x, None, 0, 0, m, c, s, partials.FOR_OUTPUTS)
+    assert reduce.mostly_cheap(m)
+    reduce.column_sums(x, 0, 0, m, s)
+    reduce.one_tie_apart(c, s)
     out = np.empty(width, np.float32)
     uncertain = np.empty(width, np.bool_)
-    partials.finish_slices(m, c, s, out, np.empty_like(out), uncertain)
+    partials.finish_slices(m, c, s, out, None, uncertain, error)
+    return out, uncertain
+
+
+@pytest.mark.parametrize("rows, error", [(40, partials.CHEAP_SUM_ERROR),
+                                         (10, partials.SHORT_SUM_ERROR)])
+def test_every_column_that_would_round_otherwise_is_summed_again(rows, error):
+    """The columns' cheap sums alone round some columns to another float32 than the full exp
+    (the data of the rows' test, transposed; and short rows of 10 as a tile takes them, with
+    the short sums' tighter bound): each of those is flagged, few others are."""
+    x = near_one(20000, np.random.default_rng(11))[:, :rows]
+    x[:, 1:] = np.minimum(x[:, 1:], 0.9)  # max 1.0, lse in [1, 4)
+    full_out = lse_short(x)[0] if rows < SHORT_ROW else lse_columns(x.T.copy())[0]
+    out, uncertain = unchecked_columns(x.T.copy()[None], error)
     differs = out != full_out
     assert differs.sum() > 0
     assert np.all(uncertain[differs])
-    assert uncertain.mean() < 1 / 16
-    np.testing.assert_array_equal(lse_columns(x[0], partials.CERTIFIED)[0], full_out)
+    assert uncertain.mean() < (1 / 16 if rows >= SHORT_ROW else 1 / 100)
+    cheap = (lse_short(x, partials.CERTIFIED) if rows < SHORT_ROW else
+             lse_columns(x.T.copy(), partials.CERTIFIED))[0]
+    np.testing.assert_array_equal(cheap, full_out)
+
+
+def _short_rows():
+    rng = np.random.default_rng(9)
+    randn = rng.standard_normal((3000, 10))
+    log_probabilities = randn - special_logsumexp(randn)
+    # Most maxima >= CHEAP_FROM, and a third of the lse near 0 (rows of log-probabilities):
+    # over an eighth of each tile uncertain, so each tile is summed again whole.
+    many_uncertain = randn + 2
+    many_uncertain[::3] = log_probabilities[::3]
+    # The special rows (as the rows' test's, cut to 12) among rows whose max is >= 1, so that
+    # their tiles take float32's exp: each summed again alone (a max of -inf or inf, whose
+    # cheap sum means nothing, too), or certified (nan, 1e-30, ties).
+    specials = np.repeat(rng.standard_normal((60, 12)) + 2, 5, axis=0)
+    specials[::20] = np.tile(ROWS["specials"][:, :12], (2, 1))[:15]
+    all_minus_inf = rng.standard_normal((900, 7)) + 2
+    all_minus_inf[::4] = -np.inf  # a quarter of each tile: summed again whole
+    return {
+        "randn": randn,
+        "randn + 2": randn + 2,
+        "near one": near_one(3000, rng)[:, :10],
+        "log-probabilities (full exp)": log_probabilities,
+        "lse near 0 in a third": many_uncertain,
+        "specials": specials,
+        "all -inf in a quarter": all_minus_inf,
+        "integers (ties)": rng.integers(-3, 4, size=(3000, 10)),
+        "large": rng.standard_normal((700, 10)) * 1e30,
+        "one column": rng.standard_normal((1000, 1)) + 2,
+        "rows of 3": rng.standard_normal((1000, 3)) + 1,
+        "rows of 31, a last partial tile": rng.standard_normal((777, SHORT_ROW - 1)),
+    }
+
+
+SHORT_ROWS = _short_rows()
+
+
+@pytest.mark.parametrize("name", SHORT_ROWS)
+def test_certified_short_rows_are_the_full_exps_bits(name):
+    """Tiles of short rows with and without CERTIFIED, and the public function."""
+    x = np.asarray(SHORT_ROWS[name], dtype=np.float32)
+    full_out, full_sign = lse_short(x)
+    out, sign = lse_short(x, partials.CERTIFIED)
+    np.testing.assert_array_equal(out, full_out)
+    np.testing.assert_array_equal(sign, full_sign)
+    np.testing.assert_array_equal(nl.logsumexp(x, axis=1), out)
+    # Against an independent reference too: within a float32 ulp, or 2^-48 where the lse is
+    # near 0 (ill-conditioned: m + log(c + s) cancels, in float64 as in SciPy's).
+    with np.errstate(invalid="ignore"):
+        reference = scipy.special.logsumexp(x.astype(np.float64), axis=1)
+    finite = np.isfinite(reference)
+    np.testing.assert_array_equal(out[~finite], reference[~finite].astype(np.float32))
+    np.testing.assert_allclose(out[finite], reference[finite], rtol=2.0 ** -23, atol=2.0 ** -48)
+
+
+def test_tiles_mostly_cheap_take_float32s_exp():
+    """The data above exercise the cheap path (a tile at least half of whose maxima reach
+    CHEAP_FROM) and the full one where they should."""
+    def cheap_tiles(x):
+        maxima = np.asarray(x, dtype=np.float32).max(axis=1)
+        tiles = [maxima[r:r + reduce.TILE_ROWS] for r in range(0, len(maxima), reduce.TILE_ROWS)]
+        return [bool(reduce.mostly_cheap(t.astype(np.float64))) for t in tiles]
+    assert all(cheap_tiles(SHORT_ROWS["randn"]))
+    assert not any(cheap_tiles(SHORT_ROWS["log-probabilities (full exp)"]))
+    for name in ("lse near 0 in a third", "specials", "all -inf in a quarter"):
+        assert all(cheap_tiles(SHORT_ROWS[name])), name
 
 
 def test_a_column_summed_again_alone_gets_the_bits_it_gets_among_others():

@@ -42,7 +42,8 @@ def rows_in(w, r0, r1):
 
 
 def rows_of(w, o, k0, k1):
-    """w[o, k0:k1] of the 3-D weights w, or None when there are none."""
+    """w[o, k0:k1] (of 3-D weights w: rows k0 .. k1 - 1 of slice o; of a 2-D array: part of
+    its row o), or None when there is none."""
 
 
 def part_of(w, o, k, j0, j1):
@@ -259,9 +260,22 @@ CHEAP_FROM = 1.0
 # CHEAP_SUM_ERROR bounds the relative difference between a sum of unweighted terms that took
 # float32's exp and the one the full exp gives: 2^-34 from the exps, and twice the float64
 # roundings of a sum of at most 2^20 sequential additions (2^-32; a row's sum takes ~200 +
-# n / 2^16). ROUNDING bounds the float64 roundings of m + log(c + s), relative to |m| + |lse|.
+# n / 2^16). SHORT_SUM_ERROR bounds it for sums of fewer than 32 terms (a short row's): 2^-34.2
+# from the exps and 2 * 31 * 2^-53 from the roundings, below 2^-34.1, with a factor 2 to
+# spare; 8x fewer results near a float32 rounding boundary than CHEAP_SUM_ERROR would flag.
+# ROUNDING bounds the float64 roundings of m + log(c + s), relative to |m| + |lse|.
 CHEAP_SUM_ERROR = 2.0 ** -30
+SHORT_SUM_ERROR = 2.0 ** -33
 ROUNDING = 2.0 ** -50
+
+
+@inline
+def rounds_alike(value, m, error):
+    """Whether every value within error + the roundings of m + log(c + s) of ``value`` (a
+    log-sum-exp whose sum c + s has a relative error of at most ``error``, so its log an
+    absolute one) rounds to the float32 that ``value`` rounds to."""
+    bound = error + ROUNDING * (abs(m) + abs(value))
+    return np.float32(value - bound) == np.float32(value + bound)
 
 
 @inline
@@ -276,38 +290,64 @@ def certain_in_float32(value, m, c, s):
     bound of ``value`` rounds to one float32, that float32 is both results. Not certain near a
     rounding boundary of float32 (lse >= 1: 2^-30 against an ulp of at least 2^-23, 1 slice
     in 64 at most, 1 in 300 to 1000 for rows of randn): those slices are summed again with
-    the full exp. Special values (inf, nan) come out the same from either exp. (A column's
-    sums keep their ties apart, exact, so only s carries the error, and s <= c + s: the bound
-    holds for them too, looser where the ties dominate.)
+    the full exp. Special values (inf, nan) come out the same from either exp.
     """
     if m < CHEAP_FROM or not value - value == 0.0:
         return True
-    bound = CHEAP_SUM_ERROR + ROUNDING * (abs(m) + abs(value))
-    return np.float32(value - bound) == np.float32(value + bound)
+    return rounds_alike(value, m, CHEAP_SUM_ERROR)
+
+
+@inline
+def certain_everywhere(value, m, error):
+    """``certain_in_float32`` for a partial every term of which took float32's exp, its ties
+    among them, whatever its max (a CERTIFIED band of columns: ``reduce.lse_of_columns``),
+    its sum's relative error at most ``error``. Never certain where the max is not finite
+    (exp(inf - inf) is nan: the sum means nothing); where the lse is near 0, rarely (its
+    float32 ulps are small): those are summed again with the full exp."""
+    if not abs(m) < np.inf:
+        return False
+    if not value - value == 0.0:
+        return True  # nan from a nan entry, which the full exp's sum holds too
+    return rounds_alike(value, m, error)
+
+
+def is_certain(value, m, c, s, error):
+    """``certain_in_float32(value, m, c, s)`` where ``error`` is None (a row's partial, whose
+    blocks chose their exp by its max), else ``certain_everywhere(value, m, error)``."""
+
+
+@overload(is_certain, inline="always")
+def _is_certain(value, m, c, s, error):
+    if isinstance(error, (types.NoneType, types.Omitted)):
+        return lambda value, m, c, s, error: certain_in_float32(value, m, c, s)
+    return lambda value, m, c, s, error: certain_everywhere(value, m, error)
 
 
 @kernel
-def finish_slices(m, c, s, out, sign, uncertain=None):
-    """out[i], sign[i] = log_abs_sum(m[i], c[i], s[i]) for 1-D arrays: first the plain form
-    for all, in a vector loop, then the exact function for the slices that are not plain.
+def finish_slices(m, c, s, out, sign, uncertain=None, error=None):
+    """out[i], sign[i] = log_abs_sum(m[i], c[i], s[i]) for 1-D arrays (sign None: the signs
+    are not wanted, and not written): first the plain form for all, in a vector loop, then
+    the exact function for the slices that are not plain.
 
     ``uncertain``, for unweighted CERTIFIED partials into a float32 out: uncertain[i] =
-    whether slice i must be summed again with the full exp (``certain_in_float32``); returns
-    how many must (0 without it)."""
+    whether slice i must be summed again with the full exp (``is_certain``: ``error`` None
+    for the partials of rows, the bound of the sums' error for those of ``certain_everywhere``);
+    returns how many must (0 without it)."""
     prefer_wide_vectors()
     count = 0
     for i in range(m.shape[0]):
         value = (m[i] + 0.0) + log1p_nonnegative(s[i])
         out[i] = value
-        sign[i] = 1.0
-        flag = not certain_in_float32(value, m[i], c[i], s[i])
+        store(sign, i, 1.0)
+        flag = not is_certain(value, m[i], c[i], s[i], error)
         store(uncertain, i, flag)
         count += flag and is_plain(m[i], c[i], s[i])
     for i in range(m.shape[0]):
         if not is_plain(m[i], c[i], s[i]):
-            value, sign[i] = log_abs_sum(m[i], c[i], s[i])
+            value, sign_i = log_abs_sum(m[i], c[i], s[i])
             out[i] = value
-            flag = not certain_in_float32(value, m[i], c[i], s[i])
+            store(sign, i, sign_i)
+            flag = not is_certain(value, m[i], c[i], s[i], error)
             store(uncertain, i, flag)
             count += flag
     return count if is_present(uncertain) else 0

@@ -21,13 +21,15 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .exp import is_float32
+from .exp import exp_of_difference, is_float32
 from .intrinsics import prefer_wide_vectors
 from .jit import inline, inline_ir, kernel, one_thread, restore_threads, run_tasks, threads_for
 from .partials import (
     BLOCK,
     CERTIFIED,
     CHEAP_FROM,
+    CHEAP_SUM_ERROR,
+    SHORT_SUM_ERROR,
     FOR_OUTPUTS,
     add_compensated,
     finish_slices,
@@ -38,7 +40,9 @@ from .partials import (
     part_of,
     partial_of_slice,
     row_of,
+    rows_of,
     slice_of,
+    store,
     store_at,
     term_exp,
     transposed,
@@ -226,9 +230,9 @@ def partials_of_rows(x, w, for_outputs=None):
 
 
 @kernel
-def lse_tiles_run(x, w, out, sign, first, end):
+def lse_tiles_run(x, w, out, sign, cheap, first, end):
     """Tasks first .. end - 1 of ``lse_short_rows``: tiles of TILE_ROWS rows, transposed,
-    each finished while its partials are in L1 (``lse_of_columns``)."""
+    each finished while its partials are in L1 (``lse_of_columns``; ``cheap`` as there)."""
     rows = x.shape[0]
     m = np.empty(TILE_ROWS)
     c = np.empty(TILE_ROWS)
@@ -239,24 +243,25 @@ def lse_tiles_run(x, w, out, sign, first, end):
         r1 = min(rows, r0 + TILE_ROWS)
         k = r1 - r0
         lse_of_columns(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m[:k], c[:k],
-                       s[:k], uncertain[:k], out[r0:r1], sign[r0:r1], None)
+                       s[:k], uncertain[:k], out[r0:r1], slice_of(sign, r0, r1), cheap)
 
 
 @kernel(parallel=True)
-def lse_short_rows(x, w, out, sign):
+def lse_short_rows(x, w, out, sign, cheap=None):
     """``lse_rows`` of rows shorter than SHORT_ROW, a tile at a time, its rows as the columns
     of ``lse_columns`` (a million rows of 10 wrote and read back three arrays of partials:
-    2.6 ms of 17)."""
+    2.6 ms of 17); ``cheap`` as ``lse_of_columns`` takes it."""
     rows, n = x.shape
     threads = threads_for(x.size)
-    run_tasks(lse_tiles_run, (x, w, out, sign), -(-rows // TILE_ROWS), TILE_ROWS * n)
+    run_tasks(lse_tiles_run, (x, w, out, sign, cheap), -(-rows // TILE_ROWS), TILE_ROWS * n)
     restore_threads(threads)
 
 
 @kernel
 def lse_rows(x, w, out, sign, cheap=None):
     """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r
-    (``row_partials``; rows shorter than SHORT_ROW go through ``lse_short_rows``).
+    (``row_partials``; rows shorter than SHORT_ROW go through ``lse_short_rows``). sign None
+    (here and in ``lse_short_rows``, ``lse_columns``): the signs are not wanted, not written.
 
     ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): rows of at least
     SHORT_ROW entries take float32's exp where their max allows (``partials.block_terms``),
@@ -273,7 +278,7 @@ def lse_of_rows(x, w, out, sign):
     """``lse_short_rows`` or ``lse_rows`` of x, by its row length: for Numba code (a Python
     caller picks itself, and so compiles the one its shape takes)."""
     if x.shape[1] < SHORT_ROW:
-        lse_short_rows(x, w, out, sign)
+        lse_short_rows(x, w, out, sign, certified_for(x, w))
     else:
         lse_rows(x, w, out, sign, certified_for(x, w))
 
@@ -295,7 +300,8 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
             again = np.flatnonzero(uncertain)
             m2, c2, s2 = row_partials(x, None, rows_at=again)
             for i in range(again.shape[0]):
-                out[again[i]], sign[again[i]] = log_abs_sum(m2[i], c2[i], s2[i])
+                out[again[i]], sign_i = log_abs_sum(m2[i], c2[i], s2[i])
+                store(sign, again[i], sign_i)
 
     return finish_certified
 
@@ -431,27 +437,85 @@ def add_to_column(s, e, v, x, short):
     return add_compensated(s, e, v)
 
 
+@kernel
+def column_sums(x, o, j0, m, s):
+    """s[j] = the sum of exp(x[o, k, j0 + j] - m[j]) over every k, its ties included (each adds
+    exp(0) = 1, exactly), with float32 data's exp (``partials.exp_of_difference``): the terms
+    of a CERTIFIED band (``lse_of_columns``; no weights), COLUMN_STEP rows a step as
+    ``column_terms``, without the ties' compare, selects and count."""
+    prefer_wide_vectors()
+    width = m.shape[0]
+    n = x.shape[1]
+    s[:] = 0.0
+    full_steps = n - n % COLUMN_STEP
+    for k in range(0, full_steps, COLUMN_STEP):
+        x0 = x[o, k, j0:j0 + width]
+        x1 = x[o, k + 1, j0:j0 + width]
+        x2 = x[o, k + 2, j0:j0 + width]
+        x3 = x[o, k + 3, j0:j0 + width]
+        for j in range(width):
+            s[j] += ((exp_of_difference(x0[j], m[j]) + exp_of_difference(x1[j], m[j]))
+                     + (exp_of_difference(x2[j], m[j]) + exp_of_difference(x3[j], m[j])))
+    for k in range(full_steps, n):
+        xk = x[o, k, j0:j0 + width]
+        for j in range(width):
+            s[j] += exp_of_difference(xk[j], m[j])
+
+
+@kernel
+def one_tie_apart(c, s):
+    """(c, s)[j] = (1, s[j] - 1): a column's sum of all its terms (``column_sums``) as the
+    partial of its max, one of its entries, whose term is exactly 1 (c + s the same, to a
+    rounding of 2^-53 (c + s)). Meaningless where the max is not finite, which
+    ``partials.certain_everywhere`` never certifies."""
+    prefer_wide_vectors()
+    for j in range(s.shape[0]):
+        c[j] = 1.0
+        s[j] -= 1.0
+
+
+@kernel
+def mostly_cheap(m):
+    """Whether at least half of the maxima m reach CHEAP_FROM: a band's lse are then mostly
+    >= 1, where float32's exp is almost always certified."""
+    count = 0
+    for j in range(m.shape[0]):
+        count += m[j] >= CHEAP_FROM
+    return 2 * count >= m.shape[0]
+
+
 @inline_ir
 def lse_of_columns(x, w, o, j0, m, c, s, uncertain, out, sign, cheap):
     """out[j], sign[j] = the log-sum-exp of x[o, :, j0 + j] (weights w like x, or None) and
     its sign, for j < width, the length of the work arrays m, c, s, uncertain and of the
     band's outputs out, sign: the band's maxima, then its terms (two passes).
 
-    ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): where every max of the
-    band is >= CHEAP_FROM (and its columns no longer than CHEAP_COLUMN_ROWS), its terms take
-    float32's exp, every result is certified and the uncertain columns are summed again,
-    alone, with the full exp: the bits of the full exp's sums, as ``lse_rows`` gives."""
+    ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): where at least half the
+    band's maxima reach CHEAP_FROM (``mostly_cheap``; columns no longer than
+    CHEAP_COLUMN_ROWS), every term takes float32's exp, ties included (``column_sums``), every
+    result is certified (``partials.certain_everywhere``, the error bound of a column of its
+    length) and the uncertain columns are summed again, alone, with the full exp (all of the
+    band, if more than an eighth: lse near 0): the bits of the full exp's sums, as
+    ``lse_rows`` gives. (Unlike a row's blocks, a band cannot choose its exp per column, its
+    lanes running across them.)"""
     column_max(x, w, o, j0, m)
-    if is_present(cheap) and x.shape[1] <= CHEAP_COLUMN_ROWS and np.all(m >= CHEAP_FROM):
-        column_terms(x, w, o, j0, m, c, s, FOR_OUTPUTS)
-        again = finish_slices(m, c, s, out, sign, uncertain)
+    if is_present(cheap) and x.shape[1] <= CHEAP_COLUMN_ROWS and mostly_cheap(m):
+        column_sums(x, o, j0, m, s)
+        one_tie_apart(c, s)
+        error = SHORT_SUM_ERROR if x.shape[1] < SHORT_ROW else CHEAP_SUM_ERROR
+        again = finish_slices(m, c, s, out, sign, uncertain, error)
     else:
         column_terms(x, w, o, j0, m, c, s)
         again = finish_slices(m, c, s, out, sign)
-    for j in range(m.shape[0] if again else 0):
-        if uncertain[j]:
-            column_terms(x, w, o, j0 + j, m[j:j + 1], c[j:j + 1], s[j:j + 1])
-            out[j], sign[j] = log_abs_sum(m[j], c[j], s[j])
+    if again > m.shape[0] // 8:
+        column_terms(x, w, o, j0, m, c, s)
+        finish_slices(m, c, s, out, sign)
+    else:
+        for j in range(m.shape[0] if again else 0):
+            if uncertain[j]:
+                column_terms(x, w, o, j0 + j, m[j:j + 1], c[j:j + 1], s[j:j + 1])
+                out[j], sign_j = log_abs_sum(m[j], c[j], s[j])
+                store(sign, j, sign_j)
 
 
 @kernel
@@ -468,7 +532,7 @@ def columns_run(x, w, out, sign, cheap, first, end):
         o, j0, j1 = band_at(task, n_bands, inner)
         k = j1 - j0
         lse_of_columns(x, w, o, j0, m[:k], c[:k], s[:k], uncertain[:k], out[o, j0:j1],
-                       sign[o, j0:j1], cheap)
+                       rows_of(sign, o, j0, j1), cheap)
 
 
 @kernel(parallel=True)
@@ -530,5 +594,5 @@ def lse_of_partials(m, c, s, out, sign):
         for task in prange(-(-n // BLOCK)):
             lo = task * BLOCK
             hi = min(n, lo + BLOCK)
-            finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], sign[lo:hi])
+            finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], slice_of(sign, lo, hi))
     restore_threads(threads)
