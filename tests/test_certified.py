@@ -259,7 +259,7 @@ def test_tiles_mostly_cheap_take_float32s_exp():
     CHEAP_FROM) and the full one where they should."""
     def cheap_tiles(x):
         maxima = np.asarray(x, dtype=np.float32).max(axis=1)
-        tiles = [maxima[r:r + reduce.TILE_ROWS] for r in range(0, len(maxima), reduce.TILE_ROWS)]
+        tiles = [maxima[r:r + reduce.LSE_TILE_ROWS] for r in range(0, len(maxima), reduce.LSE_TILE_ROWS)]
         return [bool(reduce.mostly_cheap(t.astype(np.float64))) for t in tiles]
     assert all(cheap_tiles(SHORT_ROWS["randn"]))
     assert not any(cheap_tiles(SHORT_ROWS["log-probabilities (full exp)"]))
