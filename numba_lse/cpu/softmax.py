@@ -29,15 +29,16 @@ Masked-out entries (weight 0, from ``where``) give 0, -inf, 0.
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from .exp import exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
 from .intrinsics import get_threads, maxnum, prefer_wide_vectors
 from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, run_tasks,
                   task_queue, threads_for)
-from .partials import (FOR_OUTPUTS, add_term, block_max, exps_and_sum, part_of, row_of, rows_in,
-                       rows_of, sample_of, slice_of, transposed, weight_at)
+from .partials import (FOR_OUTPUTS, add_term, block_max, exps_and_sum, exps_sum, part_of, row_of,
+                       rows_in, rows_of, sample_of, slice_of, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
 
@@ -355,6 +356,26 @@ def short_rows_run(op, x, w, out, first, end):
             write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
 
 
+def terms_keeping_exps(op, x, w, m, exps):
+    """(c, s) of the slice x (weights w, or None) for its max m, keeping the exps of its
+    terms: ``partials.exps_and_sum``; for an unweighted softmax, whose scale is c + s alone,
+    (0, the sum of every term, ties included: ``partials.exps_sum``), without the ties'
+    compare, selects and count. (A row of -inf, +inf or nan gives a nan sum either way, and
+    a softmax of nan.)"""
+
+
+@overload(terms_keeping_exps, inline="always")
+def _terms_keeping_exps(op, x, w, m, exps):
+    if isinstance(w, types.NoneType):
+        def unweighted(op, x, w, m, exps):
+            if op == SOFTMAX:
+                return 0.0, exps_sum(x, m, exps)
+            return exps_and_sum(x, w, m, exps)
+
+        return unweighted
+    return lambda op, x, w, m, exps: exps_and_sum(x, w, m, exps)
+
+
 @kernel
 def rows_run(op, x, w, out, first, end):
     """Rows first .. end - 1, each start to end: its partial, then its outputs, whose read of
@@ -370,7 +391,7 @@ def rows_run(op, x, w, out, first, end):
             row = x[r]
             weights = row_of(w, r)
             m = block_max(row, weights, -np.inf)
-            c, s = exps_and_sum(row, weights, m, exps)
+            c, s = terms_keeping_exps(op, row, weights, m, exps)
             shift, scale, dominant = slice_constants(op, row, weights, m, c, s)
             write_exps(op, row, weights, exps, out[r], shift, scale, dominant)
     else:
