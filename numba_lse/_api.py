@@ -242,7 +242,7 @@ def log_softmax(x, axis=None, where=None):
 
     Notes
     -----
-    ``log_softmax(x) = (x - m) - (log(c) + log1p(s / c))`` with m, c, s as in `softmax`:
+    ``log_softmax(x) = (x - m) - log1p((c - 1) + s)`` with m, c, s as in `softmax`:
     never ``log(softmax(x))``, which is -inf wherever softmax underflows (``perf/alpha_sweep.py``
     shows the error of both for x = alpha * [-1, 0, 1]). Accuracy against mpmath: float32
     within 1 ulp, float64 within 2 ulp times max(1, cond).

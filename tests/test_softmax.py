@@ -658,6 +658,23 @@ class TestAccuracy:
         assert ours_worst <= 1.0, msg
         assert ours_worst < scipy_worst and ours_total < scipy_total, msg
 
+    @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+    @pytest.mark.parametrize("n", [256, 4096, 65536])
+    def test_one_dominant_entry_over_many_small_ones(self, n, dtype):
+        # softmax of [0, -20, ..., -20]: the max's term 1 and n - 1 terms of e^-20. Summed in
+        # one sum, the 1 makes its lane's later additions round relative to 1: float64 lost
+        # up to 1286 ulp at the max (n = 65536) that way; float32 rows may (far below their
+        # ulp), float64 rows keep the max's term apart. Within the documented bounds.
+        x = np.full(n, -20.0, dtype)
+        x[0] = 0
+        computed = nl.softmax(x)
+        with mp.workdps(DPS):
+            total = 1 + (n - 1) * mp.exp(mp.mpf(float(x[1])))
+            exact = [1 / total, mp.exp(mp.mpf(float(x[1]))) / total]
+        bound = 0.5 + 1 / 16 if dtype == np.float32 else 2.0
+        assert ulps(computed[0], exact[0], dtype) <= bound
+        assert ulps(computed[-1], exact[1], dtype) <= bound
+
     @pytest.mark.parametrize("name", FUNCS)
     @pytest.mark.parametrize("shape, axis", [((3000, 10), -1), ((64, 1000), -1),
                                              ((2, 70000), -1), ((1000, 64), 0)])

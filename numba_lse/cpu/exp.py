@@ -27,7 +27,8 @@ and so do the row sums that feed them (``partials.term_exp``): each output's err
 below its float32 ulp. The sums of a log-sum-exp take the full exp, since an error of 2^-34
 in the sum would be amplified by the condition number where lse is near 0, except where the
 result is certified to be the same float32 (``partials.certain_in_float32``: float32 rows
-whose max is >= 1).
+whose max is >= 1; ``certain_everywhere``: bands of float32 columns and of short rows, at
+least half of whose maxima are).
 
 Special values: exp(-inf) = 0, exp(nan) = nan, exp(x) = 0 below -745.14 (where the true value
 rounds to 0), exp(0) = 1 exactly (so a tie with the max contributes exactly 1).

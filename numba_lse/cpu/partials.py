@@ -265,15 +265,17 @@ def is_plain(m, c, s):
 # term; 1.4x faster, the float32 kernels being bound by float64 arithmetic) once the running
 # max reaches CHEAP_FROM (``block_terms``), so that a slice whose max is lower, whose lse may
 # be near 0, is summed exactly as with the full exp, and the lse of every other is >= 1.
+# Columns and tiles of short rows (``reduce.lse_of_columns``) choose a band at a time: all
+# its terms take float32's exp where at least half its maxima reach CHEAP_FROM.
 # A NumPy int, not 1, for the reason FOR_OUTPUTS is a NumPy bool (no literal compile apart).
 CERTIFIED = np.int64(1)
 CHEAP_FROM = 1.0
 # CHEAP_SUM_ERROR bounds the relative difference between a sum of unweighted terms that took
 # float32's exp and the one the full exp gives: 2^-34 from the exps, and twice the float64
 # roundings of a sum of at most 2^20 sequential additions (2^-32; a row's sum takes ~200 +
-# n / 2^16). SHORT_SUM_ERROR bounds it for sums of fewer than 32 terms (a short row's): 2^-34.2
-# from the exps and 2 * 31 * 2^-53 from the roundings, below 2^-34.1, with a factor 2 to
-# spare; 8x fewer results near a float32 rounding boundary than CHEAP_SUM_ERROR would flag.
+# n / 2^16). SHORT_SUM_ERROR bounds it for sums of fewer than 32 terms (a short row's):
+# 2^-34.16 from the exps (5.2e-11, with the 2^-44 of their range reduction), 2^-52 from the
+# full exp's, 2 * 31 * 2^-53 from the roundings: below 2^-34.1, with a factor 2 to spare; 8x fewer results near a float32 rounding boundary than CHEAP_SUM_ERROR would flag.
 # ROUNDING bounds the float64 roundings of m + log(c + s), relative to |m| + |lse|.
 CHEAP_SUM_ERROR = 2.0 ** -30
 SHORT_SUM_ERROR = 2.0 ** -33
@@ -415,8 +417,9 @@ def exps_and_sum(x, w, m, exps):
 @kernel
 def exps_sum(x, m, exps):
     """The sum of exps[i] = exp(x[i] - m) over the whole 1-D slice x, ties included (each
-    adds exp(0) = 1, exactly), with float32 data's exp (``exp_of_difference``): a softmax's
-    (unweighted) terms, whose scale c + s needs no tie counted apart."""
+    adds exp(0) = 1, exactly), with float32 data's exp (``exp_of_difference``): an
+    unweighted softmax's terms, whose scale c + s needs no tie counted apart (float32 data
+    only: ``softmax.terms_keeping_exps`` says why)."""
     prefer_wide_vectors()
     s = 0.0
     for i in range(x.shape[0]):

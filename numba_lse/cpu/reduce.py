@@ -30,7 +30,6 @@ from .partials import (
     CHEAP_FROM,
     CHEAP_SUM_ERROR,
     SHORT_SUM_ERROR,
-    FOR_OUTPUTS,
     add_compensated,
     finish_slices,
     is_present,
@@ -397,14 +396,8 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
     s[:] = 0.0
     full_steps = n - n % COLUMN_STEP
     for k in range(0, full_steps, COLUMN_STEP):
-        x0 = x[o, k, j0:j0 + width]
-        x1 = x[o, k + 1, j0:j0 + width]
-        x2 = x[o, k + 2, j0:j0 + width]
-        x3 = x[o, k + 3, j0:j0 + width]
-        w0 = part_of(w, o, k, j0, j0 + width)
-        w1 = part_of(w, o, k + 1, j0, j0 + width)
-        w2 = part_of(w, o, k + 2, j0, j0 + width)
-        w3 = part_of(w, o, k + 3, j0, j0 + width)
+        x0, x1, x2, x3 = step_rows(x, o, k, j0, width)
+        w0, w1, w2, w3 = step_rows(w, o, k, j0, width)
         for j in range(width):
             c0, s0 = column_term(x0[j], weight_at(w0, j), m[j], for_outputs)
             c1, s1 = column_term(x1[j], weight_at(w1, j), m[j], for_outputs)
@@ -421,6 +414,14 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
             s[j], e[j] = add_to_column(s[j], e[j], sk, xk[j], short)
     for j in range(width):
         s[j] += e[j]
+
+
+@inline_ir
+def step_rows(x, o, k, j0, width):
+    """Rows k .. k + COLUMN_STEP - 1 of x[o] over a band's columns j0 .. j0 + width - 1: a
+    step of the column kernels (``part_of``: Nones for weights that are None)."""
+    return (part_of(x, o, k, j0, j0 + width), part_of(x, o, k + 1, j0, j0 + width),
+            part_of(x, o, k + 2, j0, j0 + width), part_of(x, o, k + 3, j0, j0 + width))
 
 
 @inline
@@ -461,10 +462,7 @@ def column_sums(x, o, j0, m, s):
     s[:] = 0.0
     full_steps = n - n % COLUMN_STEP
     for k in range(0, full_steps, COLUMN_STEP):
-        x0 = x[o, k, j0:j0 + width]
-        x1 = x[o, k + 1, j0:j0 + width]
-        x2 = x[o, k + 2, j0:j0 + width]
-        x3 = x[o, k + 3, j0:j0 + width]
+        x0, x1, x2, x3 = step_rows(x, o, k, j0, width)
         for j in range(width):
             s[j] += ((exp_of_difference(x0[j], m[j]) + exp_of_difference(x1[j], m[j]))
                      + (exp_of_difference(x2[j], m[j]) + exp_of_difference(x3[j], m[j])))
@@ -507,8 +505,8 @@ def lse_of_columns(x, w, o, j0, m, c, s, uncertain, out, sign, cheap, tile=None,
     CHEAP_COLUMN_ROWS), every term takes float32's exp, ties included (``column_sums``), every
     result is certified (``partials.certain_everywhere``, the error bound of a column of its
     length) and the uncertain columns are summed again, alone, with the full exp (all of the
-    band, if more than an eighth: lse near 0): the bits of the full exp's sums, as
-    ``lse_rows`` gives. (Unlike a row's blocks, a band cannot choose its exp per column, its
+    band, if more than an eighth: lse near 0): the bits of the full exp's sums (``cheap``
+    None). (Unlike a row's blocks, a band cannot choose its exp per column, its
     lanes running across them.) ``tile``, ``tile_w``: the rows (and weights) of short rows
     that x is the transpose of, whose next tile is fetched meanwhile (``prefetch_after``),
     or None."""

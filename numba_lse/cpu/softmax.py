@@ -358,15 +358,20 @@ def short_rows_run(op, x, w, out, first, end):
 
 def terms_keeping_exps(op, x, w, m, exps):
     """(c, s) of the slice x (weights w, or None) for its max m, keeping the exps of its
-    terms: ``partials.exps_and_sum``; for an unweighted softmax, whose scale is c + s alone,
-    (0, the sum of every term, ties included: ``partials.exps_sum``), without the ties'
-    compare, selects and count. (A row of -inf, +inf or nan gives a nan sum either way, and
-    a softmax of nan.)"""
+    terms: ``partials.exps_and_sum``; for an unweighted softmax of float32 data, whose scale
+    is c + s alone, (0, the sum of every term, ties included: ``partials.exps_sum``),
+    without the ties' compare, selects and count. (A row of -inf, +inf or nan: a nan sum
+    here, a nan scale from ``row_constants`` there, a softmax of nan either way.)
+
+    float32 data only: a tie's exact 1 in a lane makes that lane's later additions round
+    relative to 1, not to the small terms: up to n/16 ulps of c + s (2^-40 for rows up to a
+    CHUNK), far below a float32 ulp, but a float64 softmax's max entry lost up to 80 ulps on
+    rows of 4096 (1 against 4095 terms of e^-20; ``tests/test_softmax.py``)."""
 
 
 @overload(terms_keeping_exps, inline="always")
 def _terms_keeping_exps(op, x, w, m, exps):
-    if isinstance(w, types.NoneType):
+    if isinstance(w, types.NoneType) and x.dtype == types.float32:
         def unweighted(op, x, w, m, exps):
             if op == SOFTMAX:
                 return 0.0, exps_sum(x, m, exps)
