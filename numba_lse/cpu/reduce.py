@@ -239,9 +239,10 @@ def partials_of_rows(x, w, for_outputs=None):
 @kernel
 def lse_tiles_run(x, w, out, sign, cheap, first, end):
     """Tasks first .. end - 1 of ``lse_short_rows``: tiles of LSE_TILE_ROWS rows,
-    transposed, each finished while its partials are in L1 (``lse_of_columns``; ``cheap`` as there),
-    the next tile's rows fetched meanwhile (float64 rows of 10: 1.13x; the softmax family's
-    and the cross-entropy's tiles, bound by their outputs' writes, gained nothing)."""
+    transposed, each finished while its partials are in L1 (``lse_of_columns``; ``cheap``
+    as there), the next tile's rows fetched meanwhile (float64 rows of 10: 1.13x; the
+    softmax family's and the cross-entropy's tiles, bound by their outputs' writes, gained
+    nothing)."""
     rows = x.shape[0]
     m = np.empty(LSE_TILE_ROWS)
     c = np.empty(LSE_TILE_ROWS)
@@ -506,10 +507,10 @@ def lse_of_columns(x, w, o, j0, m, c, s, uncertain, out, sign, cheap, tile=None,
     result is certified (``partials.certain_everywhere``, the error bound of a column of its
     length) and the uncertain columns are summed again, alone, with the full exp (all of the
     band, if more than an eighth: lse near 0): the bits of the full exp's sums (``cheap``
-    None). (Unlike a row's blocks, a band cannot choose its exp per column, its
-    lanes running across them.) ``tile``, ``tile_w``: the rows (and weights) of short rows
-    that x is the transpose of, whose next tile is fetched meanwhile (``prefetch_after``),
-    or None."""
+    None). (Unlike a row's blocks, a band cannot choose its exp per column, its lanes
+    running across them.) ``tile``, ``tile_w``: the rows (and weights) of short rows that x
+    is the transpose of, whose next tile is fetched meanwhile (``prefetch_after``), or
+    None."""
     column_max(x, w, o, j0, m)
     prefetch_after(tile, 0)
     prefetch_after(tile_w, 0)
