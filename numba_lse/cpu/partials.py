@@ -417,28 +417,17 @@ def exps_and_sum(x, w, m, exps):
 
 
 @kernel
-def exps_sum(x, m, exps):
-    """The sum of exps[i] = exp(x[i] - m) over the whole 1-D slice x, ties included (each
-    adds exp(0) = 1, exactly), with float32 data's exp (``exp_of_difference``): an
-    unweighted softmax's terms, whose scale c + s needs no tie counted apart (float32 data
-    only: ``softmax.terms_keeping_exps`` says why)."""
+def block_sum(x, m, exps=None):
+    """The sum of exp(x_i - m) over the whole slice x, ties included, with float32 data's
+    exp (``exp_of_difference``): each tie adds exp(0) = 1, exactly. Keeping the exps where
+    given, exps[i] = exp(x[i] - m): an unweighted softmax's terms, whose scale c + s needs no
+    tie counted apart (float32 data only: ``softmax.terms_keeping_exps`` says why)."""
     prefer_wide_vectors()
     s = 0.0
     for i in range(x.shape[0]):
         exp_x = exp_of_difference(x[i], m)
-        exps[i] = exp_x
+        store(exps, i, exp_x)
         s = add_reassoc(s, exp_x)
-    return s
-
-
-@kernel
-def block_sum(x, m):
-    """The sum of exp(x_i - m) over the whole slice x, ties included, with float32 data's
-    exp (``exp_of_difference``): each tie adds exp(0) = 1, exactly."""
-    prefer_wide_vectors()
-    s = 0.0
-    for i in range(x.shape[0]):
-        s = add_reassoc(s, exp_of_difference(x[i], m))
     return s
 
 

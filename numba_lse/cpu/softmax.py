@@ -37,7 +37,7 @@ from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_flo
 from .intrinsics import get_threads, maxnum, prefer_wide_vectors
 from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, run_tasks,
                   task_queue, threads_for)
-from .partials import (FOR_OUTPUTS, add_term, block_max, exps_and_sum, exps_sum, part_of, row_of,
+from .partials import (FOR_OUTPUTS, add_term, block_max, block_sum, exps_and_sum, part_of, row_of,
                        rows_in, rows_of, sample_of, slice_of, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
                      row_partials, transpose_tile)
@@ -359,7 +359,7 @@ def short_rows_run(op, x, w, out, first, end):
 def terms_keeping_exps(op, x, w, m, exps):
     """(c, s) of the slice x (weights w, or None) for its max m, keeping the exps of its
     terms: ``partials.exps_and_sum``; for an unweighted softmax of float32 data, whose scale
-    is c + s alone, (0, the sum of every term, ties included: ``partials.exps_sum``),
+    is c + s alone, (0, the sum of every term, ties included: ``partials.block_sum``),
     without the ties' compare, selects and count. (A row of -inf, +inf or nan: a nan sum
     here, a nan scale from ``row_constants`` there, a softmax of nan either way.)
 
@@ -374,7 +374,7 @@ def _terms_keeping_exps(op, x, w, m, exps):
     if isinstance(w, types.NoneType) and x.dtype == types.float32:
         def unweighted(op, x, w, m, exps):
             if op == SOFTMAX:
-                return 0.0, exps_sum(x, m, exps)
+                return 0.0, block_sum(x, m, exps)
             return exps_and_sum(x, w, m, exps)
 
         return unweighted
