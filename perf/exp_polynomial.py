@@ -21,9 +21,14 @@ def f(r):
     return (mp.exp(r) - 1 - r) / r**2 if r else mp.mpf(1) / 2
 
 
-def weighted_error(coefficients, r):
-    """Relative error of 1 + r + r^2 P(r) as exp(r)."""
-    return r**2 / mp.exp(r) * (mp.polyval(coefficients[::-1], r) - f(r))
+def weight(r):
+    """|exp's relative error| = weight(r) |P(r) - f(r)|."""
+    return r**2 / mp.exp(r)
+
+
+def weighted_error(coefficients, r, f=f, weight=weight):
+    """weight(r) (P(r) - f(r)): with exp's f and weight, the relative error of 1 + r + r^2 P(r)."""
+    return weight(r) * (mp.polyval(coefficients[::-1], r) - f(r))
 
 
 def largest_error(coefficients, points=20001):
@@ -31,25 +36,31 @@ def largest_error(coefficients, points=20001):
     return max(abs(weighted_error(coefficients, -a + 2 * a * i / (points - 1))) for i in range(points))
 
 
-def remez(degree, iterations=30):
-    a, unknowns = HALF_WIDTH, degree + 1
+def remez(degree, f=f, weight=weight, lo=-HALF_WIDTH, hi=HALF_WIDTH, iterations=30):
+    """The polynomial P of the given degree (coefficients from the constant one up) that
+    minimises max |weight(r) (P(r) - f(r))| over [lo, hi], by Remez's exchange
+    (``perf/log_polynomial.py`` calls it with its own f, weight and interval)."""
+    unknowns = degree + 1
     size = unknowns + 1
-    # A first reference spread as Chebyshev's extrema, none at r = 0 (where the weight vanishes).
-    reference = [-a * mp.cos(mp.pi * (i + mp.mpf(1) / 3) / (size - mp.mpf(1) / 3)) for i in range(size)]
-    grid = [-a + 2 * a * i / (GRID - 1) for i in range(GRID)]
+    middle, a = (lo + hi) / 2, (hi - lo) / 2
+    # A first reference spread as Chebyshev's extrema, none at the middle or the ends (where
+    # a weight may vanish).
+    reference = [middle - a * mp.cos(mp.pi * (i + mp.mpf(1) / 3) / (size - mp.mpf(1) / 3))
+                 for i in range(size)]
+    grid = [lo + (hi - lo) * i / (GRID - 1) for i in range(GRID)]
     for _ in range(iterations):
         # P(r_i) - f(r_i) = (-1)^i E / weight(r_i) at every point of the reference.
         matrix, rhs = mp.matrix(size, size), mp.matrix(size, 1)
         for i, r in enumerate(reference):
-            weight = r**2 / mp.exp(r)
+            w = weight(r)
             for j in range(unknowns):
-                matrix[i, j] = weight * r**j
+                matrix[i, j] = w * r**j
             matrix[i, unknowns] = (-1) ** i
-            rhs[i] = weight * f(r)
+            rhs[i] = w * f(r)
         solution = mp.lu_solve(matrix, rhs)
         coefficients = [solution[j] for j in range(unknowns)]
         level = abs(solution[unknowns])
-        values = [weighted_error(coefficients, r) for r in grid]
+        values = [weighted_error(coefficients, r, f, weight) for r in grid]
         extrema = [(grid[i], v) for i, v in enumerate(values)
                    if (i == 0 or abs(v) >= abs(values[i - 1]))
                    and (i == GRID - 1 or abs(v) >= abs(values[i + 1]))]

@@ -19,6 +19,11 @@ The leading term d is exact, so the rounding errors are those of the small corre
 max error, measured against mpmath on samples in every binade (``tests/test_log.py``: p from
 2^-1074 to 1/2, and y from 2^-1074 to 2^1023), is under 1 ulp.
 
+Results rounded to float32 (log1m_softmax of float32 data) take one polynomial instead,
+``log1p_nonpositive_for_float32``: y + y^2 R(y) on [-1/2, 0], R of degree 11, minimax for the
+relative error (2^-36.0, ``perf/log_polynomial.py``): no range reduction, no rounding
+correction (y is exact) and no divide.
+
 Special values: log1p(-0) = +0 (log1m_softmax wants 0: log(1 - 0)), log1p(inf) = inf, nan in,
 nan out.
 """
@@ -85,16 +90,29 @@ def log1p_nonpositive(y):
                           _rounding_error(y, u) * _reciprocal_of_half_to_one(u))
 
 
+# log1p(y) = y + y^2 R(y) on [-1/2, 0] (a hair wider), R of degree 11, the minimax polynomial
+# for the relative error of log1p, its coefficients rounded to float64
+# (``perf/log_polynomial.py``, Remez in mpmath, prints these): relative error 1.45e-11 = 2^-36.0.
+_R32 = (
+    -0.4999999939074579, 0.3333341426965492, -0.2499626546635615, 0.2008597729357478,
+    -0.15514386022505225, 0.24031207086211984, 0.41797738966072306, 2.139452448168088,
+    4.953722730435545, 8.207195347423653, 7.616784363822414, 3.4667921978125498,
+)
+
+
 @inline
 def log1p_nonpositive_for_float32(y):
-    """``log1p_nonpositive`` with one divide instead of two, for results rounded to float32:
-    c = error / u is taken as error (2 - u), off by error (1 - u)^2 / u, at most 2^-54 of the
-    result (the error is at most 2^-54 and |log1p(y)| >= 1 - u), far below a float32 ulp.
-    log1m_softmax of float32 data is bound by its divides: 3 per element, now 2."""
-    u = 1.0 + y
-    low = u < _SQRT_HALF
-    return _log1p_reduced(y, u, -1.0 if low else 0.0, u + u if low else u,
-                          _rounding_error(y, u) * (2.0 - u))
+    """log1p(y) for float64 y in [-1/2, 0] or nan, relative error below 2^-35.9, for results
+    rounded to float32 (far below their ulp, and below the 2^-34.2 of float32 data's exp that
+    gives log1m_softmax its p): y + y^2 R(y), one polynomial, with no range reduction, no
+    rounding correction and no divide: 14 vector operations where ``log1p_nonpositive``
+    takes 32 (log1m_softmax of float32 data was bound by them: 1.2-1.4x faster). y is exact
+    and y^2 R(y) at most 0.39 |y| (|R| <= 0.78 on the range), so the float64 roundings add
+    below 2^-49 relative. log1p(-0) = +0 (the + 0.0), nan -> nan."""
+    r = _R32
+    q = r[0] + y * (r[1] + y * (r[2] + y * (r[3] + y * (r[4] + y * (r[5] + y * (r[6] + y * (
+        r[7] + y * (r[8] + y * (r[9] + y * (r[10] + y * r[11]))))))))))
+    return (y + (y * y) * q) + 0.0
 
 
 @inline
