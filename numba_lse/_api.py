@@ -89,7 +89,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     the sign of its -inf). SciPy switches to the naive ``log(sum(b*exp(a)))`` wherever its
     accurate result is not finite; where that naive sum breaks, numba_lse keeps the exact
     answer instead: a zero weight drops its term even where every weight is zero and an `a`
-    is inf or nan (SciPy: 0 * inf = nan); weights that cancel at a huge finite max give the
+    is inf or nan, or above 709.78, where exp overflows (``a=[710], b=[0]`` gives -inf;
+    SciPy: 0 * inf = nan); weights that cancel at a huge finite max give the
     exact result, e.g. ``a=[1000, 1000], b=[1, -1]`` gives (-inf, 0) (SciPy: inf - inf = nan);
     +inf entries are ties at the max, so their weights add (``a=[inf, inf], b=[-1, 0.5]``
     gives (inf, -1); SciPy: nan); and a negative sum is nan without `return_sign` even when

@@ -433,6 +433,16 @@ class TestSpecialValues:
             check_against_scipy(a, b=b, axis=axis, return_sign=rs,
                                 ctx=f"drop {_name(dtype)} axis={axis} return_sign={rs}")
 
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=_name)
+    def test_every_weight_zero_where_exp_overflows(self, dtype):
+        """a = [710], b = [0]: -inf (SciPy's fallback: 0 * exp(710) = nan), with sign 0 as
+        for all -inf; with a live term beside it, that term alone (found by hypothesis in
+        the accumulator's tests)."""
+        for a, b in (([710.0], [0.0]), ([710.0, 1e30], [0.0, 0.0]), ([710.0, 2.0], [0.0, 1.0])):
+            check_against_scipy(np.array(a, dtype=dtype), b=np.array(b, dtype=dtype),
+                                return_sign=True, ctx=f"a={a} b={b}")
+        assert lse(np.array([710.0], dtype=dtype), b=np.zeros(1, dtype)) == -np.inf
+
     @pytest.mark.parametrize("return_sign", [False, True])
     @pytest.mark.parametrize("keepdims", [False, True])
     @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.complex128],
