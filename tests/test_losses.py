@@ -267,12 +267,15 @@ class TestIndexTargetsVsTorch:
     @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
     @pytest.mark.parametrize("rows", ["forward", "reversed"])
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-    def test_nll_loss_far_rows(self, dtype, rows, weighted, reduction):
-        """Rows over 1 KiB apart, forward and reversed: the gather prefetches samples ahead
-        (``losses.NLL_AHEAD``), past ignored ones and up to the last sample. Each sample's
-        loss is exactly -w[y] x[n, y]."""
-        rng = _rng("far", _dtype_id(dtype), rows, weighted)
-        n, c = 100, 300
+    @pytest.mark.parametrize("c", [10, 300], ids=["near", "far"])
+    def test_nll_loss_near_and_far_rows(self, c, dtype, rows, weighted, reduction):
+        """Rows over 1 KiB apart (300 classes), forward and reversed: the gather prefetches
+        samples ahead (``losses.NLL_AHEAD``), past ignored ones and up to the last sample;
+        rows nearer (10 classes) are gathered first and summed after, in vector lanes
+        (``losses.near_rows``: 100 samples, three lane groups and a partial one). Each
+        sample's loss is exactly -w[y] x[n, y]."""
+        rng = _rng("far", _dtype_id(dtype), rows, weighted, c)
+        n = 100
         log_probs = special.log_softmax(rng.standard_normal((n, c)) * 4, axis=1).astype(dtype)
         if rows == "reversed":
             log_probs = log_probs[::-1]
