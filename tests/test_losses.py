@@ -292,6 +292,23 @@ class TestIndexTargetsVsTorch:
             exact = np.where(kept, -(w_y * log_probs[np.arange(n), np.where(kept, t, 0)]), 0.0)
             np.testing.assert_array_equal(result, exact.astype(dtype))
 
+    @pytest.mark.parametrize("c", [10, 300], ids=["near", "far"])
+    def test_nll_loss_huge_losses_of_both_signs(self, c):
+        """Losses of +-1e308 in turn (the sums of near rows' vector lanes overflow, one to
+        inf, the next to -inf): the sum is torch's 0, as a sum in sequence gives it; an
+        inf loss gives inf, and inf with -inf nan, as torch's."""
+        log_probs = np.full((300, c), -1e308)
+        log_probs[::2] = 1e308
+        t = np.arange(300) % c
+        for reduction in ("sum", "mean"):
+            assert nll_loss(log_probs, t, reduction=reduction) == torch_nll_loss(
+                log_probs, t, reduction=reduction) == 0.0
+        log_probs[5, t[5]] = -np.inf
+        assert nll_loss(log_probs, t, reduction="sum") == np.inf
+        log_probs[7, t[7]] = np.inf
+        assert np.isnan(nll_loss(log_probs, t, reduction="sum"))
+        assert np.isnan(torch_nll_loss(log_probs, t, reduction="sum"))
+
     @pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
     @pytest.mark.parametrize("target_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8],
                              ids=_dtype_id)

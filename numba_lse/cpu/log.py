@@ -2,7 +2,8 @@
 
 Numba's ``math.log1p`` is a call into libm that LLVM cannot vectorise. log1m_softmax takes
 log1p(-p) for every entry whose softmax p is at most 1/2 (the one entry above 1/2 has its
-own formula): ``log1p_nonpositive``, y = -p in [-1/2, 0]. A log-sum-exp takes log1p(s / c)
+own formula): ``log1p_nonpositive``, y = -p in [-1/2, 0] (float64 data; float32 data's
+results take ``log1p_nonpositive_for_float32``, below). A log-sum-exp takes log1p(s / c)
 for every row, s / c >= 0: ``log1p_nonnegative``, so that short rows (a million rows of 10)
 finish in a vector loop, not a libm call per row.
 
@@ -108,7 +109,8 @@ def log1p_nonpositive_for_float32(y):
     rounding correction and no divide: 14 vector operations where ``log1p_nonpositive``
     takes 32 (log1m_softmax of float32 data was bound by them: 1.2-1.4x faster). y is exact
     and y^2 R(y) at most 0.39 |y| (|R| <= 0.78 on the range), so the float64 roundings add
-    below 2^-49 relative. log1p(-0) = +0 (the + 0.0), nan -> nan."""
+    below 2^-49 relative. log1p(-0) = +0 (the + 0.0), nan -> nan. Outside [-1/2, 0] (a
+    hair wider) it is not log1p: at y = -1 it gives -3.5, not -inf."""
     r = _R32
     q = r[0] + y * (r[1] + y * (r[2] + y * (r[3] + y * (r[4] + y * (r[5] + y * (r[6] + y * (
         r[7] + y * (r[8] + y * (r[9] + y * (r[10] + y * r[11]))))))))))

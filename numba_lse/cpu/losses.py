@@ -414,8 +414,9 @@ def nll_sample(x_y, w_y):
     return -(w_y * np.float64(x_y)), w_y
 
 
-# Samples per task of ``nll_index``: its sums run sequentially (compensated) within a block,
-# then over blocks in order, so the result does not depend on the number of threads.
+# Samples per task of ``nll_index``: its sums are compensated, in a fixed order within a
+# block (``nll_block``), then over blocks in order, so the result does not depend on the
+# number of threads.
 NLL_BLOCK = 4096
 # How many samples ahead ``nll_block`` prefetches (16 to 64 measured alike; 8 slower).
 NLL_AHEAD = 32
@@ -423,14 +424,24 @@ FAR_ROW_BYTES = 1024
 
 
 @inline_ir
-def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, kept, kept_error):
-    """The sums (total, its error, kept weight, its error) with the sample (o, j) added,
-    writing its loss to ``loss`` (unless None)."""
+def nll_of_sample(x, target, w, ignore_index, loss, o, j):
+    """(loss, weight kept) of the sample (o, j), (0, 0) where its target is ignore_index,
+    the loss written to ``loss`` too (unless None). Its class index was checked
+    (``_validate.check_classes``: kernels never check), so it is read unsigned, with no
+    wraparound for a negative index: one outside [0, C) would read outside x."""
     y = target[o, j]
     value, w_y = 0.0, 0.0
     if y != ignore_index:
-        value, w_y = nll_sample(x[o, y, j], weight_at(w, y))
+        value, w_y = nll_sample(x[o, np.uint64(y), j], weight_at(w, y))
     store_at(loss, o, j, value)
+    return value, w_y
+
+
+@inline_ir
+def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, kept, kept_error):
+    """The sums (total, its error, kept weight, its error) with the sample (o, j) added,
+    writing its loss to ``loss`` (unless None)."""
+    value, w_y = nll_of_sample(x, target, w, ignore_index, loss, o, j)
     total, total_error = add_compensated(total, total_error, value)
     if is_present(w):
         kept, kept_error = add_compensated(kept, kept_error, w_y)
@@ -472,27 +483,21 @@ def near_rows(x, target, w, ignore_index, loss, lo, hi):
     """``nll_block`` of (N, C) data (x of shape (N, C, 1)) whose rows are near (streamed by
     the hardware): the gather first, the samples' losses (and kept weights) into a buffer,
     then their sums in vector lanes (``sum_compensated``), where a sum in the gather's loop
-    waits on each addition (1e6x10, caches cold: 1.1x faster; 4096x10 in the caches 1.2x).
-    The class indices were checked (``_validate.check_classes``): one not ignored is read
-    unsigned, with no test for a negative index."""
+    waits on each addition (1e6x10, caches cold: 1.1x faster; 4096x10 in the caches 1.2x)."""
     values = np.empty(hi - lo)
     weights = np.empty(hi - lo if is_present(w) else 0)
-    count = 0
+    count = 0.0
     for o in range(lo, hi):
-        y = target[o, 0]
-        value, w_y = 0.0, 0.0
-        if y != ignore_index:
-            value, w_y = nll_sample(x[o, np.uint64(y), 0], weight_at(w, y))
-            count += 1
-        values[o - lo] = value
-        store_at(loss, o, 0, value)
+        values[o - lo], w_y = nll_of_sample(x, target, w, ignore_index, loss, o, 0)
         if is_present(w):
             weights[o - lo] = w_y
+        else:
+            count += w_y  # a count (w_y is 0 or 1): exact below 2^53
     total, total_error = sum_compensated(values)
     if is_present(w):
         kept, kept_error = sum_compensated(weights)
         return total, total_error, kept, kept_error
-    return total, total_error, np.float64(count), 0.0  # a count: exact below 2^53
+    return total, total_error, count, 0.0
 
 
 @kernel(parallel=True)

@@ -247,6 +247,13 @@ def sum_compensated(values):
     s, e = 0.0, 0.0
     for j in range(COMPENSATED_LANES):
         s, e = add_compensated(s, e + errors[j], sums[j])
+    if s - s != 0.0:
+        # inf or nan: lanes of huge terms of both signs may overflow where the sequential
+        # sum does not (1e308 and -1e308 in turn: inf - inf = nan where it gives 0), so the
+        # values are summed again in sequence, which gives inf or nan only where it must.
+        s, e = 0.0, 0.0
+        for i in range(n):
+            s, e = add_compensated(s, e, values[i])
     return s, e
 
 

@@ -104,8 +104,8 @@ def element_of_exp(op, x, w, exp_x, shift, scale, reciprocal, dominant):
         return p
     if np.float64(x) == shift and dominant == dominant:
         return dominant
-    # p <= 1/2 here (the one entry above 1/2 is the dominant one); log1p_nonpositive(-0)
-    # is +0, as log(1 - 0). float32 data: the log1p with one divide less, too.
+    # p <= 1/2 here (the one entry above 1/2 is the dominant one; another exceeds it by a
+    # rounding at most); log1p(-0) is +0, as log(1 - 0). float32 data: one polynomial.
     if is_float32(x):
         return log1p_nonpositive_for_float32(-p)
     return log1p_nonpositive(-p)
