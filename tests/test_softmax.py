@@ -626,6 +626,35 @@ def _float64_reference(name, x, axis):
 
 
 class TestAccuracy:
+    def test_fused_divide_gives_the_bits_of_a_division(self):
+        """``softmax.divide`` (float64 tiles of short rows: q = a r, q + (a - q b) r with
+        two FMAs, a scaled by 2^200): a / b's bits wherever the quotient is normal, within a
+        subnormal ulp below it, for a in [0, 1] and b >= 1, as a softmax value has them."""
+        from numba import njit
+        from numba_lse.cpu.softmax import divide
+
+        @njit
+        def quotients(a, b):
+            out = np.empty(a.size)
+            for i in range(a.size):
+                out[i] = divide(a[i], b[i], 1.0 / b[i])
+            return out
+
+        rng = np.random.default_rng(5)
+        n = 400_000
+        a = np.concatenate([rng.random(n), np.exp(-rng.random(n) * 750.0),
+                            np.ldexp(rng.random(n), -1022), [0.0, 1.0, 5e-324, np.nan]])
+        b = np.concatenate([1 + rng.random(n) * 10.0 ** rng.integers(0, 9, n),
+                            np.nextafter(np.ldexp(1.0, rng.integers(1, 40, n)), 0),
+                            1 + rng.random(n), [1.0, 1.0, 3.0, 2.0]])
+        computed, exact = quotients(a, b), a / b
+        assert np.isnan(computed[-1])
+        computed, exact = computed[:-1], exact[:-1]
+        normal = exact >= np.finfo(np.float64).tiny
+        np.testing.assert_array_equal(computed[normal], exact[normal])
+        assert np.all(np.abs(computed[~normal] - exact[~normal]) <= 5e-324)
+        assert normal.sum() > n and (~normal).sum() > n // 2  # both ranges are tried
+
     @pytest.mark.parametrize("layout", ["row", "column"])
     @pytest.mark.parametrize("name", FUNCS)
     @pytest.mark.parametrize("dtype_name, key", ACC_CASES)

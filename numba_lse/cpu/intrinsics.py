@@ -36,6 +36,23 @@ def maxnum(typingctx, a, b):
 
 
 @intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (LLVM's ``llvm.fma``: a vector FMA where the CPU has one,
+    emulated exactly where not). The kernels' ``contract`` flag lets LLVM fuse a * b + c,
+    but does not make it: a remainder that must be exact (``softmax.divide``) asks for it."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        name = "llvm.fma.f64" if isinstance(t, ir.DoubleType) else "llvm.fma.f32"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name)
+        return builder.call(fn, args)
+
+    return a(a, a, a), codegen
+
+
+@intrinsic
 def add_reassoc(typingctx, a, b):
     """a + b, marked reassociable: a loop that accumulates with it may keep several partial
     sums (SIMD lanes). Only this addition carries the flag, not the exp that feeds it."""
