@@ -103,11 +103,12 @@ def divide(a, b, reciprocal):
     row's scale), given reciprocal = 1 / b: the bits of a / b wherever the quotient is
     normal, and within a subnormal ulp below 2^-1022 (a second rounding), in two FMAs and
     three products where a vector divide costs ~16 cycles per 8 lanes (``write_tile``:
-    float64 softmax of short rows 1.1x faster). Markstein's theorem: with r = 1 / b correctly rounded and q
-    within an ulp of a / b, the remainder a - q b is exact in an FMA and q + (a - q b) r,
-    rounded once, is a / b correctly rounded (P. Markstein, IBM J. Res. Dev. 34(1), 1990;
-    Muller et al., Handbook of Floating-Point Arithmetic, on division with an FMA); it needs
-    the remainder above the subnormal range, hence a scaled by 2^200. nan in, nan out."""
+    float64 softmax of short rows 1.13x faster). Markstein's theorem: with r = 1 / b
+    correctly rounded and q within an ulp of a / b, the remainder a - q b is exact in an
+    FMA and q + (a - q b) r, rounded once, is a / b correctly rounded (P. Markstein, IBM J.
+    Res. Dev. 34(1), 1990; Muller et al., Handbook of Floating-Point Arithmetic, on division
+    with an FMA); it needs the remainder above the subnormal range, hence a scaled by 2^200.
+    nan in, nan out."""
     scaled = a * _UP
     quotient = scaled * reciprocal
     return fma(fma(-quotient, b, scaled), reciprocal, quotient) * _DOWN
