@@ -1,5 +1,7 @@
 """Properties of the CPU kernels that no reference library can check: threads, size, layout."""
 
+import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -148,6 +150,37 @@ def test_a_kernel_compiled_on_top_of_another_process_cache(tmp_path):
                               env=env, timeout=600)
         assert done.returncode == 0, done.stderr
         assert float(done.stdout) == float(np.dtype(dtype).type(np.log(4)))
+
+
+def test_a_change_to_any_module_of_the_kernels_compiles_them_again(tmp_path):
+    # A kernel is compiled with the building blocks of other files inlined (exp.py's exp,
+    # log.py's log1p, ...), so its cache entry must go stale when any of those files changes,
+    # not only its own (Numba's rule): a copy of the package, a kernel cached, then a line
+    # added to log.py alone.
+    shutil.copytree(pathlib.Path(nl.__file__).parent, tmp_path / "numba_lse",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = textwrap.dedent(f"""
+        import numpy as np, numba_lse as nl
+        from numba_lse.cpu import reduce
+        assert nl.__file__.startswith({str(tmp_path)!r})
+        assert nl.logsumexp(np.zeros(4)) == np.log(4)
+        stats = reduce.lse_short_rows.stats
+        print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+    """)
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}  # in-tree caches, the copy's
+
+    def hits_and_misses():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert hits_and_misses() == ["0", "1"]  # compiled
+    assert hits_and_misses() == ["1", "0"]  # loaded
+    with open(tmp_path / "numba_lse" / "cpu" / "log.py", "a") as log:
+        log.write("# a change\n")
+    assert hits_and_misses() == ["0", "1"]  # compiled again, not loaded stale
+    assert hits_and_misses() == ["1", "0"]
 
 
 def test_a_call_compiles_only_the_kernels_its_shape_takes(tmp_path):

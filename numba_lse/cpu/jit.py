@@ -9,12 +9,74 @@ No other fast-math flag is set: ``nnan``/``ninf`` would break the special-value 
 reassociated (to vectorise) says so itself, through ``intrinsics.add_reassoc``.
 """
 
+import functools
+import hashlib
+import os
+
 import numpy as np
 from numba import njit, prange
+from numba.core import caching
 
 from .intrinsics import fetch_add, get_threads, set_threads
 
 _OPTIONS = dict(cache=True, error_model="numpy", nogil=True, fastmath={"contract"})
+
+
+# Numba keeps a function's cache entry while the function's own file is unchanged (a hash of
+# its text). But a kernel here is compiled with building blocks of other files inlined in it
+# (exp.py's exp, partials.py's sums, ...; the CUDA kernels with this directory's), and a
+# change to one of them alone (an upgrade, a git pull, an edit) would leave the kernel's entry
+# current and its machine code stale: the old version's arithmetic, found when a benchmark
+# measured 2.5x slower code that an experiment, undone, had left in the cache. So the
+# functions of this directory and of ../cuda are cached under one stamp of all their modules
+# instead: a change to any of them recompiles every kernel.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_COMPILED_DIRECTORIES = (os.path.join(_PACKAGE, "cpu"), os.path.join(_PACKAGE, "cuda"))
+
+
+@functools.cache
+def _sources_stamp():
+    """A hash of the names and text of the modules of _COMPILED_DIRECTORIES (once a process)."""
+    digest = hashlib.sha256()
+    for directory in _COMPILED_DIRECTORIES:
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".py"):
+                with open(os.path.join(directory, name), "rb") as source:
+                    digest.update(f"{os.path.basename(directory)}/{name}".encode() + b"\0")
+                    digest.update(source.read() + b"\0")
+    return digest.digest()
+
+
+class _StampedBySources:
+    """A Numba cache locator, for the functions of _COMPILED_DIRECTORIES only, whose source
+    stamp is ``_sources_stamp``; where the entries live is its base class's choice."""
+
+    def get_source_stamp(self):
+        return _sources_stamp()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) not in _COMPILED_DIRECTORIES:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def stamp_locators(caching_module):
+    """Put a stamped version of each file-backed locator of ``caching_module`` (Numba's, or
+    numba-cuda's own) first in its list of locators. (A ``NUMBA_CACHE_LOCATOR_CLASSES``
+    setting replaces that list, and is obeyed as is.)"""
+    def public_or_not(name):  # underscored in older versions
+        return getattr(caching_module, name, None) or getattr(caching_module, "_" + name)
+
+    locators = public_or_not("CacheImpl")._locator_classes
+    if not any(issubclass(cls, _StampedBySources) for cls in locators):
+        bases = [public_or_not(f"{kind}CacheLocator") for kind in ("UserProvided", "InTree", "UserWide")]
+        locators[:0] = [type(f"StampedBySources{base.__name__.lstrip('_')}", (_StampedBySources, base),
+                             {"__module__": __name__})
+                        for base in bases]
+
+
+stamp_locators(caching)
 
 
 def kernel(function=None, *, parallel=False):

@@ -38,7 +38,8 @@ absent: None is a type, so those kernels compile without the code that reads the
 a None argument is passed as the null pointer its data model is: ``NoneArguments``). Data is
 read in its dtype, computed in float64 and rounded once where it is stored. Indices are
 int64 where products of sizes appear. Every kernel is compiled once per argument types and
-cached on disk (``cache=True``).
+cached on disk (``cache=True``), under the stamp of every module they are built from
+(``cpu.jit.stamp_locators``).
 """
 
 import math
@@ -46,7 +47,7 @@ import math
 import numpy as np
 from numba import config, cuda, float64, types
 
-from ..cpu.jit import inline
+from ..cpu.jit import inline, stamp_locators
 from ..cpu.losses import (
     index_target_grad,
     index_target_loss,
@@ -115,6 +116,13 @@ class NoneArguments:
     def prepare_args(self, ty, val, stream=None, retr=None):
         return (types.uintp, 0) if ty == types.none else (ty, val)
 
+
+try:  # numba-cuda's own caching (Numba's built-in CUDA target caches with Numba's: stamped)
+    from numba.cuda.core import caching as _cuda_caching
+except ImportError:
+    pass
+else:
+    stamp_locators(_cuda_caching)
 
 # @cuda.jit options of every kernel (the generated permuted copies: without the disk cache).
 LAUNCH = {} if config.ENABLE_CUDASIM else dict(extensions=[NoneArguments()])
