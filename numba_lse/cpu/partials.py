@@ -375,7 +375,7 @@ def _is_certain(value, m, c, s, error):
 def finish_slices(m, c, s, out, sign, uncertain=None, error=None):
     """out[i], sign[i] = log_abs_sum(m[i], c[i], s[i]) for 1-D arrays (sign None: the signs
     are not wanted, and not written): first the plain form for all, in a vector loop, then
-    the exact function for the slices that are not plain.
+    the exact function for the slices that are not plain, if any.
 
     ``uncertain``, for unweighted CERTIFIED partials into a float32 out: uncertain[i] =
     whether slice i must be summed again with the full exp (``is_certain``: ``error`` None
@@ -383,21 +383,27 @@ def finish_slices(m, c, s, out, sign, uncertain=None, error=None):
     returns how many must (0 without it)."""
     prefer_wide_vectors()
     count = 0
+    not_plain = 0
     for i in range(m.shape[0]):
         value = (m[i] + 0.0) + log1p_nonnegative(s[i])
         out[i] = value
         store(sign, i, 1.0)
         flag = not is_certain(value, m[i], c[i], s[i], error)
         store(uncertain, i, flag)
-        count += flag and is_plain(m[i], c[i], s[i])
-    for i in range(m.shape[0]):
-        if not is_plain(m[i], c[i], s[i]):
-            value, sign_i = log_abs_sum(m[i], c[i], s[i])
-            out[i] = value
-            store(sign, i, sign_i)
-            flag = not is_certain(value, m[i], c[i], s[i], error)
-            store(uncertain, i, flag)
-            count += flag
+        plain = is_plain(m[i], c[i], s[i])
+        count += flag and plain
+        not_plain += not plain
+    # Counted in the vector loop, since the search is a scalar loop with a branch per slice
+    # (for every slice, a tenth of a logsumexp of rows of 10).
+    if not_plain:
+        for i in range(m.shape[0]):
+            if not is_plain(m[i], c[i], s[i]):
+                value, sign_i = log_abs_sum(m[i], c[i], s[i])
+                out[i] = value
+                store(sign, i, sign_i)
+                flag = not is_certain(value, m[i], c[i], s[i], error)
+                store(uncertain, i, flag)
+                count += flag
     return count if is_present(uncertain) else 0
 
 
