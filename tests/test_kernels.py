@@ -1,5 +1,7 @@
 """Properties of the CPU kernels that no reference library can check: threads, size, layout."""
 
+import ctypes
+import mmap
 import pathlib
 import shutil
 import subprocess
@@ -15,7 +17,7 @@ from scipy import special
 import numba_lse as nl
 from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
-from numba_lse.cpu.intrinsics import get_threads
+from numba_lse.cpu.intrinsics import get_threads, transpose_block, transpose_block_back
 from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
@@ -223,6 +225,54 @@ def test_more_than_2_to_the_31_elements():
     x = np.broadcast_to(np.float32(0.25), (n,))
     # Every entry ties at the max: lse = 0.25 + log(n), the count n exact in float64.
     assert nl.logsumexp(x) == np.float32(0.25 + np.log(n))
+
+
+@numba.njit
+def _block_to_tile(rows, r, tile, i):
+    transpose_block(rows, r, tile, i)
+
+
+@numba.njit
+def _block_to_rows(tile, i, rows, r):
+    transpose_block_back(tile, i, rows, r)
+
+
+def _rows_before_a_guard_page(count, n, dtype):
+    """A (count, n) array whose last entry ends where an inaccessible page begins (Linux), and
+    the mapping that holds it: a read or write past its end faults."""
+    nbytes = count * n * np.dtype(dtype).itemsize
+    size = (-(-nbytes // mmap.PAGESIZE) + 1) * mmap.PAGESIZE
+    memory = mmap.mmap(-1, size)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + size - mmap.PAGESIZE),
+                                      ctypes.c_size_t(mmap.PAGESIZE), 0) == 0
+    offset = size - mmap.PAGESIZE - nbytes
+    return np.frombuffer(memory, dtype, count * n, offset).reshape(count, n), memory
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_transposes_touch_no_entry_beyond_the_rows(dtype):
+    # The blocks of a tile's transposes (``reduce.transpose_rows``, ``transpose_back``) load
+    # and store a whole vector per row, masked at the rows' length: the last row of the
+    # array is followed by a page that faults, and the entries around a block stay as they were.
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(3)
+    for n in range(1, lanes + 1):
+        rows, memory = _rows_before_a_guard_page(lanes + 3, n, dtype)
+        rows[:] = rng.normal(size=rows.shape)
+        tile = np.full((1, n, lanes + 5), np.nan, dtype)
+        _block_to_tile(rows, 3, tile, 2)  # rows 3 .. the last
+        np.testing.assert_array_equal(tile[0, :, 2:2 + lanes], rows[3:].T)
+        assert np.isnan(tile[0, :, :2]).all() and np.isnan(tile[0, :, 2 + lanes:]).all()
+
+        tile = rng.normal(size=(1, n, lanes + 5)).astype(dtype)
+        rows[:] = -1.0
+        _block_to_rows(tile, 1, rows, 3)  # into rows 3 .. the last
+        np.testing.assert_array_equal(rows[3:], tile[0, :, 1:1 + lanes].T)
+        assert (rows[:3] == -1.0).all()
+        del rows
+        memory.close()
 
 
 class TestCanonicalView:

@@ -4,8 +4,9 @@ Four instructions the kernels need to vectorise, each with exact IEEE semantics 
 approximates), a hint to the vectoriser, and the threading layer's thread count, read and set
 by symbol so that the kernels calling them stay cacheable (``numba.set_num_threads`` in
 jitted code goes through a ctypes pointer, which turns ``cache=True`` off), an atomic
-add, from which the threads of a parallel loop take their tasks (``jit.task_queue``), and
-prefetch hints, which have memory on its way while a loop computes.
+add, from which the threads of a parallel loop take their tasks (``jit.task_queue``),
+prefetch hints, which have memory on its way while a loop computes, and the transposes of
+blocks of short rows, in masked vector loads and stores and shuffles.
 """
 
 from llvmlite import ir
@@ -207,3 +208,144 @@ def prefetch_bytes_after(typingctx, array, offset):
         return context.get_dummy_value()
 
     return types.none(array, offset), codegen
+
+
+# Tiles of short rows are transposed (``reduce.transpose_rows``, ``reduce.transpose_back``) a
+# block of V rows at a time, V the lanes of a 512-bit vector, for rows of n <= V entries: V
+# row loads masked at n, the V x V transpose in registers, n column stores (or the reverse).
+# An entry at a time, the loads or the stores are scalar, and they bounded those loops.
+
+
+def _lanes(dtype):
+    """The lanes of a 512-bit vector of ``dtype`` (float32 or float64)."""
+    return 512 // dtype.bitwidth
+
+
+def _vector_of(values, bits):
+    return ir.Constant(ir.VectorType(ir.IntType(bits), len(values)), list(values))
+
+
+def _transposed(builder, vectors):
+    """The V x V matrix whose rows are ``vectors`` (V of V lanes), transposed: log2 V rounds
+    of V two-vector shuffles, each swapping the off-diagonal blocks of side h within the
+    diagonal blocks of side 2h (h = 1, 2, 4, ...)."""
+    size = len(vectors)
+    h = 1
+    while h < size:
+        swapped = list(vectors)
+        for p in range(size):
+            if not p & h:
+                q = p + h
+                # A mask's lanes 0 .. V-1 index vectors[p], V .. 2V-1 vectors[q].
+                low = [j if not j & h else size + j - h for j in range(size)]
+                high = [j + h if not j & h else size + j for j in range(size)]
+                swapped[p] = builder.shuffle_vector(vectors[p], vectors[q], _vector_of(low, 32))
+                swapped[q] = builder.shuffle_vector(vectors[p], vectors[q], _vector_of(high, 32))
+        vectors = swapped
+        h *= 2
+    return vectors
+
+
+def _block_parts(context, builder, rows_type, rows):
+    """(n, the mask of lanes 0 .. n - 1, the vector type) for the 2-D ``rows`` of n entries."""
+    size = _lanes(rows_type.dtype)
+    n = builder.extract_value(rows.shape, 1)
+    splat = builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), size), None), n,
+                                   ir.Constant(ir.IntType(32), 0))
+    splat = builder.shuffle_vector(splat, splat, _vector_of([0] * size, 32))
+    mask = builder.icmp_signed("<", _vector_of(range(size), 64), splat)
+    return n, mask, ir.VectorType(context.get_value_type(rows_type.dtype), size)
+
+
+def _address(context, builder, array_type, array, indices, vector):
+    """The address of array[indices] (intp values), as a pointer to ``vector``."""
+    address = cgutils.get_item_pointer2(context, builder, array.data,
+                                        cgutils.unpack_tuple(builder, array.shape),
+                                        cgutils.unpack_tuple(builder, array.strides),
+                                        array_type.layout, indices)
+    return builder.bitcast(address, vector.as_pointer())
+
+
+def _masked(builder, name, vector, mask):
+    """LLVM's masked load or store of ``vector``'s type: no masked-off lane is read or
+    written, so none can fault."""
+    i32 = ir.IntType(32)
+    suffix = f"v{vector.count}{'f32' if vector.element == ir.FloatType() else 'f64'}.p0"
+    if name == "load":
+        fnty = ir.FunctionType(vector, [vector.as_pointer(), i32, mask.type, vector])
+    else:
+        fnty = ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), i32, mask.type])
+    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{name}.{suffix}")
+
+
+def blocks_fit(rows, tile):
+    """Whether ``transpose_block`` takes these types: 2-D rows and a 3-D tile, C-ordered (a
+    row's entries adjacent), both float32 or both float64."""
+    return (isinstance(rows, types.Array) and isinstance(tile, types.Array)
+            and rows.dtype == tile.dtype and rows.dtype in (types.float32, types.float64)
+            and rows.layout == tile.layout == "C" and rows.ndim == 2 and tile.ndim == 3)
+
+
+@intrinsic
+def transpose_block(typingctx, rows, r, tile, i):
+    """tile[0, k, i + q] = rows[r + q, k] for q < V and k < n, rows of n <= V entries (V the
+    lanes of a 512-bit vector); rows r .. r + V - 1 must exist. Nothing else is read."""
+    if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        rows_type, r_type, tile_type, i_type = signature.args
+        source = context.make_array(rows_type)(context, builder, args[0])
+        target = context.make_array(tile_type)(context, builder, args[2])
+        r = context.cast(builder, args[1], r_type, types.intp)
+        i = context.cast(builder, args[3], i_type, types.intp)
+        n, mask, vector = _block_parts(context, builder, rows_type, source)
+        load = _masked(builder, "load", vector, mask)
+        align = rows_type.dtype.bitwidth // 8
+        loaded = [builder.call(load, [_address(context, builder, rows_type, source,
+                                               [builder.add(r, cgutils.intp_t(q)), cgutils.intp_t(0)],
+                                               vector),
+                                      ir.Constant(ir.IntType(32), align), mask, ir.Constant(vector, None)])
+                  for q in range(vector.count)]
+        for k, column in enumerate(_transposed(builder, loaded)):
+            with builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k), n)):
+                address = _address(context, builder, tile_type, target,
+                                   [cgutils.intp_t(0), cgutils.intp_t(k), i], vector)
+                builder.store(column, address, align=align)
+        return context.get_dummy_value()
+
+    return types.none(rows, r, tile, i), codegen
+
+
+@intrinsic
+def transpose_block_back(typingctx, tile, i, rows, r):
+    """rows[r + q, k] = tile[0, k, i + q] for q < V and k < n, rows of n <= V entries:
+    ``transpose_block`` undone. Nothing else is written."""
+    if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tile_type, i_type, rows_type, r_type = signature.args
+        source = context.make_array(tile_type)(context, builder, args[0])
+        target = context.make_array(rows_type)(context, builder, args[2])
+        i = context.cast(builder, args[1], i_type, types.intp)
+        r = context.cast(builder, args[3], r_type, types.intp)
+        n, mask, vector = _block_parts(context, builder, rows_type, target)
+        align = rows_type.dtype.bitwidth // 8
+        columns = []
+        for k in range(vector.count):
+            # Column k of the tile, or zeros for k >= n (lanes that no store writes).
+            column = cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+            with builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k), n)):
+                address = _address(context, builder, tile_type, source,
+                                   [cgutils.intp_t(0), cgutils.intp_t(k), i], vector)
+                builder.store(builder.load(address, align=align), column)
+            columns.append(builder.load(column))
+        store = _masked(builder, "store", vector, mask)
+        for q, row in enumerate(_transposed(builder, columns)):
+            address = _address(context, builder, rows_type, target,
+                               [builder.add(r, cgutils.intp_t(q)), cgutils.intp_t(0)], vector)
+            builder.call(store, [row, address, ir.Constant(ir.IntType(32), align), mask])
+        return context.get_dummy_value()
+
+    return types.none(tile, i, rows, r), codegen

@@ -40,7 +40,7 @@ from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_thre
 from .partials import (FOR_OUTPUTS, add_term, block_max, block_sum, exps_and_sum, part_of, row_of,
                        rows_in, rows_of, sample_of, slice_of, transposed, weight_at)
 from .reduce import (CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, column_partials, inner_partials,
-                     row_partials, transpose_tile)
+                     row_partials, transpose_back, transpose_tile)
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
@@ -268,25 +268,25 @@ def write_columns(op, x, w, out, shift, scale, dominant):
 def write_tile(op, xt, wt, exps, out, shift, scale, dominant):
     """out[r, k] = softmax's or log1m_softmax's value at xt[0, k, r], a transposed tile of
     short rows (see ``reduce.transpose_tile``), from the exps column_partials kept of it:
-    computed across rows, in place of the exps, then transposed back."""
+    computed across rows, in place of the tile (rounded to its dtype, the output's, as a
+    store to out rounds), then transposed back (``reduce.transpose_back``)."""
     prefer_wide_vectors()
     n, width = exps.shape
     reciprocal = 1.0 / scale
+    tile = xt[0]
     for k in range(n):
-        xk = xt[0, k]
+        xk = tile[k]
         wk = part_of(wt, 0, k, 0, width)
         values = exps[k]
         if op == SOFTMAX:
             for j in range(width):
-                values[j] = element_of_exp(SOFTMAX, xk[j], weight_at(wk, j), values[j], shift[j],
-                                           scale[j], reciprocal[j], dominant[j], True)
+                xk[j] = element_of_exp(SOFTMAX, xk[j], weight_at(wk, j), values[j], shift[j],
+                                       scale[j], reciprocal[j], dominant[j], True)
         else:
             for j in range(width):
-                values[j] = element_of_exp(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), values[j],
-                                           shift[j], scale[j], reciprocal[j], dominant[j], True)
-    for j in range(width):
-        for k in range(n):
-            out[j, k] = exps[k, j]
+                xk[j] = element_of_exp(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), values[j],
+                                       shift[j], scale[j], reciprocal[j], dominant[j], True)
+    transpose_back(xt, out)
 
 
 @kernel
