@@ -9,9 +9,11 @@ prefetch hints, which have memory on its way while a loop computes, and the tran
 blocks of short rows, in masked vector loads and stores and shuffles.
 """
 
+import functools
+
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, codegen, config
 from numba.extending import intrinsic
 from numba.np.ufunc.parallel import _launch_threads
 
@@ -270,12 +272,23 @@ def _masked(builder, name, vector, mask):
     """LLVM's masked load or store of ``vector``'s type: no masked-off lane is read or
     written, so none can fault."""
     i32 = ir.IntType(32)
+    # Named as LLVM with opaque pointers names them; an older LLVM (typed pointers) renames
+    # them when it parses the module.
     suffix = f"v{vector.count}{'f32' if vector.element == ir.FloatType() else 'f64'}.p0"
     if name == "load":
         fnty = ir.FunctionType(vector, [vector.as_pointer(), i32, mask.type, vector])
     else:
         fnty = ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), i32, mask.type])
     return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{name}.{suffix}")
+
+
+@functools.cache
+def has_512_bit_vectors():
+    """Whether the code Numba generates may use AVX-512 (its target's features: the host's,
+    or NUMBA_CPU_FEATURES). Without it, a block's 16-lane vectors are split in two (AVX2) or
+    four (SSE) and its shuffles multiply: the transposes then take entries one at a time."""
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    return "+avx512f" in features.split(",")
 
 
 def blocks_fit(rows, tile):
@@ -289,7 +302,9 @@ def blocks_fit(rows, tile):
 @intrinsic
 def transpose_block(typingctx, rows, r, tile, i):
     """tile[0, k, i + q] = rows[r + q, k] for q < V and k < n, rows of n <= V entries (V the
-    lanes of a 512-bit vector); rows r .. r + V - 1 must exist. Nothing else is read."""
+    lanes of a 512-bit vector; of longer rows, the first V entries): rows r .. r + V - 1 and
+    the tile's entries i .. i + V - 1 must exist (its stores are whole vectors). Nothing else
+    is read."""
     if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)):
         return None
 
@@ -320,7 +335,7 @@ def transpose_block(typingctx, rows, r, tile, i):
 @intrinsic
 def transpose_block_back(typingctx, tile, i, rows, r):
     """rows[r + q, k] = tile[0, k, i + q] for q < V and k < n, rows of n <= V entries:
-    ``transpose_block`` undone. Nothing else is written."""
+    ``transpose_block`` undone, with the same bounds. Nothing else is written."""
     if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)):
         return None
 

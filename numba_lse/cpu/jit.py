@@ -12,6 +12,7 @@ reassociated (to vectorise) says so itself, through ``intrinsics.add_reassoc``.
 import functools
 import hashlib
 import os
+import sys
 
 import numpy as np
 from numba import njit, prange
@@ -36,14 +37,23 @@ _COMPILED_DIRECTORIES = (os.path.join(_PACKAGE, "cpu"), os.path.join(_PACKAGE, "
 
 @functools.cache
 def _sources_stamp():
-    """A hash of the names and text of the modules of _COMPILED_DIRECTORIES (once a process)."""
+    """A hash of the names and text of the modules of _COMPILED_DIRECTORIES (once a process);
+    None where they cannot all be read (a frozen application, a zip import, an unreadable
+    file), and Numba's own locators then serve, as before."""
+    if getattr(sys, "frozen", False):
+        return None  # Numba stamps the executable itself
     digest = hashlib.sha256()
-    for directory in _COMPILED_DIRECTORIES:
-        for name in sorted(os.listdir(directory)):
-            if name.endswith(".py"):
-                with open(os.path.join(directory, name), "rb") as source:
-                    digest.update(f"{os.path.basename(directory)}/{name}".encode() + b"\0")
-                    digest.update(source.read() + b"\0")
+    try:
+        for directory in _COMPILED_DIRECTORIES:
+            for name in sorted(os.listdir(directory)):
+                path = os.path.join(directory, name)
+                # Modules, not an editor's lock file (Emacs's ".#log.py": a dangling link).
+                if name.endswith(".py") and not name.startswith(".") and os.path.isfile(path):
+                    with open(path, "rb") as source:
+                        digest.update(f"{os.path.basename(directory)}/{name}".encode() + b"\0")
+                        digest.update(source.read() + b"\0")
+    except OSError:
+        return None
     return digest.digest()
 
 
@@ -56,27 +66,33 @@ class _StampedBySources:
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        if os.path.dirname(os.path.abspath(py_file)) not in _COMPILED_DIRECTORIES:
+        if (os.path.dirname(os.path.abspath(py_file)) not in _COMPILED_DIRECTORIES
+                or _sources_stamp() is None):
             return None
         return super().from_function(py_func, py_file)
 
 
 def stamp_locators(caching_module):
-    """Put a stamped version of each file-backed locator of ``caching_module`` (Numba's, or
-    numba-cuda's own) first in its list of locators. (A ``NUMBA_CACHE_LOCATOR_CLASSES``
-    setting replaces that list, and is obeyed as is.)"""
+    """Put a stamped version of the three file-backed locators of ``caching_module`` (Numba's,
+    or numba-cuda's own) first in its list of locators, and return them. (A
+    ``NUMBA_CACHE_LOCATOR_CLASSES`` setting replaces that list, and is obeyed as is: it may
+    name this module's ``StampedBySources*`` classes.)"""
     def public_or_not(name):  # underscored in older versions
         return getattr(caching_module, name, None) or getattr(caching_module, "_" + name)
 
     locators = public_or_not("CacheImpl")._locator_classes
-    if not any(issubclass(cls, _StampedBySources) for cls in locators):
-        bases = [public_or_not(f"{kind}CacheLocator") for kind in ("UserProvided", "InTree", "UserWide")]
-        locators[:0] = [type(f"StampedBySources{base.__name__.lstrip('_')}", (_StampedBySources, base),
-                             {"__module__": __name__})
-                        for base in bases]
+    stamped = [cls for cls in locators if issubclass(cls, _StampedBySources)]
+    if not stamped:
+        for kind in ("UserProvided", "InTree", "UserWide"):
+            name = f"StampedBySources{kind}CacheLocator"
+            base = public_or_not(f"{kind}CacheLocator")
+            stamped.append(type(name, (_StampedBySources, base),
+                                {"__module__": __name__, "__qualname__": name}))
+        locators[:0] = stamped
+    return stamped
 
 
-stamp_locators(caching)
+globals().update((cls.__name__, cls) for cls in stamp_locators(caching))
 
 
 def kernel(function=None, *, parallel=False):

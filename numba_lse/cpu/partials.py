@@ -393,8 +393,8 @@ def finish_slices(m, c, s, out, sign, uncertain=None, error=None):
         plain = is_plain(m[i], c[i], s[i])
         count += flag and plain
         not_plain += not plain
-    # Counted in the vector loop, since the search is a scalar loop with a branch per slice
-    # (for every slice, a tenth of a logsumexp of rows of 10).
+    # Counted in the vector loop: the search is a scalar loop with a branch per slice, which,
+    # run over every slice, took a tenth of a logsumexp of rows of 10.
     if not_plain:
         for i in range(m.shape[0]):
             if not is_plain(m[i], c[i], s[i]):

@@ -22,7 +22,8 @@ from numba import prange, types
 from numba.extending import overload
 
 from .exp import exp_of_difference, is_float32
-from .intrinsics import blocks_fit, prefer_wide_vectors, transpose_block, transpose_block_back
+from .intrinsics import (blocks_fit, has_512_bit_vectors, prefer_wide_vectors, transpose_block,
+                         transpose_block_back)
 from .jit import inline, inline_ir, kernel, one_thread, restore_threads, run_tasks, threads_for
 from .partials import (
     BLOCK,
@@ -126,8 +127,9 @@ def transpose_back(tile, rows):
 
 
 def by_blocks(rows, tile):
-    """Whether ``transpose_rows`` and ``transpose_back`` take blocks between these types."""
-    return blocks_fit(rows, tile) and rows.dtype == types.float32
+    """Whether ``transpose_rows`` and ``transpose_back`` take blocks between these types
+    (float32, AVX-512: ``intrinsics.has_512_bit_vectors``)."""
+    return blocks_fit(rows, tile) and rows.dtype == types.float32 and has_512_bit_vectors()
 
 
 @overload(transpose_rows, inline="always")
@@ -137,7 +139,10 @@ def _transpose_rows(rows, tile):
 
     def blocks(rows, tile):
         count, n = rows.shape
-        whole = count - count % 16 if n <= 16 else 0
+        if n > 16:
+            entries_to_tile(rows, tile)
+            return
+        whole = count - count % 16
         for i in range(0, whole, 16):
             transpose_block(rows, i, tile, i)
         entries_to_tile(rows[whole:], tile[:, :, whole:])
@@ -151,7 +156,10 @@ def _transpose_back(tile, rows):
 
     def blocks(tile, rows):
         count, n = rows.shape
-        whole = count - count % 16 if n <= 16 else 0
+        if n > 16:
+            entries_from_tile(tile, rows)
+            return
+        whole = count - count % 16
         for i in range(0, whole, 16):
             transpose_block_back(tile, i, rows, i)
         entries_from_tile(tile[:, :, whole:], rows[whole:])

@@ -268,8 +268,9 @@ def write_columns(op, x, w, out, shift, scale, dominant):
 def write_tile(op, xt, wt, exps, out, shift, scale, dominant):
     """out[r, k] = softmax's or log1m_softmax's value at xt[0, k, r], a transposed tile of
     short rows (see ``reduce.transpose_tile``), from the exps column_partials kept of it:
-    computed across rows, in place of the tile (rounded to its dtype, the output's, as a
-    store to out rounds), then transposed back (``reduce.transpose_back``)."""
+    computed across rows, in place of the tile (rounded to its dtype, which must be out's:
+    ``cpu.softmax_family`` allocates out so; the same rounding as a store to out), then
+    transposed back (``reduce.transpose_back``)."""
     prefer_wide_vectors()
     n, width = exps.shape
     reciprocal = 1.0 / scale
@@ -380,7 +381,7 @@ def short_rows_run(op, x, w, out, first, end):
             exps = np.empty((n, r1 - r0))
             column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS, exps)
             shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)
+            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant)  # xt overwritten
 
 
 def terms_keeping_exps(op, x, w, m, exps):
