@@ -10,7 +10,8 @@ same size in bytes takes it: a loop of same-sized calls pays the pages once. The
 at most ``set_output_cache``'s limit (default 1 GiB), the longest-kept blocks dropped first;
 a block is reused only once nothing refers to it, so an array a caller keeps is never
 written again. Such an output is an ordinary writeable C-ordered array, whose ``base`` is the
-owner of its block (``flags.owndata`` is False, as for any view).
+owner of its block (``flags.owndata`` is False, as for any view). Every output of CACHE_FROM
+bytes or more, cached or not, starts a 64-byte cache line (``_aligned_block``).
 """
 
 import math
@@ -44,16 +45,27 @@ def empty(shape, dtype=_FLOAT64):
     if type(shape) is not tuple:
         shape = (shape,)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < CACHE_FROM or _limit < nbytes:
+    if nbytes < CACHE_FROM:
         return np.empty(shape, dtype)
-    block = _take(nbytes)
+    block = _take(nbytes) if nbytes <= _limit else None
     if block is None:
-        block = np.empty(nbytes, np.uint8)
+        block = _aligned_block(nbytes)
+        if _limit < nbytes:  # not for the cache
+            return block.view(dtype).reshape(shape)
     owner = _Owner()
     owner.block = block
     owner.__array_interface__ = {"shape": shape, "typestr": dtype.str, "version": 3,
                                  "data": (block.__array_interface__["data"][0], False)}
     return np.asarray(owner)
+
+
+def _aligned_block(nbytes):
+    """Fresh memory of ``nbytes`` bytes (uint8) starting a 64-byte cache line, so that rows
+    whose sizes are multiples of 64 bytes are whole lines, which the kernels may write by
+    streaming stores (``cpu.reduce.transpose_back``)."""
+    memory = np.empty(nbytes + 63, np.uint8)
+    skip = -memory.__array_interface__["data"][0] % 64
+    return memory[skip:skip + nbytes]
 
 
 def _take(nbytes):

@@ -15,9 +15,10 @@ import pytest
 from scipy import special
 
 import numba_lse as nl
+from numba_lse import _outputs
 from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
-from numba_lse.cpu.intrinsics import get_threads, transpose_block, transpose_block_back
+from numba_lse.cpu.intrinsics import get_threads, store_fence, transpose_block, transpose_block_back
 from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
@@ -235,8 +236,10 @@ def _block_to_tile(rows, r, tile, i):
 
 
 @numba.njit
-def _block_to_rows(tile, i, rows, r):
-    transpose_block_back(tile, i, rows, r)
+def _block_to_rows(tile, i, rows, r, stream):
+    transpose_block_back(tile, i, rows, r, stream)
+    if stream:
+        store_fence()
 
 
 def _rows_before_a_guard_page(count, n, dtype):
@@ -268,13 +271,32 @@ def test_block_transposes_touch_no_entry_beyond_the_rows(dtype):
         np.testing.assert_array_equal(tile[0, :, 2:2 + lanes], rows[3:].T)
         assert np.isnan(tile[0, :, :2]).all() and np.isnan(tile[0, :, 2 + lanes:]).all()
 
-        tile = rng.normal(size=(1, n, lanes + 5)).astype(dtype)
-        rows[:] = -1.0
-        _block_to_rows(tile, 1, rows, 3)  # into rows 3 .. the last
-        np.testing.assert_array_equal(rows[3:], tile[0, :, 1:1 + lanes].T)
-        assert (rows[:3] == -1.0).all()
+        # Into rows 3 .. the last: whole cache lines (they end at a page), so streamed
+        # where asked.
+        for stream in (False, True):
+            tile = rng.normal(size=(1, n, lanes + 5)).astype(dtype)
+            rows[:] = -1.0
+            _block_to_rows(tile, 1, rows, 3, stream)
+            np.testing.assert_array_equal(rows[3:], tile[0, :, 1:1 + lanes].T)
+            assert (rows[:3] == -1.0).all()
         del rows
         memory.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_block_off_the_cache_lines_is_stored_by_rows_when_streaming_is_asked(dtype):
+    # Streaming stores write whole 64-byte lines: a block of rows that does not start one
+    # takes the masked stores, and nothing around it is written.
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(4)
+    for n in range(1, lanes + 1):
+        memory = _outputs._aligned_block((lanes + 4) * n * np.dtype(dtype).itemsize)
+        rows = memory.view(dtype).reshape(lanes + 4, n)
+        rows[:] = -1.0
+        tile = rng.normal(size=(1, n, lanes + 2)).astype(dtype)
+        _block_to_rows(tile, 2, rows, 1, True)  # rows[1] is off its line unless n = lanes
+        np.testing.assert_array_equal(rows[1:1 + lanes], tile[0, :, 2:2 + lanes].T)
+        assert (rows[0] == -1.0).all() and (rows[1 + lanes:] == -1.0).all()
 
 
 class TestCanonicalView:

@@ -11,6 +11,7 @@ from scipy import special
 
 import numba_lse as nl
 from numba_lse import _outputs
+from numba_lse.cpu.reduce import STREAM_FROM
 
 BIG = (1024, 1024)  # 8 MiB of float64, 4 MiB of float32: both cached
 
@@ -85,6 +86,7 @@ def test_output_is_an_ordinary_array(cache):
     out = nl.softmax(np.zeros(BIG, np.float32), axis=0)
     assert out.shape == BIG and out.dtype == np.float32
     assert out.flags.writeable and out.flags.c_contiguous and out.flags.aligned
+    assert address(out) % 64 == 0  # a cache line's start: rows of 16 floats are whole lines
     out[0, 0] = 2.0
     assert out[0, 0] == 2.0
 
@@ -99,6 +101,9 @@ def _calls():
     x[9, 0] = 800.0
     mask = rng.random(BIG) < 0.7
     short = rng.standard_normal((BIG[0] * BIG[1] // 8, 8))
+    # An output written by streaming stores (cpu.reduce.STREAM_FROM), rows of 10 floats.
+    streamed = (rng.standard_normal((STREAM_FROM // 40 + 5, 10)) * 30).astype(np.float32)
+    streamed[7, 3] = 800.0
     target = rng.integers(0, BIG[1], BIG[0])
     long_target = rng.integers(0, 8, short.shape[0])
     for op in (nl.softmax, nl.log_softmax, nl.log1m_softmax):
@@ -108,6 +113,7 @@ def _calls():
         yield op.__name__ + "-transposed", lambda op=op: op(x.T, axis=1)
         yield op.__name__ + "-short", lambda op=op: op(short, axis=1)
         yield op.__name__ + "-float32", lambda op=op: op(x.astype(np.float32), axis=1)
+        yield op.__name__ + "-streamed", lambda op=op: op(streamed, axis=1)
     yield "logsumexp-short", lambda: nl.logsumexp(short, axis=1, return_sign=True)
     yield "cross_entropy-grad", lambda: nl.cross_entropy(x, target, return_grad=True)[1]
     yield "cross_entropy-none", lambda: nl.cross_entropy(short, long_target, reduction="none")
@@ -135,7 +141,7 @@ def test_off_and_limits(cache):
     assert _outputs.cached_bytes() == 0
     assert nl.set_output_cache(x.nbytes - 1) == 0
     out = nl.softmax(x, axis=1)  # larger than the limit: plain memory, never cached
-    assert not on_cached_block(out)
+    assert not on_cached_block(out) and address(out) % 64 == 0
     del out
     assert _outputs.cached_bytes() == 0
     nl.set_output_cache(3 * x.nbytes)

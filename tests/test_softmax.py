@@ -414,6 +414,26 @@ class TestLayouts:
                                       FUNCS[name](x[:2], axis=1, where=where[:2]))
 
     @pytest.mark.parametrize("name", FUNCS)
+    def test_streamed_outputs_same_bits_as_stored(self, name):
+        # Short rows of an output of STREAM_FROM bytes or more are written by streaming
+        # stores, a block of 16 rows (whole cache lines) at a time; a smaller output by
+        # stores: every row the same bits either way (a row's values depend on it alone).
+        from numba_lse.cpu.reduce import STREAM_FROM
+        rng = _rng("streamed", name)
+        for n in (3, 10, 16):
+            rows = STREAM_FROM // (4 * n) + 21  # the last tile not a whole number of blocks
+            x = (30 * rng.standard_normal((rows, n))).astype(np.float32)
+            x[5, 1] = 400.0  # a dominant entry
+            x[rows - 3] = np.inf
+            where = rng.random(x.shape) < 0.9
+            for kwargs in ({}, {"where": where}):
+                whole = FUNCS[name](x, axis=1, **kwargs)
+                pieces = [FUNCS[name](x[r:r + 99_840], axis=1,
+                                      **{k: v[r:r + 99_840] for k, v in kwargs.items()})
+                          for r in range(0, rows, 99_840)]
+                np.testing.assert_array_equal(whole, np.concatenate(pieces), err_msg=f"n={n}")
+
+    @pytest.mark.parametrize("name", FUNCS)
     def test_inputs_never_written(self, name):
         rng = _rng("never written", name)
         x = (3 * rng.standard_normal((5, 7))).astype(np.float64)
