@@ -339,7 +339,7 @@ def transpose_block_back(typingctx, tile, i, rows, r, stream):
     ``transpose_block`` undone, with the same bounds. Nothing else is written.
 
     ``stream`` (a bool) true and rows[r] at the start of a 64-byte cache line: the block's
-    V rows, V n entries of 4 bytes, are then n whole lines, written past the caches by
+    V rows, V n entries of 64 / V bytes, are then n whole lines, written past the caches by
     streaming stores (from a copy of the rows in L1: vector loads there, n aligned stores),
     which need not first read the lines from memory as a store does (float32 softmax of rows
     of 10, 1.2x faster). Such stores are weakly ordered: ``store_fence`` after the last."""
@@ -402,11 +402,16 @@ def transpose_block_back(typingctx, tile, i, rows, r, stream):
 @intrinsic
 def store_fence(typingctx):
     """SFENCE: every streaming store before it is visible before any store after it (they are
-    weakly ordered: another thread could otherwise find a line still on its way)."""
+    weakly ordered: another thread could otherwise find a line still on its way). On other
+    targets than x86, LLVM's sequentially consistent fence (x86's ``fence`` instructions
+    compile to no SFENCE, and other targets have no ``llvm.x86`` intrinsics)."""
     def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                            "llvm.x86.sse.sfence")
-        builder.call(fn, [])
+        if builder.module.triple.startswith(("x86_64", "i386", "i686")):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse.sfence")
+            builder.call(fn, [])
+        else:
+            builder.fence("seq_cst")
         return context.get_dummy_value()
 
     return types.none(), codegen

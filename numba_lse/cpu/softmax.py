@@ -298,7 +298,8 @@ def write_tile(op, xt, wt, exps, out, shift, scale, dominant, stream):
 def write_log_softmax_rows(x, w, out, shift, scale):
     """out[j, k] = log_softmax at x[j, k] for short rows j (2-D, weights w or None) with the
     constants shift[j], scale[j]: one subtraction per element, so written along the rows,
-    without a transposed tile (7-12 % faster on rows of 10, the same values)."""
+    without a transposed tile (7-12 % faster on rows of 10, the same values), except where
+    the tile's blocks stream (``by_tile``)."""
     prefer_wide_vectors()
     for j in range(x.shape[0]):
         for k in range(x.shape[1]):
@@ -339,19 +340,20 @@ def slice_constants(op, x, w, m, c, s):
     return shift, scale, dominant_of_slice(op, x, w, m, c, s)
 
 
-def by_tile(op, x):
-    """Whether ``short_rows_run`` writes log_softmax's outputs from the transposed tile, as
-    the other ops': where its blocks go back by ``reduce.transpose_back``'s blocks (float32
-    rows of up to 16 entries), whose streaming stores made float32 rows of 10 1.09x faster
-    than the stores along the rows, 7-12 % faster on their own (``write_log_softmax_rows``)
-    where the tile goes back an entry at a time."""
+def by_tile(op, x, stream):
+    """Whether ``short_rows_run`` writes the op's outputs from the transposed tile: always
+    for softmax and log1m_softmax; for log_softmax only where its tile would go back by
+    ``reduce.transpose_back``'s blocks (float32 rows of up to 16 entries) with streaming
+    stores (``stream``), 1.09x faster on float32 rows of 10 than the stores along the rows
+    (``write_log_softmax_rows``), which are otherwise as fast or faster (a tile that goes
+    back an entry at a time: 7-12 %; by blocks, not streamed: ~3 %)."""
 
 
 @overload(by_tile, inline="always")
-def _by_tile(op, x):
+def _by_tile(op, x, stream):
     if by_blocks(x, types.Array(x.dtype, 3, "C")):
-        return lambda op, x: op != LOG_SOFTMAX or x.shape[1] <= 16
-    return lambda op, x: op != LOG_SOFTMAX
+        return lambda op, x, stream: op != LOG_SOFTMAX or (stream and x.shape[1] <= 16)
+    return lambda op, x, stream: op != LOG_SOFTMAX
 
 
 # How the rows of a 2-D view are taken (``rows_way``): tiles of short rows, transposed
@@ -395,7 +397,7 @@ def short_rows_run(op, x, w, out, first, end):
         if op == LOG_SOFTMAX:
             column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS)
             shift, scale, _ = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-            if by_tile(op, x):
+            if by_tile(op, x, stream):
                 # (log_softmax reads no exps, nor a dominant value: placeholders of their types)
                 write_tile(op, xt, wt, xt[0], out[r0:r1], shift, scale, shift, stream)
             else:
