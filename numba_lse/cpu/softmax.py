@@ -268,9 +268,10 @@ def write_columns(op, x, w, out, shift, scale, dominant):
 def write_tile(op, xt, wt, exps, out, shift, scale, dominant, stream):
     """out[r, k] = the op's value at xt[0, k, r], a transposed tile of short rows (see
     ``reduce.transpose_tile``), from the exps column_partials kept of it (log_softmax reads
-    neither them nor ``dominant``): computed across rows, in place of the tile (rounded to its dtype, which
-    must be out's: ``cpu.softmax_family`` allocates out so; the same rounding as a store to
-    out), then transposed back (``reduce.transpose_back``; ``stream`` as there)."""
+    neither them nor ``dominant``): computed across rows, in place of the tile (rounded to
+    its dtype, which must be out's: ``cpu.softmax_family`` allocates out so; the same
+    rounding as a store to out), then transposed back (``reduce.transpose_back``;
+    ``stream`` as there)."""
     prefer_wide_vectors()
     _, n, width = xt.shape
     reciprocal = 1.0 / scale
@@ -407,8 +408,7 @@ def short_rows_run(op, x, w, out, first, end):
             exps = np.empty((n, r1 - r0))
             column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS, exps)
             shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
-            # xt overwritten
-            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant, stream)
+            write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant, stream)  # over xt
 
 
 def terms_keeping_exps(op, x, w, m, exps):
