@@ -19,6 +19,7 @@ from numba_lse import _outputs
 from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
 from numba_lse.cpu.intrinsics import get_threads, store_fence, transpose_block, transpose_block_back
+from numba_lse.cpu.partials import MAX_TAIL_BYTES, block_max
 from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
@@ -231,6 +232,11 @@ def test_more_than_2_to_the_31_elements():
 
 
 @numba.njit
+def _block_max(x, w, m):
+    return block_max(x, w, m)
+
+
+@numba.njit
 def _block_to_tile(rows, r, tile, i):
     transpose_block(rows, r, tile, i)
 
@@ -280,6 +286,34 @@ def test_block_transposes_touch_no_entry_beyond_the_rows(dtype):
             np.testing.assert_array_equal(rows[3:], tile[0, :, 1:1 + lanes].T)
             assert (rows[:3] == -1.0).all()
         del rows
+        memory.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_max_finds_the_max_anywhere_and_reads_only_its_slice(dtype):
+    # ``partials.block_max`` reads the entries after its vector loop's last whole step again
+    # with the ones before them: every length up to three steps, the max (or a nan, or the
+    # one entry of nonzero weight) at every position, the slice ending at a faulting page.
+    step = MAX_TAIL_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(5)
+    for n in range(1, 3 * step + 2):
+        x, memory = _rows_before_a_guard_page(1, n, dtype)
+        x = x[0]
+        for at in range(n):
+            x[:] = rng.normal(size=n)
+            x[at] = 10.0
+            assert _block_max(x, None, -np.inf) == 10.0
+            assert _block_max(x, None, 20.0) == 20.0
+            if n > 1:
+                x[at] = np.nan  # nan never wins a max (the sums see it)
+                assert _block_max(x, None, -np.inf) == np.max(np.delete(x, at))
+            weights = np.zeros(n, dtype)
+            weights[at] = 1.0
+            x[:] = rng.normal(size=n) + 100.0
+            x[at] = -1.0  # the one entry of nonzero weight
+            assert _block_max(x, weights, -np.inf) == -1.0
+        del x
         memory.close()
 
 
