@@ -904,6 +904,28 @@ class TestAccuracy:
         # and the float64 call agrees with the same reference
         assert_close(cross_entropy(x64, t, reduction="none"), ref, np.float64, atol=ATOL_UNIT * 20)
 
+    @pytest.mark.parametrize("n", [32, 1000, 5000])
+    def test_float32_dominant_targets_of_long_rows_within_1_ulp(self, n):
+        """Rows of n float32 logits whose target is 0 to 1000 above every other logit: losses
+        from about log(n) down to n e^-1000 (0 in float32). These rows sum their max's term
+        with the others (``partials.TIES_IN_SUM``), and those whose sum lies too near 1 for
+        its digits are summed again with their ties counted (``losses.SMALL_SUM``): within
+        1 ulp of the float64 loss (where their sums were left as they came, the losses below
+        ~1e-7 were up to hundreds of ulps off), and the same bits with the gradient."""
+        gaps = np.array([0, 1, 5, 10, 14, 17, 20, 25, 30, 40, 60, 100, 1000], np.float32)
+        rng = _rng("dominant targets", n)
+        x = rng.standard_normal((len(gaps), n)).astype(np.float32)
+        t = rng.integers(0, n, len(gaps))
+        rows = np.arange(len(gaps))
+        x[rows, t] = x.max(axis=1) + gaps
+        x64 = x.astype(np.float64)
+        others = np.exp(x64 - x64[rows, t][:, None])
+        others[rows, t] = 0.0
+        expected = np.log1p(others.sum(axis=1))  # float64: within a few of its ulps
+        loss = cross_entropy(x, t, reduction="none")
+        assert_close(loss, expected, np.float32, ulps=1)
+        assert same_bits(cross_entropy(x, t, reduction="none", return_grad=True)[0], loss)
+
     def test_cross_entropy_float32_mean_1e6_samples_within_1_ulp(self):
         """float32 mean over 10^6 samples (10 classes, randn*3): <= 1 ulp of float64 + fsum."""
         rng = _rng("ce 1e6")

@@ -30,9 +30,9 @@ from .intrinsics import get_threads, prefer_wide_vectors, prefetch
 from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
                   restore_threads, take_run, task_queue, threads_for)
 from .exp import exp_nonpositive
-from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, is_present, merge, row_of,
-                       sample_of, store, store_at, sum_compensated, terms_fetching, weight_at,
-                       zero_fill)
+from .partials import (BLOCK, FOR_OUTPUTS, TIES_IN_SUM, add_compensated, block_max, is_present,
+                       merge, row_of, sample_of, store, store_at, sum_compensated, terms_fetching,
+                       weight_at, zero_fill)
 from .reduce import CHUNK, SHORT_ROW, TILE_ROWS, chunked_partial, tile_partials
 from .softmax import LOG_SOFTMAX, SOFTMAX, element, element_of_exp, row_constants
 
@@ -201,9 +201,10 @@ def rescale(exps, factor):
 
 
 @inline_ir
-def partial_keeping_exps(row, exps):
-    """``chunked_partial(row, None, FOR_OUTPUTS)`` of a row of at most CHUNK logits, the same
-    bits, keeping the exps of its terms for the row's max m: exps[i] = exp(row[i] - m).
+def partial_keeping_exps(row, exps, for_outputs):
+    """``chunked_partial(row, None, for_outputs)`` of a row of at most CHUNK logits
+    (FOR_OUTPUTS or TIES_IN_SUM), the same bits, keeping the exps of its terms for the row's
+    max m: exps[i] = exp(row[i] - m).
 
     Its blocks sum as ``partials.partial_of_slice``'s do (``terms_fetching``, whose
     ``exps_and_sum`` gives ``block_ties_sum``'s sums, bit for bit), each block's exps taken
@@ -217,7 +218,7 @@ def partial_keeping_exps(row, exps):
         lo = b * BLOCK
         hi = min(n, lo + BLOCK)
         block_m = block_max(row[lo:hi], None, m)
-        block_c, block_s = terms_fetching(row[lo:hi], None, block_m, FOR_OUTPUTS, exps[lo:hi])
+        block_c, block_s = terms_fetching(row[lo:hi], None, block_m, for_outputs, exps[lo:hi])
         m, c, s = merge(m, c, s, block_m, block_c, block_s)
         maxima[b] = block_m
     # The last block's running max is the row's: its exps are kept as they are.
@@ -225,6 +226,49 @@ def partial_keeping_exps(row, exps):
         if maxima[b] < m:
             rescale(exps[b * BLOCK:(b + 1) * BLOCK], exp_nonpositive(maxima[b] - m))
     return m, c, s
+
+
+def row_partial(row, exps, for_outputs):
+    """``chunked_partial(row, None, for_outputs)``, or where exps is given (not None),
+    ``partial_keeping_exps(row, exps, for_outputs)``: the same sums."""
+
+
+@overload(row_partial, inline="always")
+def _row_partial(row, exps, for_outputs):
+    if isinstance(exps, types.NoneType):
+        return lambda row, exps, for_outputs: chunked_partial(row, None, for_outputs)
+    return lambda row, exps, for_outputs: partial_keeping_exps(row, exps, for_outputs)
+
+
+# A float32 row's TIES_IN_SUM sum s is rounded at most 2n + 64 times (each term added once to
+# a vector lane's sum, the lanes' and steps' sums, the blocks' merges), each time by at most
+# 2^-53 s: an error E <= (2n + 64) 2^-53 s. Its lse, log1p(s - 1), then has a relative error
+# of at most E / (s - 1) (log s >= (s - 1) / s), below 2^-31 (1/128 of a float32 ulp) where
+# s - 1 >= (2n + 64) SMALL_SUM s. Below that (the target's logit ~8 + log n above every
+# other, a loss below ~(2n + 64) 2^-22), the row is summed again with its ties counted.
+SMALL_SUM = 2.0 ** -22
+
+
+def loss_partial(row, exps):
+    """The partial (m, c, s) of a row of logits (``row_partial``, exps kept where given):
+    FOR_OUTPUTS; for float32 logits TIES_IN_SUM (``partials.TIES_IN_SUM``: c = 0 and the ties
+    in s where the max is finite), except where s - 1 is too small for its digits (SMALL_SUM),
+    which are summed again as FOR_OUTPUTS. With exps or without, the same partial: the loss
+    is the same with the gradient and without."""
+
+
+@overload(loss_partial, inline="always")
+def _loss_partial(row, exps):
+    if row.dtype != types.float32:
+        return lambda row, exps: row_partial(row, exps, FOR_OUTPUTS)
+
+    def ties_in_sum(row, exps):
+        m, c, s = row_partial(row, exps, TIES_IN_SUM)
+        if c == 0 and not s - 1.0 >= (2 * row.shape[0] + 64) * SMALL_SUM * s:
+            return row_partial(row, exps, FOR_OUTPUTS)  # a nan sum too, nan again
+        return m, c, s
+
+    return ties_in_sum
 
 
 def block_partials(x, m, c, s, lo, hi, exps):
@@ -247,22 +291,13 @@ def _block_partials(x, m, c, s, lo, hi, exps):
             tile_partials(x, None, lo, hi, bm, bc, bs, FOR_OUTPUTS)
             return bm, bc, bs
         return tile
-    if not isinstance(exps, types.NoneType):
-        def keeping(x, m, c, s, lo, hi, exps):
-            bm = np.empty(hi - lo)
-            bc = np.empty(hi - lo)
-            bs = np.empty(hi - lo)
-            for r in range(lo, hi):
-                bm[r - lo], bc[r - lo], bs[r - lo] = partial_keeping_exps(x[r], exps[r - lo])
-            return bm, bc, bs
-        return keeping
 
     def rows(x, m, c, s, lo, hi, exps):
         bm = np.empty(hi - lo)
         bc = np.empty(hi - lo)
         bs = np.empty(hi - lo)
         for r in range(lo, hi):
-            bm[r - lo], bc[r - lo], bs[r - lo] = chunked_partial(x[r], None, FOR_OUTPUTS)
+            bm[r - lo], bc[r - lo], bs[r - lo] = loss_partial(x[r], row_of(exps, r - lo))
         return bm, bc, bs
     return rows
 
