@@ -313,6 +313,9 @@ def test_block_max_finds_the_max_anywhere_and_reads_only_its_slice(dtype):
             x[:] = rng.normal(size=n) + 100.0
             x[at] = -1.0  # the one entry of nonzero weight
             assert _block_max(x, weights, -np.inf) == -1.0
+            strided = np.repeat(rng.normal(size=n).astype(dtype), 2)[::-2]  # stride -2
+            strided[at] = 10.0
+            assert _block_max(strided, None, -np.inf) == 10.0
         del x
         memory.close()
 

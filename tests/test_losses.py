@@ -29,6 +29,7 @@ from mpmath import mp
 from scipy import special
 
 from numba_lse import cross_entropy, nll_loss
+from numba_lse.cpu.reduce import CHUNK
 
 try:
     import torch
@@ -904,15 +905,17 @@ class TestAccuracy:
         # and the float64 call agrees with the same reference
         assert_close(cross_entropy(x64, t, reduction="none"), ref, np.float64, atol=ATOL_UNIT * 20)
 
-    @pytest.mark.parametrize("n", [32, 1000, 5000])
+    @pytest.mark.parametrize("n", [32, 1000, 5000, CHUNK + 1])
     def test_float32_dominant_targets_of_long_rows_within_1_ulp(self, n):
-        """Rows of n float32 logits whose target is 0 to 1000 above every other logit: losses
-        from about log(n) down to n e^-1000 (0 in float32). These rows sum their max's term
-        with the others (``partials.TIES_IN_SUM``), and those whose sum lies too near 1 for
-        its digits are summed again with their ties counted (``losses.SMALL_SUM``): within
-        1 ulp of the float64 loss (where their sums were left as they came, the losses below
-        ~1e-7 were up to hundreds of ulps off), and the same bits with the gradient."""
-        gaps = np.array([0, 1, 5, 10, 14, 17, 20, 25, 30, 40, 60, 100, 1000], np.float32)
+        """16 rows of n float32 logits whose target is 0 to 1000 above every other logit:
+        losses from about log(n) down to n e^-1000 (0 in float32); rows longer than a CHUNK
+        in two. These rows sum their max's term with the others (``partials.TIES_IN_SUM``),
+        and those whose sum lies too near 1 for its digits are summed again with their ties
+        counted (``losses.SMALL_SUM``): within 1 ulp of the float64 loss (where their sums
+        were left as they came, the losses below ~1e-7 were up to hundreds of ulps off), and
+        the same bits with the gradient."""
+        gaps = np.array([0, 1, 5, 10, 14, 16, 17, 18, 19, 20, 25, 30, 40, 60, 100, 1000],
+                        np.float32)
         rng = _rng("dominant targets", n)
         x = rng.standard_normal((len(gaps), n)).astype(np.float32)
         t = rng.integers(0, n, len(gaps))

@@ -142,7 +142,7 @@ FOR_OUTPUTS = np.bool_(True)
 # Marks the partials of a cross-entropy's rows of float32 logits (``losses.loss_partial``):
 # FOR_OUTPUTS's exp, and where the running max is finite, the ties in s (``block_terms``: c
 # = 0, s the sum of every term, the max's exactly 1), without their compare, selects and
-# count (float32 cross_entropy 1.1-1.15x faster). log1p((c - 1) + s) = log1p(s - 1), s - 1
+# count (float32 cross_entropy 1.1x faster). log1p((c - 1) + s) = log1p(s - 1), s - 1
 # exact, is then the lse that ``softmax.row_constants`` takes, and c + s = s the softmax's
 # scale. Only the digits of a small s - 1 suffer: ``losses.loss_partial`` sums those rows
 # again with their ties counted. A NumPy float: a type of its own, not a literal.

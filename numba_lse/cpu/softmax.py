@@ -68,6 +68,7 @@ def row_constants(op, m, c, s):
         # sum rounds once (2^-53 of it, so at most 2^-53 through log1p, as log c + log1p(s / c)
         # with its divide and two log1p took): the digits of a small s (c = 1) kept, one log1p
         # (short rows' constants 2.7x faster), no libm call, so a loop of them vectorises.
+        # c = 0 (``partials.TIES_IN_SUM``: the ties in s, so s >= 1): s - 1, exact.
         return m, log1p_nonnegative((c - 1.0) + s)
     if m == np.inf or m == -np.inf:
         return 0.0, np.nan
