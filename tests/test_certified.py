@@ -183,16 +183,16 @@ def unchecked_columns(x, error):
     return out, uncertain
 
 
-@pytest.mark.parametrize("rows, error", [(40, partials.CHEAP_SUM_ERROR),
-                                         (10, partials.SHORT_SUM_ERROR)])
-def test_every_column_that_would_round_otherwise_is_summed_again(rows, error):
+@pytest.mark.parametrize("rows", [40, 10])
+def test_every_column_that_would_round_otherwise_is_summed_again(rows):
     """The columns' cheap sums alone round some columns to another float32 than the full exp
-    (the data of the rows' test, transposed; and short rows of 10 as a tile takes them, with
-    the short sums' tighter bound): each of those is flagged, few others are."""
+    (the data of the rows' test, transposed; and short rows of 10 as a tile takes them):
+    each of those is flagged by the bound for their length (``reduce.column_sum_error``),
+    few others are."""
     x = near_one(20000, np.random.default_rng(11))[:, :rows]
     x[:, 1:] = np.minimum(x[:, 1:], 0.9)  # max 1.0, lse in [1, 4)
     full_out = lse_short(x)[0] if rows < SHORT_ROW else lse_columns(x.T.copy())[0]
-    out, uncertain = unchecked_columns(x.T.copy()[None], error)
+    out, uncertain = unchecked_columns(x.T.copy()[None], reduce.column_sum_error(rows))
     differs = out != full_out
     assert differs.sum() > 0
     assert np.all(uncertain[differs])
