@@ -319,6 +319,8 @@ CHEAP_FROM = 1.0
 # 2^-34.16 from the exps (5.2e-11, with the 2^-44 of their range reduction), 2^-52 from the
 # full exp's, 2 * 31 * 2^-53 from the roundings: below 2^-34.1, with a factor 2 to spare;
 # 8x fewer results near a float32 rounding boundary than CHEAP_SUM_ERROR would flag.
+# (``reduce.column_sum_error`` takes it for the exps alone, and adds the roundings of a
+# column of its length, for short rows' tiles and longer columns alike.)
 # ROUNDING bounds the float64 roundings of m + log(c + s), relative to |m| + |lse|.
 CHEAP_SUM_ERROR = 2.0 ** -30
 SHORT_SUM_ERROR = 2.0 ** -33

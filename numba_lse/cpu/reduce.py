@@ -430,8 +430,8 @@ def inner_partials(x, w, for_outputs=None):
     return m, c, s
 
 
-# Columns longer than this take the full exp: CHEAP_SUM_ERROR bounds the roundings of sums of
-# at most 2^20 sequential additions (a column's: one per COLUMN_STEP rows).
+# Columns longer than this take the full exp (the bound of a certified column's sums,
+# ``column_sum_error``, is then 2^-32 at most).
 CHEAP_COLUMN_ROWS = 1 << 20
 COLUMN_STEP = 4
 
@@ -442,8 +442,10 @@ def column_sum_error(n):
     float32's exp (``column_sums``, ties included) and the one the full exp gives
     (``column_terms``, float32 data, not compensated): SHORT_SUM_ERROR for the exps (2^-34.1
     and 2^-52, with a factor 2 to spare), and the roundings of both sums, a term going
-    through at most n / COLUMN_STEP + 3 additions in each (a step's four in pairs, then its
-    sum to s), n / 2 + 8 times 2^-52 with a factor 2 to spare: 2^-33 + 2^-41 for 4096 rows,
+    through at most n / COLUMN_STEP + 4 additions in each (a step's four in pairs, then its
+    sum to s; up to three rows after the last step), and the one of s - 1
+    (``one_tie_apart``): below (n / 4 + 4) 2^-52, taken as (n / 2 + 8) 2^-52, a factor 2 to
+    spare: 2^-33 + 2^-41 for 4096 rows,
     below CHEAP_SUM_ERROR for every column up to CHEAP_COLUMN_ROWS (of the 4096 columns of
     4096x4096 randn, 1 then summed again, 11 with CHEAP_SUM_ERROR: each ~90 us, a column of
     cache misses)."""
