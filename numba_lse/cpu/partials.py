@@ -441,13 +441,10 @@ def block_max(x, w, m):
     step = MAX_TAIL_BYTES // x.itemsize
     block_m = lowest(x)
     n = x.shape[0]
-    whole = n - n % step
+    whole = n if n < step else n - n % step
     for i in range(whole):
         block_m = max_in_dtype(block_m, x[i], weight_at(w, i))
-    if whole == 0:
-        for i in range(n):
-            block_m = max_in_dtype(block_m, x[i], weight_at(w, i))
-    elif whole < n:
+    if whole < n:
         last = n - step
         for i in range(step):
             block_m = max_in_dtype(block_m, x[last + i], weight_at(w, last + i))
@@ -572,7 +569,10 @@ def terms_of(x, w, m, for_outputs, exps):
 def _terms_of(x, w, m, for_outputs, exps):
     if isinstance(exps, types.NoneType):
         return lambda x, w, m, for_outputs, exps: block_terms(x, w, m, for_outputs)
-    if isinstance(for_outputs, types.Float) and isinstance(w, types.NoneType):
+    if isinstance(for_outputs, types.Float):
+        if not (isinstance(w, types.NoneType) and x.dtype == types.float32):
+            return None  # TIES_IN_SUM partials are float32's and unweighted
+
         def ties_in_sum(x, w, m, for_outputs, exps):
             if -np.inf < m < np.inf:
                 return 0.0, block_sum(x, m, exps)
