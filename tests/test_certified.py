@@ -140,7 +140,23 @@ def _columns():
         "three rows": rng.standard_normal((3, 600)) + 2,
         "no rows": np.zeros((0, 20)),
         "middle axis": rng.standard_normal((5, 70, 130)) * 3,
+        "max beyond the shift's rows": shifted_columns(rng, {0.5: slice(None)}),
+        "a few columns far above their shift": shifted_columns(rng, {
+            599.0: [3, 600], 640.0: [5, 700, 1000], 800.0: [7, 601], np.inf: [9, 1029]}),
+        "a quarter far above their shift": shifted_columns(rng, {640.0: slice(0, None, 4)}),
     }
+
+
+def shifted_columns(rng, drops):
+    """Columns of randn + 2 whose first SHIFT_ROWS rows are lowered by each amount of
+    ``drops`` at its columns (inf: -inf there), so that most of their maxima lie beyond the
+    rows of the band's shift, that far above it or more (0.5 or 599: within SHIFT_LIMIT,
+    rescaled; 640: beyond it, within float32 exp's range; 800: beyond both; -inf), each
+    column summed again or not, alone (a few) or with its band (a quarter)."""
+    x = rng.standard_normal((200, 1030)) + 2
+    for drop, columns in drops.items():
+        x[:reduce.SHIFT_ROWS, columns] -= drop
+    return x
 
 
 COLUMNS = _columns()
@@ -172,27 +188,33 @@ def unchecked_columns(x, error):
     """The float32 results of a band's cheap sums (x: (1, n, width)) before any column is
     summed again, and which columns the certification flags."""
     width = x.shape[2]
-    m, c, s = np.empty(width), np.empty(width), np.empty(width)
-    reduce.column_max(x, None, 0, 0, m)
-    assert reduce.mostly_cheap(m)
-    reduce.column_sums(x, 0, 0, m, s)
-    reduce.one_tie_apart(c, s)
+    m, c, s, shift = np.empty(width), np.empty(width), np.empty(width), np.empty(width)
+    reduce.column_max(x, None, 0, 0, shift, min(x.shape[1], reduce.SHIFT_ROWS))
+    reduce.column_sums(x, 0, 0, shift, m, s)
+    reduce.one_tie_apart(shift, m, c, s)
     out = np.empty(width, np.float32)
     uncertain = np.empty(width, np.bool_)
     partials.finish_slices(m, c, s, out, None, uncertain, error)
-    return out, uncertain
+    assert reduce.far_shifts(shift, m, uncertain) == 0
+    return out, uncertain, reduce.mostly_cheap(shift)
 
 
+@pytest.mark.parametrize("max_row", ["first", "last"])
 @pytest.mark.parametrize("rows", [40, 10])
-def test_every_column_that_would_round_otherwise_is_summed_again(rows):
+def test_every_column_that_would_round_otherwise_is_summed_again(rows, max_row):
     """The columns' cheap sums alone round some columns to another float32 than the full exp
     (the data of the rows' test, transposed; and short rows of 10 as a tile takes them):
     each of those is flagged by the bound for their length (``reduce.column_sum_error``),
-    few others are."""
+    few others are. The max in the column's first row is its shift; in its last, beyond
+    the SHIFT_ROWS rows of the shift, the sums are rescaled to it (a band that the kernels
+    would not take the cheap sums for: its shifts are below CHEAP_FROM)."""
     x = near_one(20000, np.random.default_rng(11))[:, :rows]
     x[:, 1:] = np.minimum(x[:, 1:], 0.9)  # max 1.0, lse in [1, 4)
+    if max_row == "last":
+        x = np.ascontiguousarray(x[:, ::-1])
     full_out = lse_short(x)[0] if rows < SHORT_ROW else lse_columns(x.T.copy())[0]
-    out, uncertain = unchecked_columns(x.T.copy()[None], reduce.column_sum_error(rows))
+    out, uncertain, cheap_band = unchecked_columns(x.T.copy()[None], reduce.column_sum_error(rows))
+    assert cheap_band == (max_row == "first")
     differs = out != full_out
     assert differs.sum() > 0
     assert np.all(uncertain[differs])
@@ -272,7 +294,7 @@ def test_a_column_summed_again_alone_gets_the_bits_it_gets_among_others():
     again) and in a band of 512 (a vector loop): the same bits."""
     x = (np.random.default_rng(2).standard_normal((1, 999, 512)) * 3).astype(np.float32)
     m, c, s = np.empty(512), np.empty(512), np.empty(512)
-    reduce.column_max(x, None, 0, 0, m)
+    reduce.column_max(x, None, 0, 0, m, x.shape[1])
     reduce.column_terms(x, None, 0, 0, m, c, s)
     for j in range(512):
         one_c, one_s = np.empty(1), np.empty(1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
+from numba_lse.cpu import reduce
 from numba_lse.cpu.exp import exp_nonpositive, exp_nonpositive_for_float32
 
 HAS_LONG_DOUBLE = np.finfo(np.longdouble).nmant >= 63
@@ -86,6 +87,22 @@ def test_float32_data_exp_relative_error_below_2_to_the_minus_31():
     relative = np.abs(exp_for_float32_array(x).astype(np.longdouble) - exact) / exact
     worst = int(np.argmax(relative))
     assert relative[worst] < 2.0**-31, f"exp({x[worst]!r}) relative error {float(relative[worst]):.3g}"
+
+
+@needs_long_double
+def test_float32_data_exp_holds_its_bound_up_to_664():
+    """The bound the certified sums take for each term (``partials.SHORT_SUM_ERROR``: 2^-34.16
+    from the exps), on float64 arguments (a float32 entry less a shift) in [-700, 0] and in
+    (0, 664], where the float32 columns' one-pass sums take their terms against a shift
+    below the max (``reduce.column_sums``, at most ``reduce.SHIFT_LIMIT`` = 600 above)."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(-700.0, 0.0, 300_000), rng.uniform(0.0, 664.0, 300_000),
+                        rng.uniform(-1.0, 1.0, 100_000)])
+    exact = np.exp(x.astype(np.longdouble))
+    relative = np.abs(exp_for_float32_array(x).astype(np.longdouble) - exact) / exact
+    worst = int(np.argmax(relative))
+    assert relative[worst] < 2.0**-34.16, f"exp({x[worst]!r}) relative error {float(relative[worst]):.3g}"
+    assert reduce.SHIFT_LIMIT < 664.0
 
 
 @pytest.mark.parametrize("exp", [exp_array, exp_for_float32_array], ids=["float64", "float32"])

@@ -1,7 +1,10 @@
 """exp on [-inf, 0], written so that LLVM vectorises the loops that call it.
 
 Numba's ``math.exp`` is a call into libm that LLVM cannot vectorise (llvmlite dropped SVML).
-Every exponent this library takes is x - max(x) <= 0, so this exp needs only that domain.
+Every exponent this library takes is x - max(x) <= 0, so this exp needs only that domain
+(but one: the float32 columns of a log-sum-exp are read once, their terms taken against a
+shift that may lie below their max, by at most ``reduce.SHIFT_LIMIT``; the float32 data's
+exp, below, holds its error up to 664).
 
 Method (Cody & Waite range reduction, minimax polynomial):
     k = round(x / ln 2),  r = x - k ln 2 with ln 2 split in two,  |r| <= ln(2)/2
@@ -22,7 +25,8 @@ long-double ``expl`` on every float32 input and on 10^6 float64 samples per bina
 ``exp_of_difference(x, shift)`` = exp(float64(x) - shift) picks the polynomial by the dtype of
 the data: float64 data gets the one above; float32 data gets the same method with P of degree
 5, minimax too, and ln 2 in one piece (relative error 5.2e-11 = 2^-34.2, 1/1000 of a float32
-ulp), six fewer FMAs. The element-wise outputs (softmax, log1m_softmax, gradients) use it,
+ulp), six fewer FMAs, and 1 + r + r^2 P(r) in one Horner scheme (one add fewer than the
+float64 form's; its roundings, ~2^-52, are far below 2^-34). The element-wise outputs (softmax, log1m_softmax, gradients) use it,
 and so do the row sums that feed them (``partials.term_exp``): each output's error stays far
 below its float32 ulp. The sums of a log-sum-exp take the full exp, since an error of 2^-34
 in the sum would be amplified by the condition number where lse is near 0, except where the
@@ -82,11 +86,11 @@ def _reduce_range(x):
 
 
 @inline
-def _scale(n, q):
-    """(1 + q) * 2^k for k held by n: one multiply by 2^(k + 64), exact, and one by 2^-64,
-    which rounds once, and only where the result is subnormal."""
+def _scale(n, p):
+    """p * 2^k for k held by n: one multiply by 2^(k + 64), exact, and one by 2^-64, which
+    rounds once, and only where the result is subnormal."""
     scale = float64_from_bits(bits_of_float64(n) << 52)
-    return ((1.0 + q) * scale) * _TWO_TO_MINUS_64
+    return (p * scale) * _TWO_TO_MINUS_64
 
 
 @inline
@@ -97,19 +101,21 @@ def exp_nonpositive(x):
     c = _P64
     q = r + r * r * (c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * (
         c[6] + r * (c[7] + r * (c[8] + r * (c[9] + r * c[10]))))))))))
-    return _scale(n, q)
+    return _scale(n, 1.0 + q)
 
 
 @inline
 def exp_nonpositive_for_float32(x):
-    """exp(x) for float64 x in [-inf, 0] or nan, relative error below 2^-34; vectorisable."""
+    """exp(x) for float64 x in [-inf, 0] or nan, relative error below 2^-34; vectorisable.
+    The same holds up to x = 664 (2^(k + 64) is normal up to k = 959; the range reduction's
+    error, k 2^-55.3, stays below 2^-45), where ``reduce.column_sums`` takes it."""
     x, n, k = _reduce_range(x)
     # ln 2 in one piece, in one FMA (the kernels' contract flag): r within 1076 * 2^-55.3 +
     # 2^-55 < 2^-44 of x - k ln 2, where the polynomial's error is 2^-34.2.
     r = x - k * _LN2
     c = _P32
-    q = r + r * r * (c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * c[5])))))
-    return _scale(n, q)
+    p = 1.0 + r * (1.0 + r * (c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * c[5]))))))
+    return _scale(n, p)
 
 
 def is_float32(x):

@@ -21,9 +21,9 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .exp import exp_of_difference, is_float32
-from .intrinsics import (blocks_fit, has_512_bit_vectors, prefer_wide_vectors, transpose_block,
-                         store_fence, transpose_block_back)
+from .exp import exp_nonpositive, exp_of_difference, is_float32
+from .intrinsics import (blocks_fit, has_512_bit_vectors, maxnum, prefer_wide_vectors,
+                         store_fence, transpose_block, transpose_block_back)
 from .jit import inline, inline_ir, kernel, one_thread, restore_threads, run_tasks, threads_for
 from .partials import (
     BLOCK,
@@ -89,7 +89,7 @@ def column_partials(x, w, o, j0, m, c, s, for_outputs=None, exps=None):
     run_m = np.empty(width)
     run_c = np.zeros(width)
     run_s = np.zeros(width)
-    column_max(x, w, o, j0, run_m)
+    column_max(x, w, o, j0, run_m, x.shape[1])
     for k in range(x.shape[1]):
         xk = x[o, k, j0:j0 + width]
         wk = part_of(w, o, k, j0, j0 + width)
@@ -324,14 +324,15 @@ def lse_tiles_run(x, w, out, sign, cheap, first, end):
     m = np.empty(LSE_TILE_ROWS)
     c = np.empty(LSE_TILE_ROWS)
     s = np.empty(LSE_TILE_ROWS)
+    shift = np.empty(LSE_TILE_ROWS)
     uncertain = np.empty(LSE_TILE_ROWS, np.bool_)
     for t in range(first, end):
         r0 = t * LSE_TILE_ROWS
         r1 = min(rows, r0 + LSE_TILE_ROWS)
         k = r1 - r0
         lse_of_columns(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m[:k], c[:k],
-                       s[:k], uncertain[:k], out[r0:r1], slice_of(sign, r0, r1), cheap,
-                       x[r0:r1], rows_in(w, r0, r1))
+                       s[:k], shift[:k], uncertain[:k], out[r0:r1], slice_of(sign, r0, r1),
+                       cheap, x[r0:r1], rows_in(w, r0, r1))
 
 
 @kernel(parallel=True)
@@ -410,7 +411,7 @@ def partials_run(x, w, m, c, s, for_outputs, first, end):
     n_bands = -(-x.shape[2] // INNER_BAND)
     for task in range(first, end):
         o, j0, j1 = band_at(task, n_bands, x.shape[2])
-        column_max(x, w, o, j0, m[o, j0:j1])
+        column_max(x, w, o, j0, m[o, j0:j1], x.shape[1])
         column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
 
 
@@ -434,33 +435,41 @@ def inner_partials(x, w, for_outputs=None):
 # ``column_sum_error``, is then 2^-32 at most).
 CHEAP_COLUMN_ROWS = 1 << 20
 COLUMN_STEP = 4
+# A certified band is read once (``column_sums``): its terms are taken against a shift, the
+# max of the first SHIFT_ROWS rows of each column, while the loop finds the column's max,
+# and rescaled to it after (``one_tie_apart``). float32's exp holds its error up to 664
+# (``exp.exp_nonpositive_for_float32``); a column whose max lies more than SHIFT_LIMIT above
+# its shift (or whose shift is -inf) is summed again with the full exp.
+SHIFT_ROWS = 8
+SHIFT_LIMIT = 600.0
 
 
 @inline
 def column_sum_error(n):
     """The bound on the relative difference between a column's sum of n terms that took
-    float32's exp (``column_sums``, ties included) and the one the full exp gives
-    (``column_terms``, float32 data, not compensated): SHORT_SUM_ERROR for the exps (2^-34.1
-    and 2^-52, with a factor 2 to spare), and the roundings of both sums, a term going
-    through at most n / COLUMN_STEP + 4 additions in each (a step's four in pairs, then its
-    sum to s; up to three rows after the last step), and the one of s - 1
-    (``one_tie_apart``): below (n / 4 + 4) 2^-52, taken as (n / 2 + 8) 2^-52, a factor 2 to
-    spare: 2^-33 + 2^-41 for 4096 rows,
+    float32's exp (``column_sums``, ties included, rescaled by ``one_tie_apart``) and the one
+    the full exp gives (``column_terms``, float32 data, not compensated): SHORT_SUM_ERROR
+    for the exps (2^-34.1 and 2^-52, with a factor 2 to spare), and the roundings of both
+    sums, a term going through at most n / COLUMN_STEP + 4 additions in each (a step's four
+    in pairs, then its sum to s; up to three rows after the last step), the rescale's (its
+    exp's 2^-52 and its product's 2^-53) and the one of s - 1 (``one_tie_apart``): below
+    (n / 4 + 6) 2^-52, taken as (n / 2 + 12) 2^-52, a factor 2 to spare: 2^-33 + 2^-41 for
+    4096 rows,
     below CHEAP_SUM_ERROR for every column up to CHEAP_COLUMN_ROWS (of the 4096 columns of
     4096x4096 randn, 1 then summed again, 11 with CHEAP_SUM_ERROR: each ~90 us, a column of
     cache misses)."""
-    return SHORT_SUM_ERROR + (n / 2.0 + 8.0) * 2.0 ** -52
+    return SHORT_SUM_ERROR + (n / 2.0 + 12.0) * 2.0 ** -52
 
 
 @kernel
-def column_max(x, w, o, j0, m):
-    """m[j] = the max of x[o, :, j0 + j] over the entries of nonzero weight (weights w like x,
-    or None; -inf for none), walking the rows in x's dtype."""
+def column_max(x, w, o, j0, m, end):
+    """m[j] = the max of x[o, :end, j0 + j] over the entries of nonzero weight (weights w
+    like x, or None; -inf for none), walking the rows in x's dtype."""
     prefer_wide_vectors()
     width = m.shape[0]
     running = np.empty(width, x.dtype)
     running[:] = -np.inf
-    for k in range(x.shape[1]):
+    for k in range(end):
         xk = x[o, k, j0:j0 + width]
         wk = part_of(w, o, k, j0, j0 + width)
         for j in range(width):
@@ -545,37 +554,88 @@ def add_to_column(s, e, v, x, short):
 
 
 @kernel
-def column_sums(x, o, j0, m, s):
-    """s[j] = the sum of exp(x[o, k, j0 + j] - m[j]) over every k, its ties included (each adds
-    exp(0) = 1, exactly), with float32 data's exp (``partials.exp_of_difference``): the terms
-    of a CERTIFIED band (``lse_of_columns``; no weights), COLUMN_STEP rows a step as
-    ``column_terms``, without the ties' compare, selects and count."""
+def column_sums(x, o, j0, shift, m, s):
+    """s[j] = the sum of exp(x[o, k, j0 + j] - shift[j]) over every k, with float32 data's
+    exp (``partials.exp_of_difference``), and m[j] = the column's max (as ``column_max``;
+    m None: the shifts are the maxima): the terms of a CERTIFIED band (``lse_of_columns``;
+    no weights), COLUMN_STEP rows a step as ``column_terms``, without the ties' compare,
+    selects and count. Where the max is the shift, each tie adds exp(0) = 1, exactly; above
+    it, ``one_tie_apart`` rescales."""
     prefer_wide_vectors()
-    width = m.shape[0]
+    width = s.shape[0]
     n = x.shape[1]
     s[:] = 0.0
+    for j in range(width):
+        store(m, j, -np.inf)
     full_steps = n - n % COLUMN_STEP
     for k in range(0, full_steps, COLUMN_STEP):
         x0, x1, x2, x3 = step_rows(x, o, k, j0, width)
         for j in range(width):
-            s[j] += ((exp_of_difference(x0[j], m[j]) + exp_of_difference(x1[j], m[j]))
-                     + (exp_of_difference(x2[j], m[j]) + exp_of_difference(x3[j], m[j])))
+            s[j] += ((exp_of_difference(x0[j], shift[j]) + exp_of_difference(x1[j], shift[j]))
+                     + (exp_of_difference(x2[j], shift[j]) + exp_of_difference(x3[j], shift[j])))
+            step_max = maxnum(maxnum(np.float64(x0[j]), np.float64(x1[j])),
+                              maxnum(np.float64(x2[j]), np.float64(x3[j])))
+            store(m, j, maxnum(max_found(m, shift, j), step_max))
     for k in range(full_steps, n):
         xk = x[o, k, j0:j0 + width]
         for j in range(width):
-            s[j] += exp_of_difference(xk[j], m[j])
+            s[j] += exp_of_difference(xk[j], shift[j])
+            store(m, j, maxnum(max_found(m, shift, j), np.float64(xk[j])))
 
 
 @kernel
-def one_tie_apart(c, s):
-    """(c, s)[j] = (1, s[j] - 1): a column's sum of all its terms (``column_sums``) as the
-    partial of its max, one of its entries, whose term is exactly 1 (c + s the same, to a
-    rounding of 2^-53 (c + s)). Meaningless where the max is not finite, which
-    ``partials.certain_everywhere`` never certifies."""
+def one_tie_apart(shift, m, c, s):
+    """(c, s)[j] = (1, s[j] exp(shift[j] - m[j]) - 1): a column's sum of all its terms
+    against its shift (``column_sums``) as the partial of its max m[j] (m None: the shift),
+    one of its entries, whose term is exactly 1 (c + s the same, to a rounding of 2^-53
+    (c + s), and the rescale's; none where the max is the shift). Meaningless where the max
+    is not finite, which ``partials.certain_everywhere`` never certifies, or lies more than
+    SHIFT_LIMIT above the shift (``far_shifts``)."""
     prefer_wide_vectors()
     for j in range(s.shape[0]):
         c[j] = 1.0
-        s[j] -= 1.0
+        if is_present(m):
+            s[j] = s[j] * exp_nonpositive(shift[j] - max_found(m, shift, j)) - 1.0
+        else:
+            s[j] -= 1.0
+
+
+@kernel
+def far_shifts(shift, m, uncertain):
+    """Flags the columns whose max m[j] lies more than SHIFT_LIMIT above their shift (-inf
+    among them), whose exps ``column_sums`` took out of float32's exp's range, as uncertain
+    (not flagged already: a max that is not finite is); returns how many it flagged (none
+    where m is None: the shifts are the maxima)."""
+    count = 0
+    if is_present(m):
+        for j in range(shift.shape[0]):
+            if not uncertain[j] and not max_found(m, shift, j) - shift[j] <= SHIFT_LIMIT:
+                uncertain[j] = True
+                count += 1
+    return count
+
+
+def max_found(m, shift, j):
+    """m[j], or shift[j] where m is None (``column_sums``)."""
+
+
+@overload(max_found, inline="always")
+def _max_found(m, shift, j):
+    if isinstance(m, types.NoneType):
+        return lambda m, shift, j: shift[j]
+    return lambda m, shift, j: m[j]
+
+
+def band_or_tile(for_band, tile, for_tile):
+    """``for_band`` for a band of columns (``tile`` None), ``for_tile`` for a tile of short
+    rows (``lse_of_columns``): a compile-time choice."""
+
+
+@overload(band_or_tile, inline="always")
+def _band_or_tile(for_band, tile, for_tile):
+    if isinstance(tile, (types.NoneType, types.Omitted)):
+        return lambda for_band, tile, for_tile: for_band
+    return lambda for_band, tile, for_tile: for_tile
 
 
 @kernel
@@ -589,35 +649,46 @@ def mostly_cheap(m):
 
 
 @inline_ir
-def lse_of_columns(x, w, o, j0, m, c, s, uncertain, out, sign, cheap, tile=None, tile_w=None):
+def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, tile=None,
+                   tile_w=None):
     """out[j], sign[j] = the log-sum-exp of x[o, :, j0 + j] (weights w like x, or None) and
-    its sign, for j < width, the length of the work arrays m, c, s, uncertain and of the
-    band's outputs out, sign: the band's maxima, then its terms (two passes).
+    its sign, for j < width, the length of the work arrays m, c, s, shift, uncertain and of
+    the band's outputs out, sign: the band's maxima, then its terms (two passes).
 
     ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): where at least half the
-    band's maxima reach CHEAP_FROM (``mostly_cheap``; columns no longer than
-    CHEAP_COLUMN_ROWS), every term takes float32's exp, ties included (``column_sums``), every
-    result is certified (``partials.certain_everywhere``, the error bound of a column of its
-    length) and the uncertain columns are summed again, alone, with the full exp (all of the
-    band, if more than an eighth: lse near 0): the bits of the full exp's sums (``cheap``
-    None). (Unlike a row's blocks, a band cannot choose its exp per column, its lanes
-    running across them.) ``tile``, ``tile_w``: the rows (and weights) of short rows that x
-    is the transpose of, whose next tile is fetched meanwhile (``prefetch_after``), or
-    None."""
-    column_max(x, w, o, j0, m)
+    band's shifts reach CHEAP_FROM (``mostly_cheap``; columns no longer than
+    CHEAP_COLUMN_ROWS), every term takes float32's exp, ties included (``column_sums``),
+    every result is certified (``partials.certain_everywhere``, the error bound of a column
+    of its length) and the uncertain columns are summed again, alone, with the full exp
+    (all of the band, if more than an eighth: lse near 0): the bits of the full exp's sums
+    (``cheap`` None). The shifts of a band of columns are the maxima of its first SHIFT_ROWS
+    rows, and the band is read once, its maxima found as it sums (``column_sums``); those of
+    a tile of short rows, in L1, its maxima, found first (taken as a band's: 0.9x, its max
+    pass cheap, the rescale's exps not). (Unlike a row's blocks, a band cannot choose its
+    exp per column, its lanes running across them.) ``tile``, ``tile_w``: the rows (and
+    weights) of short rows that x is the transpose of, whose next tile is fetched meanwhile
+    (``prefetch_after``), or None."""
+    cheap_band = False
+    if is_present(cheap) and x.shape[1] <= CHEAP_COLUMN_ROWS:
+        shift = band_or_tile(shift, tile, m)
+        rows = x.shape[1] if is_present(tile) else min(x.shape[1], SHIFT_ROWS)
+        column_max(x, w, o, j0, shift, rows)
+        cheap_band = mostly_cheap(shift)
     prefetch_after(tile, 0)
     prefetch_after(tile_w, 0)
-    cheap_band = is_present(cheap) and x.shape[1] <= CHEAP_COLUMN_ROWS and mostly_cheap(m)
     if cheap_band:
-        column_sums(x, o, j0, m, s)
-        one_tie_apart(c, s)
+        found = band_or_tile(m, tile, None)
+        column_sums(x, o, j0, shift, found, s)
+        one_tie_apart(shift, found, c, s)
     else:
+        column_max(x, w, o, j0, m, x.shape[1])
         column_terms(x, w, o, j0, m, c, s)
     prefetch_after(tile, 1)
     prefetch_after(tile_w, 1)
     if cheap_band:
         error = column_sum_error(x.shape[1])
         again = finish_slices(m, c, s, out, sign, uncertain, error)
+        again += far_shifts(shift, band_or_tile(m, tile, None), uncertain)
     else:
         again = finish_slices(m, c, s, out, sign)
     if again > m.shape[0] // 8:
@@ -640,12 +711,13 @@ def columns_run(x, w, out, sign, cheap, first, end):
     m = np.empty(width)
     c = np.empty(width)
     s = np.empty(width)
+    shift = np.empty(width)
     uncertain = np.empty(width, np.bool_)
     for task in range(first, end):
         o, j0, j1 = band_at(task, n_bands, inner)
         k = j1 - j0
-        lse_of_columns(x, w, o, j0, m[:k], c[:k], s[:k], uncertain[:k], out[o, j0:j1],
-                       rows_of(sign, o, j0, j1), cheap)
+        lse_of_columns(x, w, o, j0, m[:k], c[:k], s[:k], shift[:k], uncertain[:k],
+                       out[o, j0:j1], rows_of(sign, o, j0, j1), cheap)
 
 
 @kernel(parallel=True)
