@@ -184,19 +184,21 @@ def lse_short(x, *cheap):
     return out, sign
 
 
-def unchecked_columns(x, error):
-    """The float32 results of a band's cheap sums (x: (1, n, width)) before any column is
-    summed again, and which columns the certification flags."""
+def unchecked_columns(x, error, shift_rows):
+    """The float32 results of a band's cheap sums (x: (1, n, width)) against the maxima of
+    its first ``shift_rows`` rows before any column is summed again, which columns the
+    certification flags, and whether the band foretold its certification."""
     width = x.shape[2]
     m, c, s, shift = np.empty(width), np.empty(width), np.empty(width), np.empty(width)
-    reduce.column_max(x, None, 0, 0, shift, min(x.shape[1], reduce.SHIFT_ROWS))
-    reduce.column_sums(x, 0, 0, shift, m, s)
+    reduce.column_max(x, None, 0, 0, shift, shift_rows)
+    likely = reduce.likely_certified(x, 0, 0, shift, s, shift_rows)
+    reduce.column_sums(x, 0, 0, shift, m, s, x.shape[1])
     reduce.one_tie_apart(shift, m, c, s)
     out = np.empty(width, np.float32)
     uncertain = np.empty(width, np.bool_)
     partials.finish_slices(m, c, s, out, None, uncertain, error)
     assert reduce.far_shifts(shift, m, uncertain) == 0
-    return out, uncertain, reduce.mostly_cheap(shift)
+    return out, uncertain, likely
 
 
 @pytest.mark.parametrize("max_row", ["first", "last"])
@@ -206,14 +208,14 @@ def test_every_column_that_would_round_otherwise_is_summed_again(rows, max_row):
     (the data of the rows' test, transposed; and short rows of 10 as a tile takes them):
     each of those is flagged by the bound for their length (``reduce.column_sum_error``),
     few others are. The max in the column's first row is its shift; in its last, beyond
-    the SHIFT_ROWS rows of the shift, the sums are rescaled to it (a band that the kernels
-    would not take the cheap sums for: its shifts are below CHEAP_FROM)."""
+    the first 8 rows, the maxima of which are the shifts, the sums are rescaled to it (a
+    band that the kernels would not take the cheap sums for: those rows foretell lse < 1)."""
     x = near_one(20000, np.random.default_rng(11))[:, :rows]
     x[:, 1:] = np.minimum(x[:, 1:], 0.9)  # max 1.0, lse in [1, 4)
     if max_row == "last":
         x = np.ascontiguousarray(x[:, ::-1])
     full_out = lse_short(x)[0] if rows < SHORT_ROW else lse_columns(x.T.copy())[0]
-    out, uncertain, cheap_band = unchecked_columns(x.T.copy()[None], reduce.column_sum_error(rows))
+    out, uncertain, cheap_band = unchecked_columns(x.T.copy()[None], reduce.column_sum_error(rows), 8)
     assert cheap_band == (max_row == "first")
     differs = out != full_out
     assert differs.sum() > 0
@@ -287,6 +289,23 @@ def test_tiles_mostly_cheap_take_float32s_exp():
     assert not any(cheap_tiles(SHORT_ROWS["log-probabilities (full exp)"]))
     for name in ("lse near 0 in a third", "specials", "all -inf in a quarter"):
         assert all(cheap_tiles(SHORT_ROWS[name])), name
+
+
+@pytest.mark.parametrize("scale, likely", [(1.0, True), (0.3, True), (0.05, True),
+                                           ("log-probabilities", False)])
+def test_bands_foretell_their_certification_from_their_first_rows(scale, likely):
+    """A band of columns takes float32's exp where the lse of its first SHIFT_ROWS rows
+    foretell lse >= 1 for half its columns: randn of any spread (lse ~ log 4096 = 8.3; of
+    0.05 randn, no max reaches 1), not log-probabilities along the columns (lse 0)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4096, 512))
+    x = x - special_logsumexp(x.T).T if scale == "log-probabilities" else x * scale
+    band = x.astype(np.float32)[None]
+    shift, s = np.empty(512), np.empty(512)
+    reduce.column_max(band, None, 0, 0, shift, reduce.SHIFT_ROWS)
+    assert reduce.likely_certified(band, 0, 0, shift, s, reduce.SHIFT_ROWS) == likely
+    out, _ = lse_columns(band[0], partials.CERTIFIED)
+    np.testing.assert_array_equal(out, lse_columns(band[0])[0])
 
 
 def test_a_column_summed_again_alone_gets_the_bits_it_gets_among_others():
