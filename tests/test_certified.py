@@ -6,9 +6,11 @@ takes the full exp in every sum: a row whose cheaper sum could round to another 
 summed again (``partials.certain_in_float32``). Rows whose max stays below CHEAP_FROM take the
 full exp throughout (their lse may be near 0, where no float32 bound would certify).
 Columns (``reduce.lse_columns``, axis 0 and middle axes) and tiles of short rows
-(``reduce.lse_short_rows``, their rows as columns) alike: a band of columns at least half of
-whose maxima reach CHEAP_FROM takes float32's exp in every term, ties included, and must give
-the bits of the full exp's sums (the band summed again whole where many are uncertain).
+(``reduce.lse_short_rows``, their rows as columns) alike: a band at least half of whose lse
+will likely reach CHEAP_FROM (a tile's maxima; a band of columns' first rows foretell them)
+takes float32's exp in every term, ties included, and must give the bits of the full exp's
+sums (the band summed again whole where many are uncertain). A band of columns is read
+once, its terms against the maxima of its first rows, its sums rescaled to its maxima.
 """
 
 import numpy as np

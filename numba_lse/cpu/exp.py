@@ -26,13 +26,14 @@ long-double ``expl`` on every float32 input and on 10^6 float64 samples per bina
 the data: float64 data gets the one above; float32 data gets the same method with P of degree
 5, minimax too, and ln 2 in one piece (relative error 5.2e-11 = 2^-34.2, 1/1000 of a float32
 ulp), six fewer FMAs, and 1 + r + r^2 P(r) in one Horner scheme (one add fewer than the
-float64 form's; its roundings, ~2^-52, are far below 2^-34). The element-wise outputs (softmax, log1m_softmax, gradients) use it,
-and so do the row sums that feed them (``partials.term_exp``): each output's error stays far
-below its float32 ulp. The sums of a log-sum-exp take the full exp, since an error of 2^-34
-in the sum would be amplified by the condition number where lse is near 0, except where the
-result is certified to be the same float32 (``partials.certain_in_float32``: float32 rows
-whose max is >= 1; ``certain_everywhere``: bands of float32 columns and of short rows, at
-least half of whose maxima are).
+float64 form's; its roundings, ~2^-52, are far below 2^-34). The element-wise outputs
+(softmax, log1m_softmax, gradients) use it, and so do the row sums that feed them
+(``partials.term_exp``): each output's error stays far below its float32 ulp. The sums of a
+log-sum-exp take the full exp, since an error of 2^-34 in the sum would be amplified by the
+condition number where lse is near 0, except where the result is certified to be the same
+float32 (``partials.certain_in_float32``: float32 rows whose max is >= 1;
+``certain_everywhere``: bands of float32 columns and of short rows whose lse are likely
+>= 1, ``reduce.lse_of_columns``).
 
 Special values: exp(-inf) = 0, exp(nan) = nan, exp(x) = 0 below -745.14 (where the true value
 rounds to 0), exp(0) = 1 exactly (so a tie with the max contributes exactly 1).

@@ -308,7 +308,7 @@ def is_plain(m, c, s):
 # max reaches CHEAP_FROM (``block_terms``), so that a slice whose max is lower, whose lse may
 # be near 0, is summed exactly as with the full exp, and the lse of every other is >= 1.
 # Columns and tiles of short rows (``reduce.lse_of_columns``) choose a band at a time: all
-# its terms take float32's exp where at least half its maxima reach CHEAP_FROM.
+# its terms take float32's exp where at least half its lse will likely reach CHEAP_FROM.
 # A NumPy int, not 1, for the reason FOR_OUTPUTS is a NumPy bool (no literal compile apart).
 CERTIFIED = np.int64(1)
 CHEAP_FROM = 1.0

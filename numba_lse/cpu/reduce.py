@@ -11,10 +11,11 @@ Two loop shapes, one mathematics (``partials.py``):
                the caller picks by the row length, so that a call compiles the one it runs.
 ``lse_columns`` inner > 1: reduce the middle axis of (outer, n, inner), e.g. axis 0 of a
                C-ordered matrix. Each task owns a band of ``INNER_BAND`` adjacent columns and
-               walks n twice, for their maxima, then for their terms, so every inner loop
-               reads contiguous memory and vectorises. ``inner_partials`` does the same
-               for the partials themselves (the softmax family's, cross-entropy's, and
-               those of Dask blocks).
+               walks n twice, for their maxima, then for their terms (once, for float32's
+               certified sums: ``column_sums``), so every inner loop reads contiguous
+               memory and vectorises. ``inner_partials`` does the same for the partials
+               themselves (the softmax family's, cross-entropy's, and those of Dask
+               blocks).
 """
 
 import math
@@ -454,7 +455,9 @@ def column_sum_error(n):
     """The bound on the relative difference between a column's sum of n terms that took
     float32's exp (``column_sums``, ties included, rescaled by ``one_tie_apart``) and the one
     the full exp gives (``column_terms``, float32 data, not compensated): SHORT_SUM_ERROR
-    for the exps (2^-34.1 and 2^-52, with a factor 2 to spare), and the roundings of both
+    for the exps (2^-34.1 and 2^-52, with a factor 2 to spare, which also holds the
+    rounding of their arguments against the shift, 2^-43.5, and of the rescale's, 2^-43.6:
+    ``one_tie_apart``), and the roundings of both
     sums, a term going through at most n / COLUMN_STEP + 4 additions in each (a step's four
     in pairs, then its sum to s; up to three rows after the last step), the rescale's (its
     exp's 2^-52 and its product's 2^-53) and the one of s - 1 (``one_tie_apart``): below
@@ -595,7 +598,12 @@ def one_tie_apart(shift, m, c, s):
     one of its entries, whose term is exactly 1 (c + s the same, to a rounding of 2^-53
     (c + s), and the rescale's; none where the max is the shift). Meaningless where the max
     is not finite, which ``partials.certain_everywhere`` never certifies, or lies more than
-    SHIFT_LIMIT above the shift (``far_shifts``)."""
+    SHIFT_LIMIT above the shift (``far_shifts``).
+
+    The terms' arguments differ from the full exp's: fl(x - shift) and fl(shift - m) where
+    it takes fl(x - m), each rounded to 2^-53 of itself (at most 746 and 600): an error of
+    below 2^-43.5 per term and 2^-43.6 for the rescale, within ``column_sum_error``'s
+    factor 2 to spare on the exps."""
     prefer_wide_vectors()
     for j in range(s.shape[0]):
         c[j] = 1.0
@@ -660,7 +668,9 @@ def likely_certified(x, o, j0, shift, s, rows):
     of those rows, given their maxima ``shift`` (float32's exp), plus log(n / rows), the
     lse of n such rows. ``s``: a work array like shift. Unlike the maxima of those rows,
     it foretells columns of a small spread (0.3 randn: lse 8.3, their maxima below 1) and
-    columns of log-probabilities (lse 0, their maxima near log(64 / n) + 2) alike."""
+    columns of log-probabilities (lse 0; that of their first 64 rows near log(64 / n))
+    alike. Columns whose first rows mislead it (their mass there, lse near 0 for all that)
+    are summed twice: 4096x4096, rows 64 on at -40, 1.3-1.5x slower than two passes."""
     prefer_wide_vectors()
     column_sums(x, o, j0, shift, None, s, rows)
     more = math.log(x.shape[1] / rows)
@@ -675,7 +685,8 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
                    tile_w=None):
     """out[j], sign[j] = the log-sum-exp of x[o, :, j0 + j] (weights w like x, or None) and
     its sign, for j < width, the length of the work arrays m, c, s, shift, uncertain and of
-    the band's outputs out, sign: the band's maxima, then its terms (two passes).
+    the band's outputs out, sign: the band's maxima, then its terms (two passes; one for
+    a certified band of columns, below).
 
     ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): where the band's
     results will likely be certified (``likely_certified``; a tile's: where at least half
@@ -714,6 +725,9 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
     if cheap_band:
         error = column_sum_error(x.shape[1])
         again = finish_slices(m, c, s, out, sign, uncertain, error)
+        # Needed, and after finish_slices: a column far above its shift may sum to inf,
+        # -0 or nan (float32's exp beyond 664), whose lse certain_everywhere takes for a
+        # special value's.
         again += far_shifts(shift, band_or_tile(m, tile, None), uncertain)
     else:
         again = finish_slices(m, c, s, out, sign)
@@ -751,9 +765,10 @@ def lse_columns(x, w, out, sign, cheap=None):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign, for x (outer, n,
     inner) and weights w like it, or None: bands of INNER_BAND columns in two passes, their
     maxima, then their terms for them, COLUMN_STEP rows a step (``lse_of_columns``; ``cheap``
-    as there). Against one pass with running partials, rescaled every 8 rows (an exp per
-    column) and loaded and stored per term: 4096x4096 over axis 0, 1.2x faster in float64
-    (two threads), 1.3x in float32 with its certified exp."""
+    as there: one pass). Against one pass with running partials, rescaled every 8 rows (an
+    exp per column) and loaded and stored per term: 4096x4096 over axis 0, 1.2x faster in
+    float64 (two threads), 1.3x in float32 with its certified exp (session 19; since
+    session 27 float32's certified bands take one pass against fixed shifts, 1.3-1.44x)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
     run_tasks(columns_run, (x, w, out, sign, cheap), outer * -(-inner // INNER_BAND),
