@@ -457,13 +457,12 @@ def column_sum_error(n):
     the full exp gives (``column_terms``, float32 data, not compensated): SHORT_SUM_ERROR
     for the exps (2^-34.1 and 2^-52, with a factor 2 to spare, which also holds the
     rounding of their arguments against the shift, 2^-43.5, and of the rescale's, 2^-43.6:
-    ``one_tie_apart``), and the roundings of both
-    sums, a term going through at most n / COLUMN_STEP + 4 additions in each (a step's four
-    in pairs, then its sum to s; up to three rows after the last step), the rescale's (its
-    exp's 2^-52 and its product's 2^-53) and the one of s - 1 (``one_tie_apart``): below
-    (n / 4 + 6) 2^-52, taken as (n / 2 + 12) 2^-52, a factor 2 to spare: 2^-33 + 2^-41 for
-    4096 rows,
-    below CHEAP_SUM_ERROR for every column up to CHEAP_COLUMN_ROWS (of the 4096 columns of
+    ``one_tie_apart``), and the roundings of both sums, a term going through at most
+    n / COLUMN_STEP + 4 additions in each (a step's four in pairs, then its sum to s; up to
+    three rows after the last step), the rescale's (its exp's 2^-52 and its product's
+    2^-53) and the one of s - 1 (``one_tie_apart``): below (n / 4 + 6) 2^-52, taken as
+    (n / 2 + 12) 2^-52, a factor 2 to spare: 2^-33 + 2^-41 for 4096 rows, below
+    CHEAP_SUM_ERROR for every column up to CHEAP_COLUMN_ROWS (of the 4096 columns of
     4096x4096 randn, 1 then summed again, 11 with CHEAP_SUM_ERROR: each ~90 us, a column of
     cache misses)."""
     return SHORT_SUM_ERROR + (n / 2.0 + 12.0) * 2.0 ** -52
@@ -670,7 +669,7 @@ def likely_certified(x, o, j0, shift, s, rows):
     it foretells columns of a small spread (0.3 randn: lse 8.3, their maxima below 1) and
     columns of log-probabilities (lse 0; that of their first 64 rows near log(64 / n))
     alike. Columns whose first rows mislead it (their mass there, lse near 0 for all that)
-    are summed twice: 4096x4096, rows 64 on at -40, 1.3-1.5x slower than two passes."""
+    are summed twice: 4096x4096, rows 64 on at -40, 1.2-1.6x slower than two passes."""
     prefer_wide_vectors()
     column_sums(x, o, j0, shift, None, s, rows)
     more = math.log(x.shape[1] / rows)
