@@ -702,6 +702,7 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
     weights) of short rows that x is the transpose of, whose next tile is fetched meanwhile
     (``prefetch_after``), or None."""
     cheap_band = False
+    found = band_or_tile(m, tile, None)
     if is_present(cheap) and x.shape[1] <= CHEAP_COLUMN_ROWS:
         shift = band_or_tile(shift, tile, m)
         rows = x.shape[1] if is_present(tile) else min(x.shape[1], SHIFT_ROWS)
@@ -713,7 +714,6 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
     prefetch_after(tile, 0)
     prefetch_after(tile_w, 0)
     if cheap_band:
-        found = band_or_tile(m, tile, None)
         column_sums(x, o, j0, shift, found, s, x.shape[1])
         one_tie_apart(shift, found, c, s)
     else:
@@ -727,7 +727,7 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
         # Needed, and after finish_slices: a column far above its shift may sum to inf,
         # -0 or nan (float32's exp beyond 664), whose lse certain_everywhere takes for a
         # special value's.
-        again += far_shifts(shift, band_or_tile(m, tile, None), uncertain)
+        again += far_shifts(shift, found, uncertain)
     else:
         again = finish_slices(m, c, s, out, sign)
     if again > m.shape[0] // 8:
