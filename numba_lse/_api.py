@@ -367,7 +367,15 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     """
     if _validate.plain_classes(log_probs, target, weight, ignore_index, reduction):
         # The common call, good by its types: no routing and no general checks (a small
-        # call's cost is mostly Python's); its class indices are checked first, as always.
+        # call's cost is mostly Python's); its class indices are checked first, as always,
+        # for a scalar loss in the same compiled call as the gather, which runs only if
+        # they are good (``cpu.losses.checked_nll``: a small batch 2x faster, cold).
+        if reduction != "none":
+            first, loss = _dispatch.backend_for(log_probs).checked_nll_loss(
+                log_probs, target, ignore_index, reduction)
+            if first >= 0:
+                raise _validate.class_out_of_bounds(target, first)
+            return log_probs.dtype.type(loss)
         _validate.check_classes(target, ignore_index, log_probs.shape[1])
         loss = _dispatch.backend_for(log_probs).nll_loss(log_probs, target, None, ignore_index, reduction)
         return _loss_result(loss, reduction, log_probs.dtype, False)

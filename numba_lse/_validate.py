@@ -1,7 +1,9 @@
 """Every user error is raised here, from shapes and dtypes alone, before any kernel runs.
 
 Python: axis normalisation, the dtype policy, broadcasting of weights; one compiled pass
-checks class-index targets (``cpu.losses.first_out_of_bounds``), with no temporaries.
+checks class-index targets (``cpu.losses.first_out_of_bounds``), with no temporaries. The
+common nll_loss call makes that pass in the compiled call of its gather, which runs only
+after it, and raises from its answer (``class_out_of_bounds``, in ``_api.nll_loss``).
 """
 
 import math
@@ -269,6 +271,11 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
     return smoothing, probability
 
 
+def class_out_of_bounds(flat, first):
+    """The IndexError (torch's message) for the class index flat[first] (1-D flat)."""
+    return IndexError(f"Target {flat[first]} is out of bounds.")
+
+
 def check_classes(t, ignore_index, n_classes):
     """IndexError (torch's message) for a class index outside [0, n_classes), ignore_index aside."""
     if t.dtype.kind == "i" or t.dtype.itemsize < 8:
@@ -277,7 +284,7 @@ def check_classes(t, ignore_index, n_classes):
         flat = t if t.ndim == 1 and t.dtype == _INT64 else t.astype(_INT64, copy=False).reshape(-1)
         first = losses.first_out_of_bounds(flat, ignore_index, n_classes)
         if first >= 0:
-            raise IndexError(f"Target {flat[first]} is out of bounds.")
+            raise class_out_of_bounds(flat, first)
         return
     out_of_bounds = (t != ignore_index) & ((t < 0) | (t >= n_classes))
     if out_of_bounds.any():

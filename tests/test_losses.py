@@ -18,8 +18,11 @@ Tolerances (see ``assert_close``):
   the same atol, which only matters where float64 itself cancels).
 """
 
+import ctypes
 import math
+import mmap
 import re
+import sys
 import tracemalloc
 import zlib
 
@@ -1014,6 +1017,8 @@ def no_kernel(monkeypatch):
     """Fail loudly if a computation starts: validation must raise before any kernel runs.
 
     Relies on the CPU backend's entry points ``numba_lse.cpu.cross_entropy`` / ``nll_loss``.
+    The common nll_loss call (``cpu.checked_nll_loss``) checks its classes in the compiled
+    call that gathers, only after the check: ``TestBadInput``'s protected input sees to it.
     """
     import numba_lse.cpu as cpu
 
@@ -1022,6 +1027,16 @@ def no_kernel(monkeypatch):
 
     monkeypatch.setattr(cpu, "cross_entropy", computed)
     monkeypatch.setattr(cpu, "nll_loss", computed)
+
+
+def _inaccessible(shape, dtype):
+    """An array of ``shape`` on memory that faults when read (Linux), and its mapping."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    memory = mmap.mmap(-1, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    x = np.frombuffer(memory, dtype, math.prod(shape)).reshape(shape)
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start), ctypes.c_size_t(len(memory)), 0) == 0
+    return x, memory
 
 
 X35 = np.zeros((3, 5))
@@ -1056,6 +1071,23 @@ class TestBadInput:
         one beyond it reached the kernels and failed in Numba's typing."""
         with pytest.raises(ValueError, match=re.escape(f"ignore_index must fit in int64, got {ignore_index}")):
             fn(X35, T3, ignore_index=ignore_index)
+
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")
+    @pytest.mark.parametrize("reduction", ["mean", "sum"])
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    @pytest.mark.parametrize("bad", [0, 1, 4999], ids=["first", "second", "last"])
+    def test_common_call_reads_no_log_probability_for_a_bad_target(self, bad, dtype, reduction):
+        """The common nll_loss call checks its classes in the compiled call that gathers
+        (``cpu.losses.checked_nll``), so ``no_kernel`` cannot see the gather: here every
+        log-probability lies on pages that fault when read, and a target out of bounds
+        (first, second or last of 5000) must raise before any of them is read."""
+        x, memory = _inaccessible((5000, 12), dtype)
+        t = np.arange(5000) % 12
+        t[bad] = 12
+        with pytest.raises(IndexError, match=re.escape("Target 12 is out of bounds.")):
+            nll_loss(x, t, reduction=reduction)
+        del x
+        memory.close()
 
     @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
     @pytest.mark.parametrize("ignore_index", [2**63 - 1, -2**63])

@@ -210,6 +210,17 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     return result, (None if grad is None else layout.full(grad))
 
 
+def checked_nll_loss(log_probs, target, ignore_index, reduction):
+    """(first, loss) of the common call: (N, C) log-probabilities, (N,) int64 class indices,
+    no weight, reduction 'sum' or 'mean'. first is the position of the first index out of
+    bounds, -1 when there is none; only then is the loss computed (float64, compensated as
+    ``nll_loss``'s), nan otherwise. The check and the gather are one compiled call
+    (``losses.checked_nll``); the caller raises for first >= 0."""
+    first, total, mean = _launch(losses.checked_nll, kernel_input(log_probs), kernel_input(target),
+                                 ignore_index)
+    return first, (total if reduction == "sum" else mean)
+
+
 def nll_loss(log_probs, target, weight, ignore_index, reduction):
     """NLL of log-probabilities (N, C, d...) over axis 1: a gather and its sums, one kernel.
 
