@@ -55,7 +55,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     res : ndarray or NumPy scalar
         ``log|sum(b * exp(a))|`` (a NumPy scalar when all axes are reduced). Its dtype is the
         promotion of `a` and `b` (float32 stays float32; integers and booleans give float64;
-        float16 is computed in float32 and returned as float16).
+        float16 is computed in float32 and returned as float16), in the machine's byte
+        order whatever the inputs' (they are converted, as SciPy's ufuncs convert them).
     sgn : ndarray or NumPy scalar
         Only with ``return_sign=True``: the sign of the sum, +1, 0 or -1 (nan when the sum is
         nan; for complex input, the complex phase).
@@ -183,7 +184,8 @@ def softmax(x, axis=None, where=None):
     -------
     s : ndarray
         Same shape as `x`, summing to 1 along `axis`. float32 stays float32, float16 is
-        computed in float32, integers and booleans give float64.
+        computed in float32, integers and booleans give float64; in the machine's byte
+        order whatever `x`'s.
 
     See Also
     --------
@@ -343,7 +345,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     Returns
     -------
     loss : ndarray or NumPy scalar
-        The dtype of `log_probs` (float16 computed in float32).
+        The dtype of `log_probs` (float16 computed in float32), in the machine's byte order:
+        arrays in the other one, which torch refuses, are converted.
 
     See Also
     --------
@@ -421,9 +424,10 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     Returns
     -------
     loss : ndarray or NumPy scalar
-        The dtype of `logits`.
+        The dtype of `logits`, in the machine's byte order (arrays in the other one, which
+        torch refuses, are converted).
     grad : ndarray
-        Only with ``return_grad=True``: shape and dtype of `logits`.
+        Only with ``return_grad=True``: shape and dtype of `logits` (the machine's order).
 
     See Also
     --------

@@ -236,7 +236,7 @@ def _loss_inputs(input, target, weight, ignore_index, reduction, label_smoothing
     w = None if weight is None else (weight if is_dask(weight) else np.asarray(weight))
     smoothing, probability = _validate.loss_metadata(
         x, t, w, ignore_index, reduction, label_smoothing, probabilities_allowed)
-    dtype = x.dtype
+    dtype = _validate.native(x.dtype)
     x = x.astype(_validate.compute_dtype(dtype))
     t = t.astype(x.dtype) if probability else t.astype(np.int64)
     if w is not None:

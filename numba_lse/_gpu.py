@@ -60,6 +60,12 @@ def _device(array, name, launch):
             f"argument is on the GPU: pass GPU arrays for all array arguments"
         )
     dtype = np.dtype(device.dtype)
+    if not dtype.isnative:
+        # The kernels would read its bytes in the machine's order (the CPU path converts).
+        raise TypeError(
+            f"unsupported byte order for {name} on the GPU: dtype {dtype.str} is not the "
+            f"machine's; convert it before it goes to the device (.astype({dtype.newbyteorder('=').str!r}))"
+        )
     _validate.check_dtype(dtype, name)
     if dtype.kind == "c":
         raise TypeError(

@@ -25,9 +25,18 @@ _COMPUTE_DTYPE = {
 }
 
 
+def native(dtype):
+    """``dtype`` in the machine's byte order. Data of the other order (big-endian FITS
+    files, network-order records) is computed as NumPy's ufuncs, hence SciPy, compute it:
+    converted, with results in the machine's order (torch refuses such arrays; its losses
+    here take them as SciPy's functions do)."""
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
 def check_dtype(dtype, what="input"):
-    """Raise TypeError unless ``dtype`` is one numba_lse computes with (or promotes from)."""
-    if dtype.kind in "biu" or dtype in _COMPUTE_DTYPE:
+    """Raise TypeError unless ``dtype`` is one numba_lse computes with (or promotes from),
+    in either byte order."""
+    if dtype.kind in "biu" or dtype in _COMPUTE_DTYPE or native(dtype) in _COMPUTE_DTYPE:
         return
     if dtype.kind in "fc":
         raise TypeError(
@@ -46,11 +55,11 @@ def result_dtype(*values):
     Python scalars are weak (NEP 50): float32 data with ``b=2`` stays float32.
     """
     if len(values) == 1 and isinstance(values[0], np.ndarray) and values[0].dtype.kind == "f":
-        return values[0].dtype  # the common case, without NumPy's promotion machinery
+        return native(values[0].dtype)  # the common case, without NumPy's promotion machinery
     dtype = np.result_type(*values)
     if dtype.kind in "biu":
         return np.dtype(np.float64)
-    return dtype
+    return native(dtype)
 
 
 def compute_dtype(dtype):
@@ -189,9 +198,9 @@ def loss_args(input, target, weight, ignore_index, reduction, label_smoothing=0.
     w = None if weight is None else np.asarray(weight)
     smoothing, probability = loss_metadata(x, t, w, ignore_index, reduction, label_smoothing,
                                            probabilities_allowed)
-    dtype = x.dtype
+    dtype = native(x.dtype)
     work = _COMPUTE_DTYPE[dtype]
-    if work != dtype:  # each astype, even a no-op, costs a small call a few percent
+    if work != x.dtype:  # each astype, even a no-op, costs a small call a few percent
         x = x.astype(work)
     if probability:
         t = t.astype(work, copy=False)

@@ -101,6 +101,15 @@ GPU_ERRORS = {
                         ValueError, r"where with shape \(4,\) must have x's shape \(3, 4\)"),
     "softmax-0d": (lambda d: nl.softmax(cuda.to_device(np.array(1.0))),
                    ValueError, "a 0-d GPU array has nothing to normalise"),
+    # The CPU path converts data of the other byte order; a kernel would misread its bytes.
+    "byte-order-a": (lambda d: nl.logsumexp(cuda.to_device(X.astype(">f8"))),
+                     TypeError, r"unsupported byte order for a on the GPU: dtype >f8"),
+    "byte-order-b": (lambda d: nl.logsumexp(d, b=cuda.to_device(X.astype(">f8"))),
+                     TypeError, r"unsupported byte order for b on the GPU: dtype >f8"),
+    "byte-order-x": (lambda d: nl.log1m_softmax(cuda.to_device(X.astype(">f4"))),
+                     TypeError, r"unsupported byte order for x on the GPU: dtype >f4 .*'<f4'"),
+    "byte-order-target": (lambda d: nl.nll_loss(d, cuda.to_device(np.array([0, 1, 2], ">i8"))),
+                          TypeError, r"unsupported byte order for target on the GPU: dtype >i8"),
 }
 
 

@@ -426,6 +426,23 @@ def test_logsumexp_layouts_and_dtypes():
     assert mixed.dtype == np.float64  # float32 with float64 weights promotes, as NumPy
 
 
+def test_other_byte_order_as_numpy():
+    # Big-endian blocks (FITS files): converted, as the NumPy path converts them; results in
+    # the machine's order with the bits of the same data in it.
+    rng = _rng("byte order")
+    x = (rng.standard_normal((7, 13)) * 4).astype(np.float32)
+    big = to_dask(x.astype(">f4"), (3, 4))
+    for name in ("logsumexp", "softmax", "log_softmax", "log1m_softmax"):
+        got, want = computed(getattr(nl, name)(big, axis=1)), getattr(nl, name)(x, axis=1)
+        assert got.dtype == want.dtype and got.dtype.isnative, name
+        assert got.tobytes() == want.tobytes(), name
+    t = rng.integers(0, 13, 7)
+    for name in ("nll_loss", "cross_entropy"):
+        got = computed(getattr(nl, name)(big, to_dask(t.astype(">i8"), 3), reduction="none"))
+        want = getattr(nl, name)(x, t, reduction="none")
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), name
+
+
 def test_logsumexp_zero_size_axis():
     x = np.empty((0, 4))
     check_lse(x, (2, 2), axis=0, what="empty axis 0")

@@ -453,6 +453,37 @@ class TestLayoutsVsTorch:
 # ----------------------------------------------------- 2. probability targets against torch
 
 @needs_torch
+class TestByteOrder:
+    """Arrays in the other byte order (big-endian FITS files, network order), which torch
+    refuses: taken as NumPy's ufuncs and SciPy take them, converted, so every array may be
+    either way round and the results (in the machine's order) are the bits of the same data
+    in the machine's order."""
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_same_bits_as_the_machines_order(self, dtype):
+        rng = _rng("byte order", _dtype_id(dtype))
+        x = make_logits(rng, (12, N_CLASSES), dtype)
+        t = make_index_target(rng, (12, N_CLASSES))
+        w = make_weight(rng, True, dtype)
+        p = make_probability_target(rng, x.shape, dtype)
+        swap = lambda a: a.astype(a.dtype.newbyteorder("S"))  # noqa: E731 (the other order)
+        assert not swap(x).dtype.isnative and not swap(t).dtype.isnative
+        for reduction in REDUCTIONS:
+            for kwargs in ({}, {"weight": w}):
+                big = {k: swap(v) for k, v in kwargs.items()}
+                want = nll_loss(x, t, reduction=reduction, **kwargs)
+                got = nll_loss(swap(x), swap(t), reduction=reduction, **big)
+                assert np.asarray(got).dtype == np.asarray(want).dtype
+                assert same_bits(np.asarray(got), np.asarray(want)), (reduction, kwargs)
+                for target in (t, p):
+                    want = cross_entropy(x, target, reduction=reduction, return_grad=True, **kwargs)
+                    got = cross_entropy(swap(x), swap(target), reduction=reduction,
+                                        return_grad=True, **big)
+                    for g, e in zip(got, want):
+                        assert np.asarray(g).dtype == np.asarray(e).dtype and np.asarray(g).dtype.isnative
+                        assert same_bits(np.asarray(g), np.asarray(e)), (reduction, kwargs, target.dtype)
+
+
 class TestProbabilityTargetsVsTorch:
     @pytest.mark.parametrize("label_smoothing", SMOOTHINGS, ids=lambda s: f"ls{s}")
     @pytest.mark.parametrize("reduction", REDUCTIONS)
