@@ -450,9 +450,8 @@ class TestLayoutsVsTorch:
                         np.testing.assert_array_equal(plain, fn(x, t.astype(np.int32), **kw))
 
 
-# ----------------------------------------------------- 2. probability targets against torch
+# ------------------------------------- byte order (no torch here: torch refuses such arrays)
 
-@needs_torch
 class TestByteOrder:
     """Arrays in the other byte order (big-endian FITS files, network order), which torch
     refuses: taken as NumPy's ufuncs and SciPy take them, converted, so every array may be
@@ -484,6 +483,9 @@ class TestByteOrder:
                         assert same_bits(np.asarray(g), np.asarray(e)), (reduction, kwargs, target.dtype)
 
 
+# ----------------------------------------------------- 2. probability targets against torch
+
+@needs_torch
 class TestProbabilityTargetsVsTorch:
     @pytest.mark.parametrize("label_smoothing", SMOOTHINGS, ids=lambda s: f"ls{s}")
     @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -1049,15 +1051,25 @@ def no_kernel(monkeypatch):
 
     Relies on the CPU backend's entry points ``numba_lse.cpu.cross_entropy`` / ``nll_loss``.
     The common nll_loss call (``cpu.checked_nll_loss``) checks its classes in the compiled
-    call that gathers, only after the check: ``TestBadInput``'s protected input sees to it.
+    call that gathers, which gathers only after the check: here it runs the check alone and
+    fails if the check passes (the gather would have run); ``TestBadInput``'s unreadable
+    input sees to the compiled call itself.
     """
     import numba_lse.cpu as cpu
+    from numba_lse.cpu import losses
 
     def computed(*args, **kwargs):
         raise AssertionError("a computation ran for invalid input")
 
+    def checked_only(log_probs, target, ignore_index, reduction):
+        first = losses.first_out_of_bounds(target, ignore_index, log_probs.shape[1])
+        if first < 0:
+            computed()
+        return first, np.nan
+
     monkeypatch.setattr(cpu, "cross_entropy", computed)
     monkeypatch.setattr(cpu, "nll_loss", computed)
+    monkeypatch.setattr(cpu, "checked_nll_loss", checked_only)
 
 
 def _inaccessible(shape, dtype):
@@ -1112,9 +1124,11 @@ class TestBadInput:
         (``cpu.losses.checked_nll``), so ``no_kernel`` cannot see the gather: here every
         log-probability lies on pages that fault when read, and a target out of bounds
         (first, second or last of 5000) must raise before any of them is read."""
+        from numba_lse import _validate
         x, memory = _inaccessible((5000, 12), dtype)
         t = np.arange(5000) % 12
         t[bad] = 12
+        assert _validate.plain_classes(x, t, None, -100, reduction)  # the common call's path
         with pytest.raises(IndexError, match=re.escape("Target 12 is out of bounds.")):
             nll_loss(x, t, reduction=reduction)
         del x
