@@ -40,7 +40,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     b : array_like, optional
         Weights for exp(`a`), broadcastable against `a` (the result shape follows the
         broadcast). Zeros drop their term, even where `a` is inf or nan. Negative weights
-        implement subtraction; see `return_sign`.
+        implement subtraction; see `return_sign`. An infinite weight makes its term
+        infinite where `a` > -inf (nan where it meets a -inf or nan `a`), as SciPy's.
     keepdims : bool, optional
         If True, the reduced axes are kept as dimensions of size one.
     return_sign : bool, optional
@@ -94,8 +95,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     SciPy: 0 * inf = nan); weights that cancel at a huge finite max give the
     exact result, e.g. ``a=[1000, 1000], b=[1, -1]`` gives (-inf, 0) (SciPy: inf - inf = nan);
     +inf entries are ties at the max, so their weights add (``a=[inf, inf], b=[-1, 0.5]``
-    gives (inf, -1); SciPy: nan); and a negative sum is nan without `return_sign` even when
-    its terms underflow (SciPy: log(-0.0) = -inf).
+    gives (inf, -1); SciPy: nan); an infinite weight's term is infinite even where its exp
+    underflows (``a=[1, -1000], b=[1, -inf]`` gives (inf, -1); SciPy: -inf * 0 = nan); and a
+    negative sum is nan without `return_sign` even when its terms underflow (SciPy:
+    log(-0.0) = -inf).
 
     References
     ----------

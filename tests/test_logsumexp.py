@@ -396,6 +396,60 @@ class TestSpecialValues:
                                 mask_ill=False, describe=describe,
                                 ctx=f"special+b {_name(dtype)} axis={axis}")
 
+    # Rows (a, b) with infinite weights: each term b_i e^(a_i) is infinite where its weight
+    # is and a_i > -inf; the sum is inf, nan where infinities of both signs meet, or an
+    # infinite weight meets a -inf entry (inf 0) or a nan.
+    INFINITE_WEIGHTS = [
+        ([1.0, 2.0, 0.0], [np.inf, np.inf, 1.0]),
+        ([1.0, 2.0, 0.0], [-np.inf, -np.inf, 1.0]),
+        ([1.0, 2.0, 0.0], [np.inf, -np.inf, 1.0]),
+        ([1000.0, 1.0, 0.0], [1.0, np.inf, 1.0]),  # e^(1 - 1000) underflows; the term is inf
+        ([2.0, 2.0, 0.0], [np.inf, 1.0, 1.0]),  # at the max (a tie)
+        ([-np.inf, 2.0, 0.0], [np.inf, 1.0, 1.0]),
+        ([-np.inf, -np.inf, -np.inf], [np.inf, 1.0, 1.0]),
+        ([np.nan, 2.0, 0.0], [np.inf, 1.0, 1.0]),
+        ([np.inf, 2.0, 0.0], [1.0, np.inf, 1.0]),
+        ([np.inf, 2.0, 0.0], [-1.0, np.inf, 1.0]),
+        ([1.0, 2.0, 0.0], [0.0, np.inf, 1.0]),
+    ]
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=_name)
+    def test_infinite_weights_as_scipy(self, dtype):
+        """SciPy's results (live), with the sign, wherever the term lies: along rows, down
+        columns, in another chunk of a long row, or in a partial merged by the accumulator."""
+        A = np.array([a for a, _ in self.INFINITE_WEIGHTS], dtype=dtype)
+        B = np.array([b for _, b in self.INFINITE_WEIGHTS], dtype=dtype)
+        with np.errstate(all="ignore"):
+            want, want_sign = scipy_logsumexp(A, b=B, axis=1, return_sign=True)
+        for got, got_sign in (lse(A, b=B, axis=1, return_sign=True),
+                              lse(A.T, b=B.T, axis=0, return_sign=True)):
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got_sign, want_sign)
+        # The same terms far apart in a long row (zero-weighted padding between them), and
+        # each term of a row in an accumulator of its own, merged.
+        from numba_lse import LogSumExpAccumulator
+        from numba_lse.cpu.reduce import CHUNK
+        for (a, b), value, sign in zip(self.INFINITE_WEIGHTS, want, want_sign):
+            long_a, long_b = np.zeros(3 * CHUNK, dtype), np.zeros(3 * CHUNK, dtype)
+            long_a[[0, CHUNK + 5, 3 * CHUNK - 1]], long_b[[0, CHUNK + 5, 3 * CHUNK - 1]] = a, b
+            got = lse(long_a, b=long_b, return_sign=True)
+            merged = LogSumExpAccumulator()
+            for i in range(3):
+                merged.merge(LogSumExpAccumulator().update(np.array(a[i:i + 1], dtype),
+                                                           b=np.array(b[i:i + 1], dtype)))
+            for g in (got, merged.result(return_sign=True)):
+                np.testing.assert_array_equal(np.array(g), np.array([value, sign]), err_msg=f"{a} {b}")
+
+    def test_infinite_weights_where_scipys_fallback_fails(self):
+        """The documented departures (``scipy_lse``), with infinite weights: where SciPy's
+        fallback computes -inf e^(-1000) = -inf 0 = nan (its exp underflows), -e^1000 + inf
+        = -inf + inf = nan (its exp overflows), or 0 e^inf = nan (a zero weight's term,
+        which its accurate path drops), the exact sum is infinite."""
+        assert lse([1.0, -1000.0], b=[1.0, -np.inf], return_sign=True) == (np.inf, -1.0)
+        assert lse([1.0, -1000.0], b=[0.0, np.inf]) == np.inf
+        assert lse([1000.0, 1.0, 0.0], b=[-1.0, np.inf, 1.0], return_sign=True) == (np.inf, 1.0)
+        assert lse([np.inf, 2.0, 0.0], b=[0.0, np.inf, 1.0], return_sign=True) == (np.inf, 1.0)
+
     NAMED = {
         "all_neginf": ([-np.inf, -np.inf, -np.inf], None),
         "single_neginf": ([-np.inf], None),

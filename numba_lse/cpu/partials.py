@@ -180,8 +180,24 @@ def add_term(c, s, x, w, m, for_outputs=None):
     tie = np.float64(x) == m
     w = np.float64(w)
     c = add_reassoc(c, w if tie else 0.0)
-    s = add_reassoc(s, 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs))
+    s = add_reassoc(s, 0.0 if (tie or w == 0) else weighted(w, x, term_exp(x, m, for_outputs)))
     return c, s
+
+
+@inline
+def weighted(w, x, exp_x):
+    """The term w exp(x - m), given exp_x = exp(x - m): w exp_x, but w itself (+-inf) for
+    an infinite weight at any x above -inf, whose exp may have underflowed to 0 (inf 0 =
+    nan, where the sum is infinite: SciPy's inf). x = -inf with it stays nan, as SciPy's.
+    Without weights (w = 1) the select folds away."""
+    return w if (abs(w) == np.inf and np.float64(x) > -np.inf) else w * exp_x
+
+
+@inline
+def rescaled(v, m_small, m):
+    """v exp(m_small - m), m_small < m: the ties and sum v of a partial merged into one of a
+    larger max; an infinite v of a partial above -inf stays infinite (``weighted``)."""
+    return v if (abs(v) == np.inf and m_small > -np.inf) else v * exp_nonpositive(m_small - m)
 
 
 @inline
@@ -195,8 +211,8 @@ def merge(m1, c1, s1, m2, c2, s2):
     if m1 == m2:
         return m1, c1 + c2, s1 + s2
     if m1 > m2:
-        return m1, c1, s1 + (c2 + s2) * exp_nonpositive(m2 - m1)
-    return m2, c2, s2 + (c1 + s1) * exp_nonpositive(m1 - m2)
+        return m1, c1, s1 + rescaled(c2 + s2, m2, m1)
+    return m2, c2, s2 + rescaled(c1 + s1, m1, m2)
 
 
 @inline
@@ -209,7 +225,7 @@ def add_term_compensated(c, s, e, x, w, m, for_outputs=None, short=False):
     tie = np.float64(x) == m
     w = np.float64(w)
     c = c + (w if tie else 0.0)
-    v = 0.0 if (tie or w == 0) else w * term_exp(x, m, for_outputs)
+    v = 0.0 if (tie or w == 0) else weighted(w, x, term_exp(x, m, for_outputs))
     if is_float32(x) or short:
         # float64 sums of float32 data: n 2^-53 stays far below a float32 ulp; a short sum:
         # no longer in sequence than a row's lanes.
@@ -275,7 +291,9 @@ def log_abs_sum(m, c, s):
     if s != s or c != c:
         return np.nan, np.nan
     if m == -np.inf:
-        return -np.inf, 0.0
+        # Every term -inf (or weighted 0): their weights times exp(-inf) = 0, but an
+        # infinite one times 0 is nan, as SciPy's.
+        return (-np.inf, 0.0) if c - c == 0 else (np.nan, np.nan)
     if c == 0:
         # The weights at the max cancel exactly; what is left is s alone.
         if m == np.inf:
@@ -283,6 +301,12 @@ def log_abs_sum(m, c, s):
         if s == 0:
             return -np.inf, 0.0
         return m + math.log(abs(s)), math.copysign(1.0, s)
+    if c - c != 0 or s - s != 0:
+        # Infinite weights: an infinite sum (SciPy's inf), nan where infinities of both
+        # signs meet (not inf / inf in s / c below). At a +inf max the ties' terms are
+        # infinite whatever their weights.
+        total = (c * np.inf if m == np.inf else c) + s
+        return (np.inf, math.copysign(1.0, total)) if total == total else (np.nan, np.nan)
     t = s / c
     sign = math.copysign(1.0, c)
     # A unique max (c = 1) is the common case: one log call, not two.

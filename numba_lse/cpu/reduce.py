@@ -52,6 +52,7 @@ from .partials import (
     term_exp,
     transposed,
     weight_at,
+    weighted,
 )
 
 # Elements per parallel task along a long row (a multiple of BLOCK).
@@ -546,7 +547,7 @@ def tie_or_term(x, w, m, exp_x):
     weight adds nothing, even where x is inf or nan (as ``partials.add_term``)."""
     tie = np.float64(x) == m
     w = np.float64(w)
-    return w if tie else 0.0, 0.0 if (tie or w == 0) else w * exp_x
+    return w if tie else 0.0, 0.0 if (tie or w == 0) else weighted(w, x, exp_x)
 
 
 @inline
