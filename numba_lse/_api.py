@@ -342,8 +342,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
         int64, as torch's: one beyond raises ValueError.
     reduction : {'mean', 'sum', 'none'}, optional
         'none': the per-sample losses, shaped like `target`. 'sum': their sum. 'mean':
-        ``sum_n w[y_n] l_n / sum_n w[y_n]`` over the samples not ignored (nan when that
-        weight is 0, e.g. every sample ignored or an empty batch).
+        ``sum_n w[y_n] l_n / sum_n w[y_n]`` over the samples not ignored, an IEEE division
+        as torch's: nan when both are 0 (e.g. every sample ignored or an empty batch),
+        +-inf where weights that cancel leave a loss.
 
     Returns
     -------
@@ -416,7 +417,11 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         non-negative value raises ValueError, as torch; so does one beyond int64.
     reduction : {'mean', 'sum', 'none'}, optional
         As `nll_loss`. With probability targets, 'mean' divides by the number of samples
-        (N * d1 * ... * dk), not by a weight sum, as torch does.
+        (N * d1 * ... * dk), not by a weight sum, as torch does. Where the kept samples'
+        class weights sum to 0, 'mean' is torch's documented formula, the losses' sum over
+        0 (nan, or +-inf where that sum is not 0), and its gradient zeros; torch's own code
+        agrees without label smoothing (its gradient too where every sample is ignored),
+        but with it divides its two sums apart: nan where this gives +-inf.
     label_smoothing : float in [0, 1], optional
         Mixes the target with the uniform distribution: ``(1 - eps) * target + eps / C``.
     return_grad : bool, optional

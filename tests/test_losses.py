@@ -831,6 +831,34 @@ class TestSpecialValues:
                 np.testing.assert_array_equal(loss, ref)
                 np.testing.assert_array_equal(grad, grad_ref)
 
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.3, 1.0], ids=["ls0", "ls0.3", "ls1"])
+    @pytest.mark.parametrize("shape", [(4, N_CLASSES), (3, N_CLASSES, 2)], ids=["NC", "NCd"])
+    def test_mean_over_class_weights_summing_to_zero(self, shape, label_smoothing):
+        """Kept samples whose class weights sum to 0 (not ignored): 'mean' is torch's
+        documented formula, sum_n l_n / sum_n w[y_n], an IEEE division: nan where the
+        losses sum to 0 too, +-inf otherwise. torch's own result is the same without label
+        smoothing; with it, torch divides its two sums (the targets' and the smoothing's)
+        apart and mixes them, which gives nan where this gives +-inf (a documented
+        departure)."""
+        rng = _rng("zero weight sum", shape, label_smoothing)
+        x = make_logits(rng, shape, np.float64)
+        n = math.prod(_target_shape(shape))
+        cases = [  # (targets, weight)
+            (np.full(n, 3), [1.0, 2.0, 0.5, 0.0, 1.0]),  # the targets' class weighs 0
+            (np.arange(n) % 2, [1.0, -1.0, 2.0, 3.0, 1.0]),  # weights that cancel
+            (np.where(np.arange(n) % 2, 1, -100), [1.0, 0.0, 2.0, 3.0, 1.0]),  # some ignored
+        ]
+        for t, w in cases:
+            t = t.reshape(_target_shape(shape))
+            w = np.array(w)
+            kwargs = dict(weight=w, label_smoothing=label_smoothing)
+            loss = cross_entropy(x, t, **kwargs)
+            total = float(np.sum(cross_entropy(x, t, reduction="none", **kwargs)))
+            expected = np.nan if total == 0 else math.copysign(np.inf, total)
+            np.testing.assert_array_equal(loss, expected, err_msg=f"{t.tolist()} {w.tolist()}")
+            if torch is not None and label_smoothing == 0:
+                np.testing.assert_array_equal(loss, torch_cross_entropy(x, t, **kwargs)[0])
+
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     @pytest.mark.parametrize("target_kind", ["index", "probability"])
     @pytest.mark.parametrize("shape", [(0, N_CLASSES), (0, N_CLASSES, 3)], ids=["0C", "0Cd"])
