@@ -35,10 +35,16 @@ class LogSumExpAccumulator:
     array([2.24459189, 2.24459189, 2.24459189])
     """
 
+    # Whether every chunk so far was empty along the reduced axes: the result is then that
+    # of a zero-size reduction, -inf with sign -1 (SciPy's), not the sign 0 of entries that
+    # are all -inf. (A class attribute too, for states pickled before it was kept.)
+    _empty = False
+
     def __init__(self):
         self._partial = None  # (m, c, s): float64 arrays of the kept shape
         self._axis = None
         self._dtype = None
+        self._empty = True
 
     def update(self, x, axis=None, b=None):
         """Fold the chunk ``x`` (weights ``b``, as :func:`logsumexp`'s) in; returns self.
@@ -63,6 +69,7 @@ class LogSumExpAccumulator:
                 )
         partial = cpu.lse_partials(a, w, axes)
         self._fold(partial, axis, dtype)
+        self._empty = self._empty and not all(a.shape[ax] for ax in axes)
         return self
 
     def merge(self, other):
@@ -80,6 +87,7 @@ class LogSumExpAccumulator:
                     f"{self._partial[0].shape}"
                 )
         self._fold(other._partial, other._axis, other._dtype)
+        self._empty = self._empty and other._empty
         return self
 
     def result(self, return_sign=False):
@@ -93,6 +101,8 @@ class LogSumExpAccumulator:
         out, sign = cpu.lse_from_partials(*self._partial)
         if not return_sign:
             out[sign < 0] = np.nan
+        if self._empty:
+            sign[...] = -1.0
         out, sign = out.astype(self._dtype), sign.astype(self._dtype)
         out, sign = (v[()] if v.ndim == 0 else v for v in (out, sign))
         return (out, sign) if return_sign else out

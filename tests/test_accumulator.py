@@ -511,6 +511,23 @@ class TestEmpty:
         res = acc.result()
         assert np.ndim(res) == 0 and res == -np.inf and res.dtype == np.float64
 
+    def test_only_empty_chunks_sign_as_logsumexp_of_nothing(self):
+        # logsumexp of a zero-size reduction has sign -1 (SciPy's), entries all -inf sign 0:
+        # the accumulator's result is that of the concatenation, through merges and pickles.
+        for chunks, axis in (([np.empty(0), np.empty((0, 2))], None),
+                             ([np.empty((0, 3)), np.empty((0, 3))], 0),
+                             ([np.empty((0, 3)), np.full((2, 3), -np.inf)], 0)):
+            data = (np.concatenate([c.ravel() for c in chunks]) if axis is None
+                    else np.concatenate(chunks, axis=0))
+            whole = nl.logsumexp(data, axis=axis, return_sign=True)
+            merged = LogSumExpAccumulator()
+            for c in chunks:
+                merged.merge(pickle.loads(pickle.dumps(LogSumExpAccumulator().update(c, axis=axis))))
+            for acc in (accumulate(chunks, axis=axis), merged):
+                for got, want in zip(acc.result(return_sign=True), whole):
+                    assert np.array_equal(got, want), (axis, got, want)
+                assert np.array_equal(acc.result(), nl.logsumexp(data, axis=axis))
+
 
 # ------------------------------------------------------------------------------ special values
 
