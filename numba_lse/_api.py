@@ -86,7 +86,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     2 ulp times max(1, cond). Weights that cancel make the result as ill-conditioned as the
     cancellation, and the bound grows with it.
 
-    Special values follow SciPy: any nan gives nan; a +inf gives +inf; all -inf gives -inf
+    Special values follow SciPy: any nan gives nan; a +inf gives +inf (complex: a +inf real
+    part with a nonzero imaginary part gives nan+nanj, its phase undefined where SciPy's
+    inf * e^(i theta) arithmetic returns inf with a phase of pi/4); all -inf gives -inf
     (sign 0); a zero-size reduced axis gives -inf (with ``return_sign``, sign -1, as SciPy:
     the sign of its -inf). SciPy switches to the naive ``log(sum(b*exp(a)))`` wherever its
     accurate result is not finite; where that naive sum breaks, numba_lse keeps the exact
@@ -362,7 +364,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     'mean') are compensated float64 sums (Neumaier's), within an ulp of the exact sums of
     the ``l_n`` however many there are, then rounded once to the result's dtype; inside
     ``@njit`` they are plain float64 sums. Errors use torch's messages:
-    ``IndexError("Target 7 is out of bounds.")``.
+    ``IndexError("Target 7 is out of bounds.")``, with Python's exception types where torch
+    raises RuntimeError (ValueError for a bad shape or value, TypeError for a bad type).
+    Unlike torch, a (C,) input takes only a 0-d target, not a (1,) one.
 
     Examples
     --------
