@@ -41,7 +41,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
         Weights for exp(`a`), broadcastable against `a` (the result shape follows the
         broadcast). Zeros drop their term, even where `a` is inf or nan. Negative weights
         implement subtraction; see `return_sign`. An infinite weight makes its term
-        infinite where `a` > -inf (nan where it meets a -inf or nan `a`), as SciPy's.
+        infinite where `a` > -inf (nan where it meets a nan `a`, or a -inf `a` beside
+        others above -inf), as SciPy's; entries all -inf give -inf whatever their weights
+        (SciPy: nan for an infinite one, inf * 0). Finite weights whose sum overflows
+        float64 within a block of 1024 entries are beyond the accuracy bound.
     keepdims : bool, optional
         If True, the reduced axes are kept as dimensions of size one.
     return_sign : bool, optional

@@ -406,7 +406,6 @@ class TestSpecialValues:
         ([1000.0, 1.0, 0.0], [1.0, np.inf, 1.0]),  # e^(1 - 1000) underflows; the term is inf
         ([2.0, 2.0, 0.0], [np.inf, 1.0, 1.0]),  # at the max (a tie)
         ([-np.inf, 2.0, 0.0], [np.inf, 1.0, 1.0]),
-        ([-np.inf, -np.inf, -np.inf], [np.inf, 1.0, 1.0]),
         ([np.nan, 2.0, 0.0], [np.inf, 1.0, 1.0]),
         ([np.inf, 2.0, 0.0], [1.0, np.inf, 1.0]),
         ([np.inf, 2.0, 0.0], [-1.0, np.inf, 1.0]),
@@ -444,11 +443,16 @@ class TestSpecialValues:
         """The documented departures (``scipy_lse``), with infinite weights: where SciPy's
         fallback computes -inf e^(-1000) = -inf 0 = nan (its exp underflows), -e^1000 + inf
         = -inf + inf = nan (its exp overflows), or 0 e^inf = nan (a zero weight's term,
-        which its accurate path drops), the exact sum is infinite."""
+        which its accurate path drops), the exact sum is infinite. And entries all -inf
+        give -inf whatever their weights."""
         assert lse([1.0, -1000.0], b=[1.0, -np.inf], return_sign=True) == (np.inf, -1.0)
         assert lse([1.0, -1000.0], b=[0.0, np.inf]) == np.inf
         assert lse([1000.0, 1.0, 0.0], b=[-1.0, np.inf, 1.0], return_sign=True) == (np.inf, 1.0)
         assert lse([np.inf, 2.0, 0.0], b=[0.0, np.inf, 1.0], return_sign=True) == (np.inf, 1.0)
+        # Entries all -inf give -inf whatever their weights (SciPy: inf * 0 = nan for an
+        # infinite one), as finite weights whose sum overflows must.
+        assert lse([-np.inf, -np.inf], b=[np.inf, 1.0], return_sign=True) == (-np.inf, 0.0)
+        assert lse([-np.inf, -np.inf], b=[1e308, 1e308], return_sign=True) == (-np.inf, 0.0)
 
     NAMED = {
         "all_neginf": ([-np.inf, -np.inf, -np.inf], None),

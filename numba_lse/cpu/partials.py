@@ -291,9 +291,10 @@ def log_abs_sum(m, c, s):
     if s != s or c != c:
         return np.nan, np.nan
     if m == -np.inf:
-        # Every term -inf (or weighted 0): their weights times exp(-inf) = 0, but an
-        # infinite one times 0 is nan, as SciPy's.
-        return (-np.inf, 0.0) if c - c == 0 else (np.nan, np.nan)
+        # Every term -inf (or weighted 0): their weights times exp(-inf) = 0. (An infinite
+        # weight among them too: c cannot tell it from finite weights whose sum overflowed,
+        # whose terms are 0; SciPy's inf * 0 gives nan there.)
+        return -np.inf, 0.0
     if c == 0:
         # The weights at the max cancel exactly; what is left is s alone.
         if m == np.inf:
