@@ -37,7 +37,7 @@ def native(dtype):
 def check_dtype(dtype, what="input"):
     """Raise TypeError unless ``dtype`` is one numba_lse computes with (or promotes from),
     in either byte order."""
-    if dtype.kind in "biu" or dtype in _COMPUTE_DTYPE or native(dtype) in _COMPUTE_DTYPE:
+    if dtype.kind in "biu" or native(dtype) in _COMPUTE_DTYPE:
         return
     if dtype.kind in "fc":
         raise TypeError(
