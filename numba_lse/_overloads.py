@@ -23,6 +23,7 @@ from numpy.exceptions import AxisError
 
 from . import _api
 from .cpu import losses, reduce, softmax
+from .cpu.intrinsics import threading_layer_on_load
 from .cpu.partials import FOR_OUTPUTS, weight_at
 
 _FLOATS = (types.float32, types.float64)
@@ -164,6 +165,7 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
 
     @_jit
     def lse(a, axis, b):
+        threading_layer_on_load()
         outer, n, inner = _split(a.shape, axis)
         x = _as_c(a, dtype)
         _check_same_shape(a, b)
@@ -203,6 +205,7 @@ def _softmax_overload(name, op):
         dtype = as_dtype(x.dtype)
 
         def impl(x, axis=None, where=None):
+            threading_layer_on_load()
             outer, n, inner = _split(x.shape, axis)
             if n == 0:
                 raise ValueError("numba_lse: cannot normalise over a zero-size axis")
@@ -338,6 +341,7 @@ def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="me
 
     @_jit
     def losses_and_grad(logits, target, weight, ignore_index, label_smoothing):
+        threading_layer_on_load()
         kept_weight = _check_targets(logits, target, weight, ignore_index)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError("label_smoothing must be between 0.0 and 1.0.")

@@ -10,6 +10,7 @@ import threading
 
 import numba
 import numpy as np
+from numba.np.ufunc.parallel import _launch_threads
 
 from .._layout import canonical_view, kernel_input
 from .._outputs import empty
@@ -31,6 +32,10 @@ def _launch(kernel, *args):
     if _layer_is_threadsafe:
         return kernel(*args)
     with _launch_lock:
+        if _layer_is_threadsafe is None:
+            # Before the first kernel: one loaded from the cache may call the layer's
+            # symbols without setting them up (``intrinsics.threading_layer_on_load``).
+            _launch_threads()
         result = kernel(*args)
         if _layer_is_threadsafe is None:
             _layer_is_threadsafe = numba.threading_layer() != "workqueue"

@@ -146,6 +146,29 @@ def set_threads(typingctx, n):
 
 
 @intrinsic
+def threading_layer_on_load(typingctx):
+    """Nothing at run time; the cache entry of the function compiled with it launches the
+    threading layer when loaded, before its code runs.
+
+    Numba gives a function's cache entry that set-up where it has a parallel loop of its own
+    or links a callee that has one, but a callee loaded from the cache while the function
+    was compiled passes none on (numba#8578, #4807, #9938): a function calling numba_lse's
+    kernels, compiled in a process that loaded them from the cache, was saved without it,
+    and loaded first in a later process called the threading layer's symbols at address 0
+    (a segfault). ``cpu._launch`` launches the layer before numba_lse's own first kernel;
+    users' functions get it through this call in every ``_overloads`` implementation."""
+    _launch_threads()
+
+    def codegen(context, builder, signature, args):
+        # What the entry runs when loaded (pickled by reference, as Numba's own
+        # ``typed_passes._reload_parfors``, which calls it).
+        context.active_code_library._reload_init.add(_launch_threads)
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
 def fetch_add(typingctx, counter, value):
     """counter[0] += value, atomically; returns counter[0] as it was (LLVM's atomicrmw add:
     the threads of a parallel loop take tasks from one counter)."""
