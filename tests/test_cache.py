@@ -28,8 +28,8 @@ mask = rng.random((3, 2000)) > 0.3
 
 def _run_all(steps, tmp_path):
     """Run each (code) in a fresh Python on one cache under tmp_path; their outputs."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    path = [str(tmp_path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(path))
     outputs = []
     for code in steps:
         done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _DATA + code],
