@@ -150,9 +150,9 @@ def threading_layer_on_load(typingctx):
     """Nothing at run time; the cache entry of the function compiled with it launches the
     threading layer when loaded, before its code runs.
 
-    Numba gives a function's cache entry that set-up where it has a parallel loop of its own
-    or links a callee that has one, but a callee loaded from the cache while the function
-    was compiled passes none on (numba#8578, #4807, #9938): a function calling numba_lse's
+    Numba gives a function's cache entry that set-up where it is compiled with
+    ``parallel=True`` or links a callee that has it, but a callee loaded from the cache while
+    the function was compiled passes none on (numba#8578, #4807, #9938): a function calling numba_lse's
     kernels, compiled in a process that loaded them from the cache, was saved without it,
     and loaded first in a later process called the threading layer's symbols at address 0
     (a segfault). ``cpu._launch`` launches the layer before numba_lse's own first kernel;
