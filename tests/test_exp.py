@@ -96,13 +96,60 @@ def test_float32_data_exp_holds_its_bound_up_to_664():
     (0, 664], where the float32 columns' one-pass sums take their terms against a shift
     below the max (``reduce.column_sums``, at most ``reduce.SHIFT_LIMIT`` = 600 above)."""
     rng = np.random.default_rng(4)
-    x = np.concatenate([rng.uniform(-700.0, 0.0, 300_000), rng.uniform(0.0, 664.0, 300_000),
+    x = np.concatenate([rng.uniform(-708.0, 0.0, 300_000), rng.uniform(0.0, 664.0, 300_000),
                         rng.uniform(-1.0, 1.0, 100_000)])
     exact = np.exp(x.astype(np.longdouble))
     relative = np.abs(exp_for_float32_array(x).astype(np.longdouble) - exact) / exact
     worst = int(np.argmax(relative))
     assert relative[worst] < 2.0**-34.16, f"exp({x[worst]!r}) relative error {float(relative[worst]):.3g}"
     assert reduce.SHIFT_LIMIT < 664.0
+
+
+@needs_long_double
+def test_float32_data_exp_below_minus_708_is_within_2_to_the_minus_1021():
+    """float32 data's exp keeps no result below 2^-1022 (one multiply by 2^k, k >= -1022):
+    within 2^-1021 of the true value, 0 from -708.74 down, never negative, and the relative
+    bound holds down to -708."""
+    x = np.concatenate([np.linspace(-746.0, -700.0, 400_001), [-1e308, -np.inf]])
+    computed = exp_for_float32_array(x)
+    exact = np.exp(x.astype(np.longdouble))
+    error = np.abs(computed.astype(np.longdouble) - exact)
+    assert np.all(error <= 2.0**-34 * exact + 2.0**-1021)
+    assert np.all(computed >= 0.0) and np.all(computed[x <= -708.75] == 0.0)
+    kept = x >= -708.0
+    assert np.all(error[kept] <= 2.0**-34 * exact[kept])
+
+
+def test_entries_far_below_the_max_give_what_float64_gives():
+    """Where float32 data's exp gives 0 for a term the full exp keeps (709-745 below the max),
+    or a result that differs below 2^-1021, no float32 output shows it: softmax,
+    log1m_softmax, log_softmax, logsumexp and cross_entropy with its gradient against
+    float64's, rounded, within an ulp (and zeros exactly)."""
+    import numba_lse
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 40))
+    x[:, 1:20] -= rng.uniform(700.0, 760.0, (64, 19))
+    x[::3, 20:] = -np.inf
+    x[::2, 0] += 900.0  # a dominant entry
+    low = x.astype(np.float32)
+    exact = low.astype(np.float64)
+    eps = np.finfo(np.float32).eps
+
+    def check(got, expected, what):
+        assert got.dtype == np.float32, what
+        np.testing.assert_allclose(got, expected.astype(np.float32), rtol=eps, atol=0,
+                                   err_msg=what)
+
+    for name in ("softmax", "log1m_softmax", "log_softmax"):
+        check(getattr(numba_lse, name)(low, axis=-1), getattr(numba_lse, name)(exact, axis=-1),
+              name)
+    check(numba_lse.logsumexp(low, axis=-1), numba_lse.logsumexp(exact, axis=-1), "logsumexp")
+    t = rng.integers(0, 40, 64)
+    loss, grad = numba_lse.cross_entropy(low, t, reduction="none", return_grad=True)
+    loss64, grad64 = numba_lse.cross_entropy(exact, t, reduction="none", return_grad=True)
+    check(loss, loss64, "cross_entropy")
+    check(grad, grad64, "its gradient")
 
 
 @pytest.mark.parametrize("exp", [exp_array, exp_for_float32_array], ids=["float64", "float32"])
