@@ -29,17 +29,17 @@ def _launch(kernel, *args):
     (Each kernel itself runs on one thread when its input is small: ``jit.threads_for``.)
     """
     global _layer_is_threadsafe
+    if _layer_is_threadsafe is None:
+        with _launch_lock:
+            if _layer_is_threadsafe is None:
+                # Before the first kernel: one loaded from the cache may call the layer's
+                # symbols without setting them up (``intrinsics.threading_layer_on_load``).
+                _launch_threads()
+                _layer_is_threadsafe = numba.threading_layer() != "workqueue"
     if _layer_is_threadsafe:
         return kernel(*args)
     with _launch_lock:
-        if _layer_is_threadsafe is None:
-            # Before the first kernel: one loaded from the cache may call the layer's
-            # symbols without setting them up (``intrinsics.threading_layer_on_load``).
-            _launch_threads()
-        result = kernel(*args)
-        if _layer_is_threadsafe is None:
-            _layer_is_threadsafe = numba.threading_layer() != "workqueue"
-        return result
+        return kernel(*args)
 
 
 def logsumexp(a, b, axes, signed=True):
