@@ -122,9 +122,9 @@ def test_float32_data_exp_below_minus_708_is_within_2_to_the_minus_1021():
 
 def test_entries_far_below_the_max_give_what_float64_gives():
     """Where float32 data's exp gives 0 for a term the full exp keeps (709-745 below the max),
-    or a result that differs below 2^-1021, no float32 output shows it: softmax,
+    or a result that differs below 2^-1021, no float32 output's value shows it: softmax,
     log1m_softmax, log_softmax, logsumexp and cross_entropy with its gradient against
-    float64's, rounded, within an ulp (and zeros exactly)."""
+    float64's, rounded, within an ulp (and zeros exactly; their signs below)."""
     import numba_lse
 
     rng = np.random.default_rng(5)
@@ -180,3 +180,19 @@ def test_integers_and_halves_match_numpy_exactly_or_within_one_ulp():
     x = -np.arange(0.0, 745.0, 0.5)
     computed, expected = exp_array(x), np.exp(x)
     assert np.all(np.abs(computed - expected) <= np.spacing(expected))
+
+
+def test_zeros_from_entries_709_to_745_below_the_max_are_positive():
+    """The one trace of float32 data's exp keeping nothing below 2^-1022 (documented in
+    ``exp_nonpositive_for_float32``): a -tiny output that rounded to -0 is +0, as one from
+    entries further below (or -inf) was before; -0 where the exp's result is kept."""
+    import numba_lse
+
+    far = np.array([0.0, -720.0], np.float32)
+    near = np.array([0.0, -700.0], np.float32)
+    for x, negative in ((far, False), (near, True)):
+        assert numba_lse.log_softmax(x)[0] == 0.0
+        assert np.signbit(numba_lse.log_softmax(x)[0]) == negative
+        assert numba_lse.log1m_softmax(x)[1] == 0.0
+        assert np.signbit(numba_lse.log1m_softmax(x)[1]) == negative
+    assert not np.signbit(numba_lse.log1m_softmax(np.array([0.0, -np.inf], np.float32))[1])

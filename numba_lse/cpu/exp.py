@@ -123,9 +123,12 @@ def exp_nonpositive_for_float32(x):
     down, -inf included), not the true values' subnormals: exp(0) = 1, exp(-inf) = 0 and
     exp(nan) = nan, as ``exp_nonpositive``.
 
-    Where its results differ from the true ones (by less than 2^-1021) it does not show: a
+    Where its results differ from the true ones (by less than 2^-1021) no value shows it: a
     sum it feeds holds a term of at least 1 (the max's), and an output it gives is float32,
-    where both round to 0 (below 2^-150). So p * 2^k is one multiply, exact down to 2^-1022,
+    where both round to 0 (below 2^-150). Only the sign of a zero may: an output that was
+    -tiny, rounded to -0, is now +0 (log_softmax's max entry, log1m_softmax's entries, where
+    the others, or they, lie 708.74 to 745.13 below the max; beyond, it was +0 before too,
+    as SciPy's float32 gives from ~104). So p * 2^k is one multiply, exact down to 2^-1022,
     where ``exp_nonpositive`` takes two to round its subnormal results once (the sums of
     float32 log-sum-exps 1.07x faster in L1; softmax and log1m_softmax of float32 rows of
     4096 1.06x and 1.09x, from memory)."""

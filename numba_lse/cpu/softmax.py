@@ -18,7 +18,7 @@ element:
 
 The entry above 1/2 is the unique max (c = 1, s < 1), and its value is log(s) - log1p(s):
 s is the sum over the others. Its terms may underflow when the max dominates by more than
-~745; so for rows whose s is below KEPT_SUM only, one more pass computes that sum shifted by
+~745 (~708.7 for float32 data, whose exp keeps no result below 2^-1022); so for rows whose s is below KEPT_SUM only, one more pass computes that sum shifted by
 the runner-up: log(sum_{j != i} e^(x_j - m2)) + (m2 - m).
 
 Special rows, as SciPy: a nan gives a row of nan; softmax of a row with +inf or of all -inf is
@@ -140,8 +140,8 @@ def element_of_exp(op, x, w, exp_x, shift, scale, reciprocal, dominant, by_fma=F
 
 
 # A row sum s at or above this holds every term to far below its rounding: each term's exp is
-# within 2^-1075 of its value (subnormal, or 0 below -745), and any count of them is far
-# below 2^-53 s. Below it, a dominant entry's sum over the others is taken again, shifted.
+# within 2^-1075 of its value (subnormal, or 0 below -745; float32 data's: within 2^-1021,
+# 0 below -708.74), and any count of them is far below 2^-53 s. Below it, a dominant entry's sum over the others is taken again, shifted.
 KEPT_SUM = 2.0 ** -900
 
 
