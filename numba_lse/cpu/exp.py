@@ -118,20 +118,20 @@ def exp_nonpositive(x):
 def exp_nonpositive_for_float32(x):
     """exp(x) for float64 x in [-inf, 0] or nan, relative error below 2^-34 down to -708;
     vectorisable. The same holds up to x = 664 (the range reduction's error, k 2^-55.3, stays
-    below 2^-45), where ``reduce.column_sums`` takes it. Below -708 its results are 2^-1022
-    times p (k = -1022: within 2^-1074 of the true value) or 0 (k = -1023: from -708.74
-    down, -inf included), not the true values' subnormals: exp(0) = 1, exp(-inf) = 0 and
-    exp(nan) = nan, as ``exp_nonpositive``.
+    below 2^-45), where ``reduce.column_sums`` takes it. Below -708 its results are p 2^-1022
+    (k = -1022, down to -708.74: rounded once where subnormal) or 0 (k = -1023: from -708.74
+    down, -inf included), not the true values' subnormals: within 2^-1021 of them. exp(0) = 1,
+    exp(-inf) = 0 and exp(nan) = nan, as ``exp_nonpositive``.
 
     Where its results differ from the true ones (by less than 2^-1021) no value shows it: a
     sum it feeds holds a term of at least 1 (the max's), and an output it gives is float32,
-    where both round to 0 (below 2^-150). Only the sign of a zero may: an output that was
-    -tiny, rounded to -0, is now +0 (log_softmax's max entry, log1m_softmax's entries, where
-    the others, or they, lie 708.74 to 745.13 below the max; beyond, it was +0 before too,
-    as SciPy's float32 gives from ~104). So p * 2^k is one multiply, exact down to 2^-1022,
-    where ``exp_nonpositive`` takes two to round its subnormal results once (the sums of
-    float32 log-sum-exps 1.07x faster in L1; softmax and log1m_softmax of float32 rows of
-    4096 1.06x and 1.09x, from memory)."""
+    where both round to 0 (below 2^-150). Only the sign of a zero may: an output that the
+    true exp makes -tiny, rounded to -0, is +0 (log_softmax's max entry, log1m_softmax's
+    entries, where the others, or they, lie 708.74 to 745.13 below the max; further below,
+    the full exp's underflow gives +0 too, and SciPy's float32 from ~104 below). So p * 2^k
+    is one multiply, exact down to 2^-1022, where ``exp_nonpositive`` takes two to round its
+    subnormal results once (the sums of float32 log-sum-exps 1.07x faster in L1; softmax and
+    log1m_softmax of float32 rows of 4096 1.06x and 1.09x, from memory)."""
     x, n, k = _reduce_range(x, _CLAMP_FOR_FLOAT32, _ROUND_FOR_FLOAT32)
     # ln 2 in one piece, in one FMA (the kernels' contract flag): r within 1023 * 2^-55.3 +
     # 2^-55 < 2^-44 of x - k ln 2, where the polynomial's error is 2^-34.2.

@@ -18,8 +18,9 @@ element:
 
 The entry above 1/2 is the unique max (c = 1, s < 1), and its value is log(s) - log1p(s):
 s is the sum over the others. Its terms may underflow when the max dominates by more than
-~745 (~708.7 for float32 data, whose exp keeps no result below 2^-1022); so for rows whose s is below KEPT_SUM only, one more pass computes that sum shifted by
-the runner-up: log(sum_{j != i} e^(x_j - m2)) + (m2 - m).
+~745 (~708.7 for float32 data, whose exp keeps no result below 2^-1022); so for rows whose
+s is below KEPT_SUM only, one more pass computes that sum shifted by the runner-up:
+log(sum_{j != i} e^(x_j - m2)) + (m2 - m).
 
 Special rows, as SciPy: a nan gives a row of nan; softmax of a row with +inf or of all -inf is
 nan; log_softmax of a row with +inf is nan at the infs and -inf elsewhere, of all -inf nan.
