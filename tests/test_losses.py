@@ -392,6 +392,40 @@ def make_layout(rng, layout, dtype, scale=2.0):
     return x
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+@pytest.mark.parametrize("layout", ["rows", "reversed_rows", "reversed_classes",
+                                    "every_other_class"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+def test_nll_loss_of_rows_fetched_ahead(dtype, layout, weighted):
+    """Log-probabilities of ``losses.FETCH_ROWS_FROM`` bytes or more in near rows:
+    ``near_rows`` hints the cache lines of the next rows as it gathers (``fetch_rows``:
+    strides of either sign, classes a step apart; the last block and its last step
+    partial). Each sample's loss is exactly -w[y] x[n, y], the sum and the mean within
+    2 ulp of math.fsum's, as everywhere else."""
+    from numba_lse.cpu.losses import FETCH_ROWS, FETCH_ROWS_FROM, NLL_BLOCK
+    c = 10
+    itemsize = np.dtype(dtype).itemsize
+    n = FETCH_ROWS_FROM // (c * itemsize) + NLL_BLOCK + FETCH_ROWS // 2 + 1
+    assert n % NLL_BLOCK % FETCH_ROWS != 0
+    rng = _rng("fetched", _dtype_id(dtype), layout, weighted)
+    base = rng.standard_normal((n, 2 * c if layout == "every_other_class" else c)) * 4
+    base = base.astype(dtype)
+    x = {"rows": base, "reversed_rows": base[::-1], "reversed_classes": base[:, ::-1],
+         "every_other_class": base[:, ::2]}[layout]
+    assert x.size * itemsize >= FETCH_ROWS_FROM
+    t = make_index_target(rng, (n, c))
+    w = make_weight(rng, weighted, dtype, c)
+    kept = t != -100
+    y = np.where(kept, t, 0)
+    w_y = np.where(kept, 1.0 if w is None else w[y].astype(np.float64), 0.0)
+    exact = -(w_y * x[np.arange(n), y].astype(np.float64))
+    np.testing.assert_array_equal(nll_loss(x, t, weight=w, reduction="none"),
+                                  exact.astype(dtype))
+    total = math.fsum(exact)
+    assert_close(nll_loss(x, t, weight=w, reduction="sum"), total, dtype)
+    assert_close(nll_loss(x, t, weight=w), total / math.fsum(w_y), dtype)
+
+
 @needs_torch
 class TestLayoutsVsTorch:
     """Strided, transposed, Fortran-ordered and channels-last logits, with the fused gradient."""
