@@ -563,7 +563,7 @@ def near_rows(x, target, w, ignore_index, loss, lo, hi):
     Where x holds FETCH_ROWS_FROM bytes or more, the gather goes FETCH_ROWS samples at a
     time, each step after a hint per cache line of the next step's rows: the hardware's
     prefetcher alone kept too few lines under way (1e6x10 from memory, two threads:
-    1.15-1.2x faster; up to 1.1x slower where x was still in a large L3 after all)."""
+    1.15-1.2x faster; up to 1.15x slower where x was still in a large L3 after all)."""
     values = np.empty(hi - lo)
     weights = np.empty(hi - lo if is_present(w) else 0)
     if x.size * x.itemsize < FETCH_ROWS_FROM:
