@@ -816,7 +816,7 @@ def bench_case(op: OpSpec, case: Case, dtype: np.dtype, x64: np.ndarray, reps: i
 def _parallel_sum(a):
     # Reassociated, so that each thread's sum is split across vector lanes: a sum in order
     # waits on each addition (4 cycles), which held the two-thread "roof" to ~12 GB/s on the
-    # Intel VM of sessions 29-31, where this one reads ~21 GB/s.
+    # Intel VM of sessions 29-31, where this one reads 21-26 GB/s.
     total = 0.0
     for i in numba.prange(a.size):
         total += a[i]

@@ -463,9 +463,9 @@ NLL_AHEAD = 32
 FAR_ROW_BYTES = 1024
 # ``near_rows`` hints the cache lines of the next FETCH_ROWS rows as it gathers, where x holds
 # at least FETCH_ROWS_FROM bytes (data that comes from memory: as large as the outputs that
-# ``reduce.transpose_back`` streams past the caches). Steps of 32 to 128 rows, or the whole
-# block at once, measured alike from memory; steps of 32 cost least where x was in the L3
-# after all (7-11 %; the whole block: 20-45 %).
+# ``reduce.transpose_back`` streams past the caches). In a prototype, steps of 32 to 128
+# rows, or the whole block at once, measured alike from memory, and steps of 32 cost least
+# where x was in the L3 after all (7-11 %; 64-128: 15-40 %; the whole block: 20-45 %).
 FETCH_ROWS = 32
 FETCH_ROWS_FROM = 1 << 24
 
@@ -525,6 +525,18 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
     return total, total_error, kept, kept_error
 
 
+@inline
+def fetches_ahead(x):
+    """Whether ``near_rows`` hints the next rows' lines as it gathers x (3-D, rows near): x
+    holds FETCH_ROWS_FROM bytes or more, and its rows are packed, each within its step from
+    the next and filling at least half of it. (A transposed array's rows interleave: a
+    step's lines would be the whole array's. A few columns of wide rows would hint lines
+    that the gather never reads.)"""
+    row_span = abs((x.shape[1] - 1) * x.strides[1]) + x.itemsize
+    row_step = abs(x.strides[0])
+    return x.size * x.itemsize >= FETCH_ROWS_FROM and row_span <= row_step <= 2 * row_span
+
+
 @inline_ir
 def fetch_rows(x, lo, hi):
     """A hint per cache line of the rows lo:hi of the 3-D x (rows of any stride, of either
@@ -535,7 +547,8 @@ def fetch_rows(x, lo, hi):
     entries = (x.shape[1] - 1) * x.strides[1]
     start = min(lo * row_step, (hi - 1) * row_step) + min(0, entries)
     end = max(lo * row_step, (hi - 1) * row_step) + max(0, entries) + x.itemsize
-    # One offset per line from start's: the last one lands in the line of end - 1.
+    # One offset per line from start's, to the line of end - 1 (or, where start is a
+    # line's first byte and end - start a multiple of 64, one line further: harmless).
     for offset in range(start, end + 63, 64):
         prefetch_bytes_after(x, offset)
 
@@ -560,13 +573,14 @@ def near_rows(x, target, w, ignore_index, loss, lo, hi):
     the hardware): the gather first, the samples' losses (and kept weights) into a buffer,
     then their sums in vector lanes (``sum_compensated``), where a sum in the gather's loop
     waits on each addition (1e6x10, caches cold: 1.1x faster; 4096x10 in the caches 1.2x).
-    Where x holds FETCH_ROWS_FROM bytes or more, the gather goes FETCH_ROWS samples at a
-    time, each step after a hint per cache line of the next step's rows: the hardware's
-    prefetcher alone kept too few lines under way (1e6x10 from memory, two threads:
-    1.15-1.2x faster; up to 1.15x slower where x was still in a large L3 after all)."""
+    Where x holds FETCH_ROWS_FROM bytes or more in packed rows (``fetches_ahead``), the
+    gather goes FETCH_ROWS samples at a time, each step after a hint per cache line of the
+    next step's rows: the hardware's prefetcher alone kept too few lines under way (1e6x10
+    from memory, two threads: 1.15-1.2x faster; up to 1.15x slower where x was still in a
+    large L3 after all)."""
     values = np.empty(hi - lo)
     weights = np.empty(hi - lo if is_present(w) else 0)
-    if x.size * x.itemsize < FETCH_ROWS_FROM:
+    if not fetches_ahead(x):
         count = gather_samples(x, target, w, ignore_index, loss, lo, hi, values, weights, lo)
     else:
         count = 0.0
