@@ -356,8 +356,7 @@ def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="me
         grad = np.empty((n, n_classes), dtype=dtype) if with_grad else None
         losses.cross_entropy_samples(x, target.astype(np.int64).reshape((n, 1)),
                                      w, np.int64(ignore_index), np.float64(label_smoothing),
-                                     m, c, s,
-                                     scale, loss, grad)
+                                     m, c, s, scale, loss, grad, None)
         return loss.reshape(n), kept_weight, grad
 
     if with_grad:

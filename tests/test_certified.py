@@ -22,10 +22,10 @@ from numba_lse.cpu import partials, reduce
 from numba_lse.cpu.reduce import CHUNK, SHORT_ROW
 
 
-def lse_rows(x, *cheap):
+def lse_rows(x, cheap=None):
     out = np.empty(x.shape[0], np.float32)
     sign = np.empty(x.shape[0], np.float32)
-    reduce.lse_rows(x, None, out, sign, *cheap)
+    reduce.lse_rows(x, None, out, sign, cheap)
     return out, sign
 
 
@@ -117,12 +117,12 @@ def test_logsumexp_of_float32_gives_the_full_exps_bits(shape, axis):
     np.testing.assert_array_equal(nl.logsumexp(x, axis=axis).reshape(-1), expected)
 
 
-def lse_columns(x, *cheap):
+def lse_columns(x, cheap=None):
     """``reduce.lse_columns`` of a 2-D x over axis 0, or of a 3-D x over axis 1."""
     view = x[None] if x.ndim == 2 else x
     out = np.empty((view.shape[0], view.shape[2]), np.float32)
     sign = np.empty_like(out)
-    reduce.lse_columns(view, None, out, sign, *cheap)
+    reduce.lse_columns(view, None, out, sign, cheap)
     return out.reshape(x.shape[:1] + x.shape[2:] if x.ndim == 3 else x.shape[1:]), sign
 
 
@@ -178,11 +178,11 @@ def test_certified_results_are_the_full_exps_bits(kernel, name):
     np.testing.assert_array_equal(nl.logsumexp(x, axis=axis), out)
 
 
-def lse_short(x, *cheap):
+def lse_short(x, cheap=None):
     """``reduce.lse_short_rows`` of the rows of x (shorter than SHORT_ROW)."""
     out = np.empty(x.shape[0], np.float32)
     sign = np.empty_like(out)
-    reduce.lse_short_rows(x, None, out, sign, *cheap)
+    reduce.lse_short_rows(x, None, out, sign, cheap)
     return out, sign
 
 
@@ -316,8 +316,8 @@ def test_a_column_summed_again_alone_gets_the_bits_it_gets_among_others():
     x = (np.random.default_rng(2).standard_normal((1, 999, 512)) * 3).astype(np.float32)
     m, c, s = np.empty(512), np.empty(512), np.empty(512)
     reduce.column_max(x, None, 0, 0, m, x.shape[1])
-    reduce.column_terms(x, None, 0, 0, m, c, s)
+    reduce.column_terms(x, None, 0, 0, m, c, s, None)
     for j in range(512):
         one_c, one_s = np.empty(1), np.empty(1)
-        reduce.column_terms(x, None, 0, j, m[j:j + 1], one_c, one_s)
+        reduce.column_terms(x, None, 0, j, m[j:j + 1], one_c, one_s, None)
         assert (one_c[0], one_s[0]) == (c[j], s[j])

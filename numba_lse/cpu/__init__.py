@@ -56,20 +56,20 @@ def logsumexp(a, b, axes, signed=True):
     # float32 sums without weights may take float32's exp, each result certified
     # (``partials.certain_in_float32``, ``certain_everywhere``); ``reduce.certified_for``
     # chooses alike in Numba code.
-    cheap = (partials.CERTIFIED,) if a.dtype == np.float32 and b is None else ()
+    cheap = partials.CERTIFIED if a.dtype == np.float32 and b is None else None
     if layout.inner == 1:
         out = empty(layout.outer, dtype=a.dtype)
         sign = empty(layout.outer, dtype=a.dtype) if signed else None
         rows, weights = layout.rows(a), None if b is None else layout.rows(b)
         if layout.n < reduce.SHORT_ROW:
-            _launch(reduce.lse_short_rows, rows, weights, out, sign, *cheap)
+            _launch(reduce.lse_short_rows, rows, weights, out, sign, cheap)
         else:
-            _launch(reduce.lse_rows, rows, weights, out, sign, *cheap)
+            _launch(reduce.lse_rows, rows, weights, out, sign, cheap)
     else:
         out = empty((layout.outer, layout.inner), dtype=a.dtype)
         sign = empty((layout.outer, layout.inner), dtype=a.dtype) if signed else None
         _launch(reduce.lse_columns, layout.view(a), None if b is None else layout.view(b), out,
-                sign, *cheap)
+                sign, cheap)
     return layout.reduced(out), None if sign is None else layout.reduced(sign)
 
 

@@ -559,7 +559,7 @@ def _block_terms(x, w, m, for_outputs):
         def certified(x, w, m, for_outputs):
             if CHEAP_FROM <= m < np.inf:
                 return 0.0, block_sum(x, m)
-            return block_ties_sum(x, w, m)
+            return block_ties_sum(x, w, m, None)
 
         return certified
     return lambda x, w, m, for_outputs: block_ties_sum(x, w, m, for_outputs)

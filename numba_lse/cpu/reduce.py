@@ -393,7 +393,7 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
         uncertain = np.empty(m.shape[0], np.bool_)
         if finish_slices(m, c, s, out, sign, uncertain):
             again = np.flatnonzero(uncertain)
-            m2, c2, s2 = row_partials(x, None, rows_at=again)
+            m2, c2, s2 = row_partials(x, None, None, again)
             for i in range(again.shape[0]):
                 out[again[i]], sign_i = log_abs_sum(m2[i], c2[i], s2[i])
                 store(sign, again[i], sign_i)
@@ -719,7 +719,7 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
         one_tie_apart(shift, found, c, s)
     else:
         column_max(x, w, o, j0, m, x.shape[1])
-        column_terms(x, w, o, j0, m, c, s)
+        column_terms(x, w, o, j0, m, c, s, None)
     prefetch_after(tile, 1)
     prefetch_after(tile_w, 1)
     if cheap_band:
@@ -732,12 +732,12 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
     else:
         again = finish_slices(m, c, s, out, sign)
     if again > m.shape[0] // 8:
-        column_terms(x, w, o, j0, m, c, s)
+        column_terms(x, w, o, j0, m, c, s, None)
         finish_slices(m, c, s, out, sign)
     else:
         for j in range(m.shape[0] if again else 0):
             if uncertain[j]:
-                column_terms(x, w, o, j0 + j, m[j:j + 1], c[j:j + 1], s[j:j + 1])
+                column_terms(x, w, o, j0 + j, m[j:j + 1], c[j:j + 1], s[j:j + 1], None)
                 out[j], sign_j = log_abs_sum(m[j], c[j], s[j])
                 store(sign, j, sign_j)
 

@@ -195,7 +195,7 @@ def partial_below(x, w, m):
         for i in range(x.shape[0]):
             xi = np.float64(x[i])
             wi = weight_at(w, i) if xi < m else 0.0
-            c, s = add_term(c, s, xi, wi, runner_up)
+            c, s = add_term(c, s, xi, wi, runner_up, None)
     return runner_up, c, s
 
 
