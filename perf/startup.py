@@ -247,12 +247,16 @@ def run_probe(code: str, args: list[str], env: dict[str, str]) -> tuple[dict, fl
 
 def measure_imports(runs: int, env: dict[str, str]) -> ImportResult:
     run_probe(IMPORT_PROBE, [], env)  # untimed: refreshes stale .pyc files
-    # In turns, so that both medians see the same phases of a noisy machine (one after the
-    # other, a run measured `import numba` alone 0.386 s and numba_lse with it 0.287 s).
+    # In turns, each first in every other pair, so that both medians see the same phases of
+    # a noisy machine (one after the other, a run measured `import numba` alone 0.386 s and
+    # numba_lse with it 0.287 s).
     results, numba_times = [], []
-    for _ in range(runs):
-        results.append(run_probe(IMPORT_PROBE, [], env))
-        numba_times.append(run_probe(NUMBA_IMPORT_PROBE, [], env)[0]["import_s"])
+    for run in range(runs):
+        for ours_now in (run % 2 == 0, run % 2 == 1):
+            if ours_now:
+                results.append(run_probe(IMPORT_PROBE, [], env))
+            else:
+                numba_times.append(run_probe(NUMBA_IMPORT_PROBE, [], env)[0]["import_s"])
     last = results[-1][0]
     return ImportResult(
         import_s=statistics.median(r["import_s"] for r, _ in results),

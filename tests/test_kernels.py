@@ -20,6 +20,7 @@ from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
 from numba_lse.cpu.intrinsics import get_threads, store_fence, transpose_block, transpose_block_back
 from numba_lse.cpu.partials import MAX_TAIL_BYTES, block_max
+from numba_lse.cpu import jit
 from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
@@ -187,6 +188,22 @@ def test_a_change_to_any_module_of_the_kernels_compiles_them_again(tmp_path):
         log.write("# a change\n")
     assert hits_and_misses() == ["0", "1"]  # compiled again, not loaded stale
     assert hits_and_misses() == ["1", "0"]
+
+
+@pytest.mark.parametrize("kind", ["UserProvided", "InTree", "UserWide"])
+def test_a_cache_directory_removed_meanwhile_is_made_again(kind, tmp_path, monkeypatch):
+    # The stamped locators check a directory's writability once per process (``jit``), but
+    # must still make it again before an entry is saved, as Numba's do: a cache removed while
+    # a process runs (``git clean``, a temporary NUMBA_CACHE_DIR) failed the next compile.
+    locator_class = getattr(jit, f"StampedBySources{kind}CacheLocator")
+    locator = locator_class.__new__(locator_class)
+    path = tmp_path / kind / "cache"
+    monkeypatch.setattr(locator, "get_cache_path", lambda: str(path))
+    locator.ensure_cache_path()
+    assert path.is_dir() and str(path) in jit._WRITABLE_PATHS
+    path.rmdir()
+    locator.ensure_cache_path()
+    assert path.is_dir()
 
 
 def test_a_call_compiles_only_the_kernels_its_shape_takes(tmp_path):

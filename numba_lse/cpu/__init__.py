@@ -139,8 +139,8 @@ def _partials(view, weights=None):
         w = None if weights is None else weights[:, :, 0]
         short = view.shape[1] < reduce.SHORT_ROW
         kernel = reduce.short_row_partials if short else reduce.row_partials
-        return tuple(p[:, None] for p in _launch(kernel, view[:, :, 0], w))
-    return _launch(reduce.inner_partials, view, weights)
+        return tuple(p[:, None] for p in _launch(kernel, view[:, :, 0], w, None))
+    return _launch(reduce.inner_partials, view, weights, None)
 
 
 def lse_partials(a, b, axes):
