@@ -393,7 +393,7 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
         uncertain = np.empty(m.shape[0], np.bool_)
         if finish_slices(m, c, s, out, sign, uncertain):
             again = np.flatnonzero(uncertain)
-            m2, c2, s2 = row_partials(x, None, None, again)
+            m2, c2, s2 = row_partials(x, None, None, rows_at=again)
             for i in range(again.shape[0]):
                 out[again[i]], sign_i = log_abs_sum(m2[i], c2[i], s2[i])
                 store(sign, again[i], sign_i)
