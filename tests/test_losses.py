@@ -1095,6 +1095,37 @@ class TestAccuracy:
         assert abs(float(plain) - ref) <= float(np.spacing(np.float32(ref)))
 
 
+    @pytest.mark.parametrize("reduction", ["sum", "mean"])
+    @pytest.mark.parametrize("c", [10, 300], ids=["near", "far"])
+    def test_nll_loss_float32_within_1_ulp_while_cond_at_most_2_to_16(self, c, reduction):
+        """float32 data's sums run in sequence within blocks of 4096 samples
+        (``losses.add_loss``): within 2^-41 of the sum of the losses' magnitudes, so the
+        float32 result is within 1 ulp of the exact one while that sum is at most 2^16
+        times the magnitude of their sum. Losses of both signs, of magnitudes 10^-3 to 10^3,
+        that cancel to a sum ~2^15 times smaller than the sum of their magnitudes, over
+        several blocks, near and far rows (the float64 sums hold it for any input)."""
+        rng = _rng("nll float32 cond", c, reduction)
+        n = 20_000
+        log_probs = (rng.standard_normal((n, c)) * 10.0 ** rng.integers(-3, 4, (n, 1))).astype(np.float32)
+        t = rng.integers(0, c, n)
+        t[::9] = -100
+        kept = t != -100
+        chosen = log_probs[kept, t[kept]].astype(np.float64)
+        # Shift one kept sample's loss so that the exact sum is ~2^-15 of the magnitudes'.
+        magnitude = math.fsum(np.abs(chosen).tolist())
+        first = np.flatnonzero(kept)[0]
+        target_sum = magnitude * 2.0 ** -15
+        log_probs[first, t[first]] = np.float32(float(log_probs[first, t[first]])
+                                                + (math.fsum((-chosen).tolist()) - target_sum))
+        chosen = log_probs[kept, t[kept]].astype(np.float64)
+        total = -math.fsum(chosen.tolist())
+        magnitude = math.fsum(np.abs(chosen).tolist())
+        assert 2.0 ** 14 < magnitude / abs(total) <= 2.0 ** 16
+        exact = total if reduction == "sum" else total / kept.sum()
+        result = nll_loss(log_probs, t, reduction=reduction)
+        assert isinstance(result, np.float32)
+        assert abs(float(result) - exact) <= float(np.spacing(np.float32(abs(exact))))
+
     @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
     def test_nll_loss_float64_sums_within_1_ulp_of_exact(self, weighted):
         """float64 'sum' and 'mean' over 10^5 samples of mixed sign, with ignored ones: within

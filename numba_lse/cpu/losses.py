@@ -454,9 +454,9 @@ def nll_sample(x_y, w_y):
     return -(w_y * np.float64(x_y)), w_y
 
 
-# Samples per task of ``nll_index``: its sums are compensated, in a fixed order within a
-# block (``nll_block``), then over blocks in order, so the result does not depend on the
-# number of threads.
+# Samples per task of ``nll_index``: its sums run in a fixed order within a block
+# (``nll_block``), then over blocks in order, so the result does not depend on the number of
+# threads.
 NLL_BLOCK = 4096
 # How many samples ahead ``nll_block`` prefetches (16 to 64 measured alike; 8 slower).
 NLL_AHEAD = 32
@@ -475,7 +475,11 @@ def nll_of_sample(x, target, w, ignore_index, loss, o, j):
     """(loss, weight kept) of the sample (o, j), (0, 0) where its target is ignore_index,
     the loss written to ``loss`` too (unless None). Its class index was checked
     (``_validate.check_classes``: kernels never check), so it is read unsigned, with no
-    wraparound for a negative index: one outside [0, C) would read outside x."""
+    wraparound for a negative index: one outside [0, C) would read outside x. So are o and
+    j (never negative): Numba's wraparound of a signed index, a shift, an and and an add
+    per index, made the loop of a gather of near rows, bound by how many of its loads are
+    under way, 1.1-1.2x slower."""
+    o, j = np.uint64(o), np.uint64(j)
     y = target[o, j]
     value, w_y = 0.0, 0.0
     if y != ignore_index:
@@ -484,14 +488,44 @@ def nll_of_sample(x, target, w, ignore_index, loss, o, j):
     return value, w_y
 
 
+def sums_in_sequence(x):
+    """Whether the sums of ``nll_index`` over the log-probabilities x are plain sums in
+    sequence (float32 x), not compensated ones (float64 x): a constant."""
+
+
+@overload(sums_in_sequence, inline="always")
+def _sums_in_sequence(x):
+    plain = x.dtype == types.float32
+    return lambda x: plain
+
+
+@inline
+def add_loss(total, error, value, plain):
+    """(total, error) with value added: plainly where ``plain`` (``sums_in_sequence``), else
+    compensated (``add_compensated``).
+
+    Why float32 data's may be plain: a block's sum of at most NLL_BLOCK float64 terms in
+    sequence is within 4095 2^-53 < 2^-41 of the sum of their magnitudes, and the blocks
+    are merged compensated. That is 2^-17 of a float32 ulp where the losses share a sign
+    (log-probabilities), and within one ulp while the sum of their magnitudes is within
+    2^16 of the magnitude of their sum. The compensated sum's six additions more per sample
+    made the gather of a million rows of 10 1.3-1.5x slower (its loop is bound by how many
+    of its loads are under way), and its buffer of losses, summed after in vector lanes,
+    1.2-1.4x; a float64 result needs them."""
+    if plain:
+        return total + value, error
+    return add_compensated(total, error, value)
+
+
 @inline_ir
 def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, kept, kept_error):
     """The sums (total, its error, kept weight, its error) with the sample (o, j) added,
     writing its loss to ``loss`` (unless None)."""
     value, w_y = nll_of_sample(x, target, w, ignore_index, loss, o, j)
-    total, total_error = add_compensated(total, total_error, value)
+    plain = sums_in_sequence(x)
+    total, total_error = add_loss(total, total_error, value, plain)
     if is_present(w):
-        kept, kept_error = add_compensated(kept, kept_error, w_y)
+        kept, kept_error = add_loss(kept, kept_error, w_y, plain)
     else:
         kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
     return total, total_error, kept, kept_error
@@ -499,8 +533,8 @@ def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, k
 
 @inline_ir
 def nll_block(x, target, w, ignore_index, loss, lo, hi):
-    """The compensated sums (total, its error, kept weight, its error) of ``nll_index`` over
-    the samples of rows lo:hi, writing their losses to ``loss`` (unless None)."""
+    """The sums (total, its error, kept weight, its error) of ``nll_index`` over the samples
+    of rows lo:hi (``add_loss``), writing their losses to ``loss`` (unless None)."""
     total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
     if x.shape[2] == 1 and abs(x.strides[0]) < FAR_ROW_BYTES:
         return near_rows(x, target, w, ignore_index, loss, lo, hi)
@@ -554,47 +588,58 @@ def fetch_rows(x, lo, hi):
 
 
 @inline_ir
-def gather_samples(x, target, w, ignore_index, loss, first, end, values, weights, lo):
-    """``near_rows``'s gather of the samples first:end: values[o - lo] their losses (and
-    weights[o - lo] their kept weights, where w is given); returns their count (without w)."""
-    count = 0.0
+def gather_samples(x, target, w, ignore_index, loss, first, end, values, weights, lo, sums):
+    """``near_rows``'s gather of the samples first:end, from and to ``sums`` (total, its
+    error, kept weight, its error). Where its sums run in sequence (``sums_in_sequence``),
+    each sample is added to them as it is read; else its loss goes to values[o - lo] (and
+    its kept weight to weights[o - lo], where w is given), and only the count of the kept
+    samples (without w) to sums."""
+    total, total_error, kept, kept_error = sums
     for o in range(first, end):
-        values[o - lo], w_y = nll_of_sample(x, target, w, ignore_index, loss, o, 0)
-        if is_present(w):
-            weights[o - lo] = w_y
+        if sums_in_sequence(x):
+            total, total_error, kept, kept_error = add_nll_sample(
+                x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
         else:
-            count += w_y  # a count (w_y is 0 or 1): exact below 2^53
-    return count
+            values[o - lo], w_y = nll_of_sample(x, target, w, ignore_index, loss, o, 0)
+            if is_present(w):
+                weights[o - lo] = w_y
+            else:
+                kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
+    return total, total_error, kept, kept_error
 
 
 @inline_ir
 def near_rows(x, target, w, ignore_index, loss, lo, hi):
     """``nll_block`` of (N, C) data (x of shape (N, C, 1)) whose rows are near (streamed by
-    the hardware): the gather first, the samples' losses (and kept weights) into a buffer,
-    then their sums in vector lanes (``sum_compensated``), where a sum in the gather's loop
-    waits on each addition (1e6x10, caches cold: 1.1x faster; 4096x10 in the caches 1.2x).
-    Where x holds FETCH_ROWS_FROM bytes or more in packed rows (``fetches_ahead``), the
-    gather goes FETCH_ROWS samples at a time, each step after a hint per cache line of the
-    next step's rows: the hardware's prefetcher alone kept too few lines under way (1e6x10
-    from memory, two threads: 1.15-1.2x faster; up to 1.15x slower where x was still in a
-    large L3 after all)."""
-    values = np.empty(hi - lo)
-    weights = np.empty(hi - lo if is_present(w) else 0)
+    the hardware). float32 data's sums run in sequence in the gather's loop
+    (``add_loss``); float64 data's losses (and kept weights) go to a buffer, summed after
+    in compensated vector lanes (``sum_compensated``), where a compensated sum in the
+    gather's loop waits on each addition (1e6x10, caches cold: 1.1x faster; 4096x10 in the
+    caches 1.2x). Where x holds FETCH_ROWS_FROM bytes or more in packed rows
+    (``fetches_ahead``), the gather goes FETCH_ROWS samples at a time, each step after a
+    hint per cache line of the next step's rows: the hardware's prefetcher alone kept too
+    few lines under way (1e6x10 from memory, two threads: 1.15-1.2x faster; up to 1.15x
+    slower where x was still in a large L3 after all)."""
+    buffered = not sums_in_sequence(x)
+    values = np.empty(hi - lo if buffered else 0)
+    weights = np.empty(hi - lo if buffered and is_present(w) else 0)
+    sums = (0.0, 0.0, 0.0, 0.0)
     if not fetches_ahead(x):
-        count = gather_samples(x, target, w, ignore_index, loss, lo, hi, values, weights, lo)
+        sums = gather_samples(x, target, w, ignore_index, loss, lo, hi, values, weights, lo, sums)
     else:
-        count = 0.0
         fetch_rows(x, lo, min(hi, lo + FETCH_ROWS))
         for step in range(lo, hi, FETCH_ROWS):
             end = min(hi, step + FETCH_ROWS)
             fetch_rows(x, end, min(hi, end + FETCH_ROWS))
-            count += gather_samples(x, target, w, ignore_index, loss, step, end, values,
-                                    weights, lo)
+            sums = gather_samples(x, target, w, ignore_index, loss, step, end, values, weights,
+                                  lo, sums)
+    if not buffered:
+        return sums
     total, total_error = sum_compensated(values)
     if is_present(w):
         kept, kept_error = sum_compensated(weights)
         return total, total_error, kept, kept_error
-    return total, total_error, count, 0.0
+    return total, total_error, sums[2], 0.0
 
 
 @kernel(parallel=True)
@@ -603,9 +648,12 @@ def nll_index(x, target, w, ignore_index, loss):
     samples not ignored (the mean's denominator: the sum of their w[y]); each loss is written
     to loss[o, j] too, unless loss is None. An ignored sample's loss is 0 and its
     log-probabilities are never read, nan or not. A gather, in blocks of samples run in
-    parallel; the sums are compensated (Neumaier) in float64, so within an ulp or so of the
-    exact sums whatever their length. One block (up to NLL_BLOCK samples) is summed without
-    a parallel loop, whose set-up cost a quarter of the call (4096 samples: 24 -> 19 us)."""
+    parallel; the sums are float64's: float64 data's compensated (Neumaier), so within an
+    ulp or so of the exact sums whatever their length; float32 data's in sequence within a
+    block, within 2^-41 of the sum of the losses' magnitudes (``add_loss``); the blocks'
+    sums are merged compensated, in order. One block (up to NLL_BLOCK samples) is summed
+    without a parallel loop, whose set-up cost a quarter of the call (4096 samples: 24 -> 19
+    us)."""
     outer, n_classes, inner = x.shape
     rows = max(1, NLL_BLOCK // max(1, inner))
     n_blocks = -(-outer // rows)
