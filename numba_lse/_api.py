@@ -366,12 +366,12 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     ``l_n = -w[y_n] * log_probs[n, y_n]``, in float64. The sums ('sum', and both of the
     'mean') are float64 sums, rounded once to the result's dtype. For float64 input they
     are compensated (Neumaier's), within an ulp of the exact sums of the ``l_n`` however
-    many there are. For float32 input they run in sequence within blocks of 4096 samples
-    and are compensated across blocks: within 2^-41 of the sum of the ``|l_n|``, so the
-    result is within 1 ulp of the exact one while that sum is at most 2^16 times the
-    magnitude of the sum of the ``l_n`` (always, for log-probabilities and nonnegative
-    weights; 1.5-1.8x faster than compensated sums on a million samples). Inside ``@njit``
-    they are plain float64 sums. Errors use torch's messages:
+    many there are. For float32 input (and float16, computed in float32) they run in
+    sequence within blocks of at most 4096 samples and are compensated across blocks:
+    within 2^-41 of the sum of the ``|l_n|``, so the result is within 1 ulp of the exact one
+    while that sum is at most 2^15 times the magnitude of the sum of the ``l_n`` (always,
+    for log-probabilities and nonnegative weights; 1.5-1.8x faster than compensated sums on
+    a million samples). Inside ``@njit`` they are plain float64 sums. Errors use torch's messages:
     ``IndexError("Target 7 is out of bounds.")``, with Python's exception types where torch
     raises RuntimeError (ValueError for a bad shape or value, TypeError for a bad type).
     Unlike torch, a (C,) input takes only a 0-d target, not a (1,) one.

@@ -1,12 +1,13 @@
 """What bounds the benchmark cases that miss the 1.5x target: floors measured beside them.
 
-Each figure is a median of interleaved repetitions, with the caches warm (the same data read
-by the repetition before) and cold (a 640 MB write between two calls pushes the data out to
-memory); ratios only within one run: the machine is a noisy VM.
+Each figure is a median of interleaved repetitions, with the caches warm (the data read by a
+call moments before: each implementation's own copy, which all fit in a large L3) and cold
+(a 640 MB write before each call pushes the data out to memory); ratios only within one
+run: the machine is a noisy VM.
 
-1. nll_loss of 1e6x10 (float32, float64): numba_lse, JAX, and a bare gather, the floor of
-   any implementation: one pass, no class-index check, a plain float64 sum, each thread one
-   contiguous half of the rows (the hardware prefetcher's best case).
+1. nll_loss of 1e6x10 (float32, float64): numba_lse, JAX, and a bare gather, about the
+   floor of any implementation: one pass, no class-index check, a plain float64 sum,
+   each thread one contiguous share of the rows (the hardware prefetcher's best case).
 2. float32 logsumexp (the 1e7 vector, 4096x4096): numba_lse against JAX; and the loop that
    bounds numba_lse's time, its exp-and-sum over 4096 float32 entries in L1
    (``partials.block_sum``), in ns per entry, on one thread and on two at once (two Python
@@ -44,7 +45,7 @@ def _evict(junk):
 @njit(parallel=True)
 def bare_gather(x, target):
     """sum_i x[i, target[i]], in float64: no check, no compensation; prange's static
-    schedule gives each thread one contiguous half of the rows."""
+    schedule gives each thread one contiguous share of the rows."""
     total = 0.0
     for i in prange(x.shape[0]):
         total += np.float64(x[i, np.uint64(target[i])])

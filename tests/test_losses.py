@@ -275,9 +275,10 @@ class TestIndexTargetsVsTorch:
     def test_nll_loss_near_and_far_rows(self, c, dtype, rows, weighted, reduction):
         """Rows over 1 KiB apart (300 classes), forward and reversed: the gather prefetches
         samples ahead (``losses.NLL_AHEAD``), past ignored ones and up to the last sample;
-        rows nearer (10 classes) are gathered first and summed after, in vector lanes
-        (``losses.near_rows``: 100 samples, three lane groups and a partial one). Each
-        sample's loss is exactly -w[y] x[n, y]."""
+        rows nearer (10 classes) of float64 data are gathered first and summed after, in
+        vector lanes (``losses.near_rows``: 100 samples, three lane groups and a partial
+        one), float32 data's summed as they are gathered. Each sample's loss is exactly
+        -w[y] x[n, y]."""
         rng = _rng("far", _dtype_id(dtype), rows, weighted, c)
         n = 100
         log_probs = special.log_softmax(rng.standard_normal((n, c)) * 4, axis=1).astype(dtype)
@@ -1096,33 +1097,46 @@ class TestAccuracy:
 
 
     @pytest.mark.parametrize("reduction", ["sum", "mean"])
-    @pytest.mark.parametrize("c", [10, 300], ids=["near", "far"])
-    def test_nll_loss_float32_within_1_ulp_while_cond_at_most_2_to_16(self, c, reduction):
-        """float32 data's sums run in sequence within blocks of 4096 samples
-        (``losses.add_loss``): within 2^-41 of the sum of the losses' magnitudes, so the
-        float32 result is within 1 ulp of the exact one while that sum is at most 2^16
-        times the magnitude of their sum. Losses of both signs, of magnitudes 10^-3 to 10^3,
-        that cancel to a sum ~2^15 times smaller than the sum of their magnitudes, over
-        several blocks, near and far rows (the float64 sums hold it for any input)."""
-        rng = _rng("nll float32 cond", c, reduction)
-        n = 20_000
-        log_probs = (rng.standard_normal((n, c)) * 10.0 ** rng.integers(-3, 4, (n, 1))).astype(np.float32)
-        t = rng.integers(0, c, n)
-        t[::9] = -100
+    @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+    @pytest.mark.parametrize("shape", [(20_000, 10), (20_000, 300), (2, 4, 10_000)],
+                             ids=["near", "far", "NCd_long"])
+    def test_nll_loss_float32_within_1_ulp_while_cond_at_most_2_to_15(self, shape, weighted,
+                                                                       reduction):
+        """float32 data's sums run in sequence within blocks of at most 4096 samples
+        (``losses.add_loss``; a sample's row of more, as the 10,000 of NCd_long, in pieces
+        of 4096): within 2^-41 of the sum of the losses' magnitudes, so the float32 result
+        is within 1 ulp of the exact one while that sum is at most 2^15 times the magnitude
+        of their sum. Losses of both signs, of magnitudes 10^-3 to 10^3, that cancel to a
+        sum 2^14 to 2^15 times smaller than the sum of their magnitudes, over several
+        blocks; near and far rows, and 3-D (the float64 sums hold it for any input)."""
+        rng = _rng("nll float32 cond", shape, weighted, reduction)
+        n_classes = shape[1]
+        magnitudes = 10.0 ** rng.integers(-3, 4, (shape[0], 1) + shape[2:])
+        log_probs = (rng.standard_normal(shape) * magnitudes).astype(np.float32)
+        t = rng.integers(0, n_classes, (shape[0],) + shape[2:])
+        t.flat[::9] = -100
         kept = t != -100
-        chosen = log_probs[kept, t[kept]].astype(np.float64)
-        # Shift one kept sample's loss so that the exact sum is ~2^-15 of the magnitudes'.
-        magnitude = math.fsum(np.abs(chosen).tolist())
-        first = np.flatnonzero(kept)[0]
-        target_sum = magnitude * 2.0 ** -15
-        log_probs[first, t[first]] = np.float32(float(log_probs[first, t[first]])
-                                                + (math.fsum((-chosen).tolist()) - target_sum))
-        chosen = log_probs[kept, t[kept]].astype(np.float64)
-        total = -math.fsum(chosen.tolist())
-        magnitude = math.fsum(np.abs(chosen).tolist())
-        assert 2.0 ** 14 < magnitude / abs(total) <= 2.0 ** 16
-        exact = total if reduction == "sum" else total / kept.sum()
-        result = nll_loss(log_probs, t, reduction=reduction)
+        w = rng.uniform(0.5, 2.0, n_classes).astype(np.float32) if weighted else None
+        w64 = np.ones(n_classes) if w is None else w.astype(np.float64)
+        classes = np.where(kept, t, 0)
+
+        def losses():
+            """The kept samples' float64 losses (exact: products of two float32) and w[y]."""
+            picked = np.take_along_axis(log_probs, classes[:, None], axis=1)[:, 0]
+            return (-(w64[classes] * picked.astype(np.float64)))[kept], w64[classes][kept]
+
+        # Shift one kept sample's log-probability: the exact sum becomes 2^-14.5 of the
+        # magnitudes' (within the float32 rounding of that entry).
+        values, w_y = losses()
+        first = np.unravel_index(np.flatnonzero(kept)[0], t.shape)
+        at = (first[0], t[first]) + first[1:]
+        excess = math.fsum(values.tolist()) - math.fsum(np.abs(values).tolist()) * 2.0 ** -14.5
+        log_probs[at] = np.float32(float(log_probs[at]) + excess / w64[t[first]])
+        values, w_y = losses()
+        total = math.fsum(values.tolist())
+        assert 2.0 ** 14 < math.fsum(np.abs(values).tolist()) / abs(total) <= 2.0 ** 15
+        exact = total if reduction == "sum" else total / math.fsum(w_y.tolist())
+        result = nll_loss(log_probs, t, weight=w, reduction=reduction)
         assert isinstance(result, np.float32)
         assert abs(float(result) - exact) <= float(np.spacing(np.float32(abs(exact))))
 

@@ -454,9 +454,10 @@ def nll_sample(x_y, w_y):
     return -(w_y * np.float64(x_y)), w_y
 
 
-# Samples per task of ``nll_index``: its sums run in a fixed order within a block
-# (``nll_block``), then over blocks in order, so the result does not depend on the number of
-# threads.
+# Samples per task of ``nll_index`` (whole rows of (N, C, d) data: a row of d > NLL_BLOCK
+# samples is a block, summed in pieces of NLL_BLOCK): its sums run in a fixed order within a
+# block (``nll_block``), then over blocks in order, so the result does not depend on the
+# number of threads.
 NLL_BLOCK = 4096
 # How many samples ahead ``nll_block`` prefetches (16 to 64 measured alike; 8 slower).
 NLL_AHEAD = 32
@@ -479,11 +480,11 @@ def nll_of_sample(x, target, w, ignore_index, loss, o, j):
     j (never negative): Numba's wraparound of a signed index, a shift, an and and an add
     per index, made the loop of a gather of near rows, bound by how many of its loads are
     under way, 1.1-1.2x slower."""
-    o, j = np.uint64(o), np.uint64(j)
-    y = target[o, j]
+    row, column = np.uint64(o), np.uint64(j)
+    y = target[row, column]
     value, w_y = 0.0, 0.0
     if y != ignore_index:
-        value, w_y = nll_sample(x[o, np.uint64(y), j], weight_at(w, y))
+        value, w_y = nll_sample(x[row, np.uint64(y), column], weight_at(w, y))
     store_at(loss, o, j, value)
     return value, w_y
 
@@ -504,14 +505,15 @@ def add_loss(total, error, value, plain):
     """(total, error) with value added: plainly where ``plain`` (``sums_in_sequence``), else
     compensated (``add_compensated``).
 
-    Why float32 data's may be plain: a block's sum of at most NLL_BLOCK float64 terms in
-    sequence is within 4095 2^-53 < 2^-41 of the sum of their magnitudes, and the blocks
-    are merged compensated. That is 2^-17 of a float32 ulp where the losses share a sign
-    (log-probabilities), and within one ulp while the sum of their magnitudes is within
-    2^16 of the magnitude of their sum. The compensated sum's six additions more per sample
-    made the gather of a million rows of 10 1.3-1.5x slower (its loop is bound by how many
-    of its loads are under way), and its buffer of losses, summed after in vector lanes,
-    1.2-1.4x; a float64 result needs them."""
+    Why float32 data's may be plain: a sum in sequence of at most NLL_BLOCK float64 terms
+    (exact: products of two float32) is within 4095 2^-53 < 2^-41 of the sum of their
+    magnitudes, and the blocks' sums are merged compensated. That is 2^-17 of a float32
+    ulp where the losses share a sign (log-probabilities, nonnegative weights), and, with
+    the kept weights' sum, the division and the rounding to float32, within one ulp while
+    the sum of their magnitudes is at most 2^15 times the magnitude of their sum. The
+    compensated sum's six additions more per sample made the gather of a million rows of
+    10 1.3-1.5x slower (its loop is bound by how many of its loads are under way), and its
+    buffer of losses, summed after in vector lanes, 1.2-1.4x; a float64 result needs them."""
     if plain:
         return total + value, error
     return add_compensated(total, error, value)
@@ -552,10 +554,18 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
             total, total_error, kept, kept_error = add_nll_sample(
                 x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
     else:
+        # Each row's samples, in pieces of at most NLL_BLOCK, merged as the blocks are: a
+        # block is one row (``nll_index``) where a row holds more, and no sum in sequence
+        # is longer (``add_loss``).
         for o in range(lo, hi):
-            for j in range(x.shape[2]):
-                total, total_error, kept, kept_error = add_nll_sample(
-                    x, target, w, ignore_index, loss, o, j, total, total_error, kept, kept_error)
+            for j0 in range(0, x.shape[2], NLL_BLOCK):
+                part, part_error, part_kept, part_kept_error = 0.0, 0.0, 0.0, 0.0
+                for j in range(j0, min(x.shape[2], j0 + NLL_BLOCK)):
+                    part, part_error, part_kept, part_kept_error = add_nll_sample(
+                        x, target, w, ignore_index, loss, o, j, part, part_error, part_kept,
+                        part_kept_error)
+                total, total_error = add_compensated(total, total_error + part_error, part)
+                kept, kept_error = add_compensated(kept, kept_error + part_kept_error, part_kept)
     return total, total_error, kept, kept_error
 
 
@@ -593,18 +603,24 @@ def gather_samples(x, target, w, ignore_index, loss, first, end, values, weights
     error, kept weight, its error). Where its sums run in sequence (``sums_in_sequence``),
     each sample is added to them as it is read; else its loss goes to values[o - lo] (and
     its kept weight to weights[o - lo], where w is given), and only the count of the kept
-    samples (without w) to sums."""
+    samples (without w) to sums. One loop for both, whose branches LLVM removes: Numba
+    inlines a building block's IR at every call site and compiles it there, and a loop of
+    each way made nll_loss's first compile 1.3x longer."""
     total, total_error, kept, kept_error = sums
+    plain = sums_in_sequence(x)
     for o in range(first, end):
-        if sums_in_sequence(x):
-            total, total_error, kept, kept_error = add_nll_sample(
-                x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
+        value, w_y = nll_of_sample(x, target, w, ignore_index, loss, o, 0)
+        if plain:
+            total, total_error = add_loss(total, total_error, value, plain)
         else:
-            values[o - lo], w_y = nll_of_sample(x, target, w, ignore_index, loss, o, 0)
-            if is_present(w):
-                weights[o - lo] = w_y
+            values[o - lo] = value
+        if is_present(w):
+            if plain:
+                kept, kept_error = add_loss(kept, kept_error, w_y, plain)
             else:
-                kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
+                weights[o - lo] = w_y
+        else:
+            kept += w_y  # a count (w_y is 0 or 1): exact below 2^53
     return total, total_error, kept, kept_error
 
 
@@ -624,15 +640,16 @@ def near_rows(x, target, w, ignore_index, loss, lo, hi):
     values = np.empty(hi - lo if buffered else 0)
     weights = np.empty(hi - lo if buffered and is_present(w) else 0)
     sums = (0.0, 0.0, 0.0, 0.0)
-    if not fetches_ahead(x):
-        sums = gather_samples(x, target, w, ignore_index, loss, lo, hi, values, weights, lo, sums)
-    else:
-        fetch_rows(x, lo, min(hi, lo + FETCH_ROWS))
-        for step in range(lo, hi, FETCH_ROWS):
-            end = min(hi, step + FETCH_ROWS)
-            fetch_rows(x, end, min(hi, end + FETCH_ROWS))
-            sums = gather_samples(x, target, w, ignore_index, loss, step, end, values, weights,
-                                  lo, sums)
+    # One loop for both ways, in steps with their hints or in one step without: Numba
+    # inlines one gather here, not two (each took ~1.5 s of nll_loss's first compile).
+    fetching = fetches_ahead(x)
+    steps = FETCH_ROWS if fetching else max(1, hi - lo)
+    for step in range(lo, hi, steps):
+        end = min(hi, step + steps)
+        if fetching:
+            fetch_rows(x, step if step == lo else end, min(hi, end + FETCH_ROWS))
+        sums = gather_samples(x, target, w, ignore_index, loss, step, end, values, weights, lo,
+                              sums)
     if not buffered:
         return sums
     total, total_error = sum_compensated(values)
