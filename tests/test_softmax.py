@@ -784,6 +784,46 @@ class TestAccuracy:
             assert not failures, f"{name} {_name(dtype)}:\n" + "\n".join(failures)
 
 
+    LONG_ROW = 16384  # rows up to a CHUNK (65536) are one task, their sum in blocks
+
+    @staticmethod
+    def _long_row_views(row):
+        """The 1-D ``row`` as itself, as a [::2] view, and reversed ([::-1] of its reverse)."""
+        spread = np.zeros(2 * row.size, row.dtype)
+        spread[::2] = row
+        return {"contiguous": row, "strided": spread[::2], "reversed": row[::-1].copy()[::-1]}
+
+    @pytest.mark.parametrize("name", ["softmax", "log1m_softmax"])
+    def test_float64_long_row_of_equal_terms(self, name):
+        # 1 and 16383 terms of e^-5: a plain sum of the row in one loop (8 lanes, or one
+        # sequence where a strided row's loop did not vectorise) was 30 ulp off at entry 0,
+        # hundreds on the views; the documented bound here is ~10 (cond ~5).
+        row = np.full(self.LONG_ROW, -5.0)
+        row[0] = 0.0
+        exact = exact_row(row)[name]
+        for label, view in self._long_row_views(row).items():
+            computed = FUNCS[name](view)
+            for k in (0, 1, self.LONG_ROW - 1):
+                value, cond = exact[k]
+                err = ulps(computed[k], value, np.float64)
+                assert err <= bound_ulps(np.float64, cond, name), (label, k, err, float(cond))
+
+    @pytest.mark.parametrize("name", ["softmax", "log1m_softmax"])
+    @pytest.mark.parametrize("n", [33, 1000, 1025, 65536])
+    def test_strided_float64_rows_give_the_bits_of_their_copy(self, name, n):
+        # Rows of up to a CHUNK: a block of a strided float64 row is copied before its sums,
+        # so a view gives the very bits of its C-ordered copy, weights (where=) broadcast or
+        # not. (A Fortran-ordered array is read down its columns: sums of another order.)
+        rng = _rng("strided-bits", name, n)
+        base = 3 * rng.standard_normal((3, 2 * n))
+        mask = rng.random(n) < 0.9
+        for view in (base[:, ::2], base[::-1, ::-2]):  # rows of stride 2 and -2
+            copy = np.ascontiguousarray(view)
+            np.testing.assert_array_equal(FUNCS[name](view, axis=1), FUNCS[name](copy, axis=1))
+            np.testing.assert_array_equal(FUNCS[name](view, axis=1, where=mask),
+                                          FUNCS[name](copy, axis=1, where=mask))
+
+
 # ======================================================================= 4. log1m_softmax
 class TestLog1mSoftmax:
     def test_acceptance_float64(self):
@@ -881,6 +921,23 @@ class TestLog1mSoftmax:
                         failures += accuracy_failures("log1m_softmax", row, None, out,
                                                       f"{label} {row.tolist()}")
         assert not failures, "\n".join(failures[:20])
+
+
+    @pytest.mark.parametrize("layout", ["row", "column"])
+    def test_dominant_entry_of_a_long_slice(self, layout):
+        # The dominant entry 1000 above the others: their sum underflows against it, and is
+        # taken again against the runner-up. That pass summed in sequence: 38 ulp on a row
+        # of 300,000 (cond ~1, bound ~3 ulp), 8 on a column of 65536.
+        n = 300_000 if layout == "row" else 65536
+        x = np.full(n, -5.0)
+        x[1] = x[2] = 0.0
+        x[0] = 1000.0
+        computed = nl.log1m_softmax(x) if layout == "row" else nl.log1m_softmax(
+            np.stack([x, np.zeros(n)], axis=1), axis=0)[:, 0]
+        with mp.workdps(DPS):
+            others = 2 + (n - 3) * mp.exp(-5)  # the sum over the others, against 0
+            exact = mp.log(others) - 1000 - mp.log1p(mp.exp(-1000) * others)
+        assert ulps(computed[0], exact, np.float64) <= 3.0, (computed[0], mp.nstr(exact, 20))
 
 
 # ======================================================================= 5. where=
