@@ -471,7 +471,10 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     ``cross_entropy([[1000, -1000]], [1])`` is 2000. A -inf target logit gives inf; a
     +inf logit gives nan (loss and gradient) in its own sample, as torch's (not the inf
     that `log_softmax`'s -inf at the finite entries would give), and so do nan logits;
-    ignored samples never leak nan or inf.
+    ignored samples never leak nan or inf. The sums over a sample's classes (smoothing,
+    probabilities) are compensated for float64 logits, and each smoothing term is scaled by
+    ``eps / C`` before it is summed, so the loss overflows only where it exceeds float64's
+    range, or where two logits' difference does (``1e308 - -1e308``: inf, as in torch).
     Per-sample losses are float64 and their sum is pairwise, rounded once.
 
     Examples

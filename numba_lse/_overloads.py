@@ -13,6 +13,8 @@ range, shapes that differ, a class index out of range) raises the exception the 
 raises.
 """
 
+import math
+
 import numpy as np
 from numba import njit, types
 from numba.core import errors
@@ -252,9 +254,19 @@ def _finisher(reduction, dtype):
         return _jit(lambda loss, kept_weight: loss.astype(dtype))
     if reduction == "sum":
         return _jit(lambda loss, kept_weight: scalar(np.sum(loss)))
-    # An all-ignored mean is nan, as torch (0 / 0), never a ZeroDivisionError.
-    return _jit(lambda loss, kept_weight: scalar(
-        np.sum(loss) / kept_weight if kept_weight != 0 else np.nan))
+
+    def mean(loss, kept_weight):
+        # IEEE's division, as the Python call's and torch's: an all-ignored mean is 0 / 0 =
+        # nan, weights that cancel leaving a loss +-inf. Written out: inlined, the division
+        # takes the caller's error model, Python's by default, which raises for a 0.
+        total = np.sum(loss)
+        if kept_weight != 0:
+            return scalar(total / kept_weight)
+        if total == 0 or total != total:
+            return scalar(np.nan)
+        return scalar(math.copysign(np.inf, total) * math.copysign(1.0, kept_weight))
+
+    return _jit(mean)
 
 
 def _jit(function):

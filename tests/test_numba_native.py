@@ -175,6 +175,21 @@ def test_all_ignored_mean_is_nan_as_the_python_call():
     assert np.isnan(nl.cross_entropy(x, t, ignore_index=0))
 
 
+@njit
+def _weighted_means(x, t, w):
+    return nl.cross_entropy(x, t, w), nl.nll_loss(x, t, w)
+
+
+def test_mean_of_cancelling_weights_is_an_ieee_division_as_the_python_call():
+    # The kept weights sum to 0 and the losses do not: +-inf, as the Python call and torch.
+    x = np.array([[-1.0, -2.0], [-3.0, -0.5]])
+    t = np.array([0, 1])
+    w = np.array([1.0, -1.0])
+    ce, nll = _weighted_means(x, t, w)
+    assert ce == nl.cross_entropy(x, t, w) and np.isinf(ce)
+    assert nll == nl.nll_loss(x, t, w) and np.isinf(nll)
+
+
 # --- bad input: typing errors for what types tell, the Python call's exceptions for values
 
 

@@ -470,7 +470,8 @@ def cross_entropy_index(x, target, w, ignore_index, eps, scale, denominator, gro
                 for k in range(lane, n_classes, group):
                     w_k = class_weight(w, k)
                     smooth, total_weight = add_pair(
-                        smooth, total_weight, smoothing_term(x[o, k, j], w_k, log_shift, lse), w_k)
+                        smooth, total_weight,
+                        smoothing_term(x[o, k, j], w_k, log_shift, lse, eps / n_classes), w_k)
             smooth, total_weight = group_sums(smooth, total_weight, group, sm, sc, ss)
         if live:
             w_y = class_weight(w, y)
