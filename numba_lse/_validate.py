@@ -274,6 +274,9 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
         if x.ndim >= 2 and (t.ndim == 0 or t.shape[0] != x.shape[0]):
             batch = t.shape[0] if t.ndim else "a 0-d target"
             raise ValueError(f"Expected input batch_size ({x.shape[0]}) to match target batch_size ({batch}).")
+        if x.ndim <= 2 and t.ndim > 1:
+            raise ValueError("0D or 1D target tensor expected, multi-target not supported "
+                             f"(got a target of shape {list(t.shape)})")
         if t.shape != expected:
             raise ValueError(f"Expected target size {list(expected)}, got {list(t.shape)}")
     else:

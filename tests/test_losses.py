@@ -1371,6 +1371,18 @@ class TestBadInput:
         with pytest.raises(ValueError, match="avg is not a valid value for reduction"):
             fn(X35, T3, reduction="avg")
 
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    def test_multi_target_message_is_torchs(self, fn):
+        # An (N, 1) class-index target of (N, C) logits: torch's message, live.
+        torch = pytest.importorskip("torch")
+        x, t = np.zeros((4, 5)), np.zeros((4, 1), np.int64)
+        peer = getattr(torch.nn.functional, fn.__name__)
+        with pytest.raises(RuntimeError) as theirs:
+            peer(torch.from_numpy(x), torch.from_numpy(t))
+        with pytest.raises(ValueError) as ours:
+            fn(x, t)
+        assert str(theirs.value) in str(ours.value)
+
     @pytest.mark.parametrize("target_kind", ["index", "probability"])
     @pytest.mark.parametrize("value", [1.5, -0.1])
     def test_label_smoothing_out_of_range(self, value, target_kind):
