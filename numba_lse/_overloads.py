@@ -121,7 +121,8 @@ def _split_impl(shape, axis):
     def one_axis(shape, axis):
         ndim = len(shape)
         if axis < -ndim or axis >= ndim:
-            raise AxisError("axis is out of bounds for the array")
+            raise AxisError("axis " + str(axis) + " is out of bounds for array of dimension "
+                            + str(ndim))
         ax = axis % ndim
         outer = 1
         for i in range(ax):
@@ -304,9 +305,12 @@ def _check_targets_impl(x, target, weight, ignore_index):
         weight = _as_c(weight, np.float64)
         n, n_classes = x.shape
         if target.shape[0] != n:
-            raise ValueError("Expected input batch_size to match target batch_size.")
+            raise ValueError("Expected input batch_size (" + str(n) + ") to match target batch_size ("
+                             + str(target.shape[0]) + ").")
         if _length(weight, n_classes) != n_classes:
-            raise ValueError("weight tensor should be defined either for all classes or no classes")
+            raise ValueError("weight tensor should be defined either for all " + str(n_classes)
+                             + " classes or no classes but got weight tensor of shape: ["
+                             + str(_length(weight, n_classes)) + "]")
         kept_weight = 0.0
         for t in target:
             if t != ignore_index:

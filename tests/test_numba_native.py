@@ -5,6 +5,8 @@ the reductions and the softmax family give the same bits, and the losses the sam
 to the rounding of the final sum (NumPy sums pairwise, compiled code in a loop).
 """
 
+import re
+
 import numpy as np
 import pytest
 from numba import njit, prange
@@ -194,10 +196,13 @@ def test_mean_of_cancelling_weights_is_an_ieee_division_as_the_python_call():
 
 
 def test_bad_axis_value_raises_axis_error():
-    with pytest.raises(AxisError):
+    # The Python call's messages, the values in them.
+    with pytest.raises(AxisError, match="axis 2 is out of bounds for array of dimension 2"):
         _lse_axis(np.ones((2, 3)), 2)
-    with pytest.raises(AxisError):
+    with pytest.raises(AxisError, match="axis -2 is out of bounds for array of dimension 1"):
         _softmax_family(np.ones(4), -2)
+    with pytest.raises(AxisError, match="axis 2 is out of bounds for array of dimension 2"):
+        nl.logsumexp(np.ones((2, 3)), axis=2)
 
 
 def test_zero_size_softmax_axis_raises():
@@ -219,10 +224,18 @@ def test_class_index_out_of_range_raises_index_error():
 
 
 def test_batch_and_weight_size_mismatch_raise():
-    with pytest.raises(ValueError, match="batch_size"):
+    # torch's messages (the Python call's), sizes included.
+    message = re.escape("Expected input batch_size (3) to match target batch_size (2).")
+    with pytest.raises(ValueError, match=message):
         _loss_and_grad(np.zeros((3, 4)), np.array([0, 1]))
-    with pytest.raises(ValueError, match="weight"):
+    with pytest.raises(ValueError, match=message):
+        nl.cross_entropy(np.zeros((3, 4)), np.array([0, 1]))
+    message = re.escape("weight tensor should be defined either for all 4 classes or no classes "
+                        "but got weight tensor of shape: [5]")
+    with pytest.raises(ValueError, match=message):
         _losses(np.zeros((3, 4)), np.array([0, 1, 2]), np.ones(5))
+    with pytest.raises(ValueError, match=message):
+        nl.nll_loss(np.zeros((3, 4)), np.array([0, 1, 2]), np.ones(5))
 
 
 def _compile_error(function, *args):
