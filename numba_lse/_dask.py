@@ -20,6 +20,8 @@ losses      the class axis must be whole in each block: a split class axis is re
             A class index out of range raises IndexError when that block is computed.
 """
 
+import math
+
 import numpy as np
 
 from . import _validate, cpu
@@ -98,12 +100,26 @@ def _weak(value):
     return value if np.isscalar(value) and not isinstance(value, np.generic) else value.dtype
 
 
+def _known_shapes(what, *arrays):
+    """Raise where an array (Dask's, or None) has unknown chunk sizes (a nan in its shape,
+    as after boolean indexing): ``what`` compares or broadcasts shapes, which such an
+    array does not tell (Dask's own advice: ``compute_chunk_sizes()``)."""
+    for x in arrays:
+        shape = getattr(x, "shape", ())
+        if any(math.isnan(extent) for extent in shape):
+            raise ValueError(
+                f"{what} needs the arrays' shapes, and a Dask array here has unknown chunk "
+                f"sizes (shape {shape}, e.g. after boolean indexing): call "
+                f"x.compute_chunk_sizes() on it first")
+
+
 def _mask(where, like):
     """``where`` as a boolean Dask array broadcast to and chunked as the array ``like``."""
     if where is None:
         return None
     da = _da()
     mask = da.asarray(where)
+    _known_shapes("where=", mask, like)
     _validate.check_where(mask, like.shape)
     return da.broadcast_to(mask, like.shape).rechunk(like.chunks)
 
@@ -128,6 +144,7 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
         a = a[None]
     if b is not None:
         b = da.asarray(b)
+        _known_shapes("logsumexp's b", a, b)
         shape = _validate.broadcast_shape(a, b)
         a = da.broadcast_to(a, shape)
         b = da.broadcast_to(b.astype(work), shape).rechunk(a.chunks)
@@ -234,6 +251,7 @@ def _loss_inputs(input, target, weight, ignore_index, reduction, label_smoothing
     x = da.asarray(input)
     t = da.asarray(target)
     w = None if weight is None else (weight if is_dask(weight) else np.asarray(weight))
+    _known_shapes("a loss", x, t, w)
     smoothing, probability = _validate.loss_metadata(
         x, t, w, ignore_index, reduction, label_smoothing, probabilities_allowed)
     dtype = _validate.native(x.dtype)

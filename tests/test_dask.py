@@ -740,6 +740,28 @@ def test_out_of_range_target_raises_on_compute(function):
             grad.compute()
 
 
+def test_unknown_chunk_sizes():
+    # Boolean indexing leaves chunk sizes unknown (nan): a reduction or a normalisation
+    # works as on any array; b, where= and the losses, which must compare shapes, say to
+    # compute the chunk sizes (they said the batch sizes differed, or failed in NumPy).
+    x = np.arange(12.0).reshape(6, 2) - 3
+    lazy = to_dask(x, 3)
+    kept = lazy[lazy[:, 0] > -2]
+    assert np.isnan(kept.shape[0])
+    expected = x[x[:, 0] > -2]
+    np.testing.assert_array_equal(nl.logsumexp(kept, axis=1).compute(),
+                                  nl.logsumexp(expected, axis=1))
+    np.testing.assert_array_equal(nl.softmax(kept, axis=1).compute(), nl.softmax(expected, axis=1))
+    target = to_dask(np.array([0, 1, 1, 0, 1, 0]), 3)[lazy[:, 0] > -2]
+    for call in (lambda: nl.logsumexp(kept, b=2.0), lambda: nl.softmax(kept, where=kept > 0),
+                 lambda: nl.cross_entropy(kept, target), lambda: nl.nll_loss(kept, target)):
+        with pytest.raises(ValueError, match=r"unknown chunk sizes .*compute_chunk_sizes\(\)"):
+            call()
+    known = kept.compute_chunk_sizes()
+    np.testing.assert_allclose(nl.cross_entropy(known, target.compute_chunk_sizes()).compute(),
+                               nl.cross_entropy(expected, np.array([1, 1, 0, 1, 0])))
+
+
 # ------------------------------------------------------------------------------ bad input
 
 def _bad_cases():
