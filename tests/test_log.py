@@ -1,4 +1,5 @@
-"""The vectorisable log1p of cpu/log.py against mpmath: error bound in ulps, special values.
+"""The vectorisable log1p and log of cpu/log.py against mpmath: error bounds in ulps, special
+values.
 
 log1m_softmax calls it with y = -p, p a softmax value in [0, 1/2], so the samples cover
 every binade of p from the smallest subnormal to 1/2, densely around the two places where
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numba_lse.cpu.log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32
+from numba_lse.cpu.log import (log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32,
+                               log_normal)
 
 BOUND_ULPS = 1.0
 
@@ -30,15 +32,17 @@ def elementwise(function):
 log1p_array = elementwise(log1p_nonpositive)
 log1p_for_float32_array = elementwise(log1p_nonpositive_for_float32)
 log1p_nonnegative_array = elementwise(log1p_nonnegative)
+log_array = elementwise(log_normal)
 
 
-def ulp_errors(y, log1p=log1p_array):
-    """|log1p(y) - the exact log1p(y)| in ulps of the exact value (mpmath, 120 bits)."""
+def ulp_errors(y, log1p=log1p_array, exact_function=mpmath.log1p):
+    """|log1p(y) - the exact log1p(y)| in ulps of the exact value (mpmath, 120 bits); or of
+    another function and its exact value."""
     computed = log1p(y)
     errors = np.empty(y.size)
     with mpmath.workprec(120):
         for i, (yi, ci) in enumerate(zip(y.tolist(), computed.tolist())):
-            exact = mpmath.log1p(mpmath.mpf(yi))
+            exact = exact_function(mpmath.mpf(yi))
             ulp = np.spacing(abs(float(exact))) if exact != 0 else np.nextafter(0.0, 1.0)
             errors[i] = abs(float((mpmath.mpf(ci) - exact) / ulp))
     return errors
@@ -101,6 +105,34 @@ def test_nonnegative_special_values():
     assert out[4] == 5e-324
     assert out[5] == np.float64(mpmath.log(2))
     assert out[6] == np.float64(mpmath.log1p(mpmath.mpf(1.7976931348623157e308)))
+
+
+# log_normal: log(s) of a dominant entry's sum over the others, s in [2^-900, 1); any normal x.
+
+def test_log_every_binade_within_one_ulp():
+    rng = np.random.default_rng(3)
+    exponents = np.arange(-1022, 1024)
+    x = np.ldexp(rng.uniform(1.0, 2.0, (exponents.size, 30)), exponents[:, None]).ravel()
+    x = x[np.isfinite(x)]
+    assert ulp_errors(x, log_array, mpmath.log).max() <= BOUND_ULPS
+
+
+@pytest.mark.parametrize("center", [np.sqrt(2.0), np.sqrt(0.5), np.sqrt(2.0) * 2.0**-900, 1.0,
+                                    1.0 + 2.0**-30, 1.0 - 2.0**-30, 2.0**-1022 * 1.5])
+def test_log_near_the_method_changes(center):
+    """Around x = sqrt(2) 2^k (the range reduction) and x = 1 (log x small, d exact)."""
+    steps = np.arange(-2000, 2001)
+    x = center + steps * np.spacing(center) * 7
+    x = x[x != 1.0]
+    assert ulp_errors(x, log_array, mpmath.log).max() <= BOUND_ULPS
+
+
+def test_log_special_values():
+    out = log_array(np.array([1.0, np.nan, 2.0, 0.5, 2.2250738585072014e-308, np.inf]))
+    assert out[0] == 0.0 and not np.signbit(out[0])
+    assert np.isnan(out[1]) and out[5] == np.inf
+    assert out[2] == np.float64(mpmath.log(2)) and out[3] == -out[2]
+    assert out[4] == np.float64(mpmath.log(mpmath.mpf(2.2250738585072014e-308)))
 
 
 FLOAT32_BOUND = 2.0**-35.9  # the polynomial's 2^-36.0 and the roundings of its sum (log.py)
