@@ -176,9 +176,9 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
         out = np.empty(outer * inner, dtype=dtype)
         sign = np.empty(outer * inner, dtype=dtype)
         if n == 0:
-            out[:] = -np.inf
-            sign[:] = -1.0
-        elif inner == 1:
+            out[:] = -np.inf  # the log of an empty sum, as SciPy (its sign, -1, is not returned)
+            return out
+        if inner == 1:
             reduce.lse_of_rows(x.reshape((outer, n)), _shaped(w, (outer, n)), out, sign)
         else:
             x3 = x.reshape((outer, n, inner))
