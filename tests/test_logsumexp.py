@@ -489,6 +489,10 @@ class TestSpecialValues:
         "imaginary_weight": ([0.0, 0.0, 0.0], [1j, 1j, 1j]),
         "phase_near_pi": ([3j, 3.1j, -3.1j], None),
         "large_imag": ([1 + 100j, 1 - 250j], None),
+        # A dropped term far above the others: the shift is the max of the terms kept (it
+        # was the max of all, which left the others nothing).
+        "b0_far_above": ([1e17 + 0j, 0.5 + 0.25j], [0, 1]),
+        "b0_above": ([40 + 0j, 0.5 + 0.25j], [0, 1]),
     }
 
     @pytest.mark.parametrize("return_sign", [False, True])
@@ -499,6 +503,16 @@ class TestSpecialValues:
         check_against_scipy(np.array(a, dtype=dtype), return_sign=return_sign,
                             b=None if b is None else np.array(b, dtype=dtype),
                             mask_ill=False, ctx=f"{case} {_name(dtype)} a={a} b={b}")
+
+    @pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=_name)
+    def test_complex_masked_entry_far_above(self, dtype):
+        """where= drops a complex term whatever its value, as a zero weight in SciPy."""
+        a = np.array([[0.5 + 0.25j, 0.1j], [60 + 0j, 1e20 + 0j], [1e17 + 0j, 0.5 + 0.25j]],
+                     dtype=dtype)
+        mask = np.array([[True, True], [True, False], [False, True]])
+        got = lse(a, axis=1, where=mask)
+        want = scipy_logsumexp(a, axis=1, b=mask.astype(a.real.dtype))
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(a.real.dtype).eps)
 
     @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128], ids=_name)
     def test_zero_weight_drops_nonfinite(self, dtype):

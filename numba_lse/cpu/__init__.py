@@ -278,8 +278,11 @@ def _complex_logsumexp(a, b, axes):
     x = a.real.astype(np.float64)
     with np.errstate(invalid="ignore"):
         # Shift by the max real part first, so the two partial logs stay small and their
-        # rounding does not turn into an error in the phase.
-        x_max = np.max(x, axis=axes, keepdims=True)
+        # rounding does not turn into an error in the phase: the max of the terms kept (a
+        # zero weight or a mask, folded into b, drops its term; a shift by its real part,
+        # 1e17 above the others, left them nothing).
+        kept = x if b is None else np.where(b != 0, x, -np.inf)
+        x_max = np.max(kept, axis=axes, keepdims=True)
     x_max = np.where(np.isfinite(x_max), x_max, 0.0)
     x = x - x_max
     angle = a.imag.astype(np.float64)
