@@ -485,6 +485,12 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     range, or where two logits' difference does (``1e308 - -1e308``: inf, as in torch).
     Per-sample losses are float64 and their sum is pairwise, rounded once.
 
+    Two departures from torch, both at degenerate input: an infinite class weight gives the
+    gradient's formula, ``w_y (p_k - 1) = -inf`` at the target of a 'sum' or 'none' loss,
+    where torch's autograd, which composes log_softmax's backward with nll's, gives nan
+    (``-inf + inf``); and zero classes (C = 0) with probability targets give a 'mean' of 0,
+    the mean of empty sums, where torch divides by ``numel / C = 0 / 0``: nan.
+
     Examples
     --------
     >>> import numpy as np

@@ -10,6 +10,8 @@ after it, and raises from its answer (``class_out_of_bounds``, in ``_api.nll_los
 import math
 import operator
 
+import numbers
+
 import numpy as np
 from numpy.exceptions import AxisError
 
@@ -249,6 +251,9 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
         raise ValueError("input must have at least one dimension (the classes), got a 0-d array")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    if not isinstance(label_smoothing, numbers.Real):
+        # As torch's float argument: not a string, which float() would read.
+        raise TypeError(f"label_smoothing must be a float, got {label_smoothing!r}")
     smoothing = float(label_smoothing)
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
@@ -289,6 +294,9 @@ def loss_metadata(x, t, w, ignore_index, reduction, label_smoothing, probabiliti
                 f"classes but got weight tensor of shape: {list(w.shape)}"
             )
         check_dtype(w.dtype, "weight")
+        if w.dtype.kind == "c":
+            # torch refuses it too; converted to the input's dtype, it lost its imaginary part.
+            raise TypeError(f"weight must be real, got dtype {w.dtype.name}")
     return smoothing, probability
 
 

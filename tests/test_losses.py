@@ -1391,6 +1391,19 @@ class TestBadInput:
                 f"label_smoothing must be between 0.0 and 1.0. Got: {value}")):
             cross_entropy(X35, t, label_smoothing=value)
 
+    @pytest.mark.parametrize("value", ["0.5", b"0.5", None, np.array([0.5])])
+    def test_label_smoothing_not_a_number(self, value):
+        # torch's float argument refuses a string; float() would have read it.
+        with pytest.raises(TypeError, match="label_smoothing must be a float"):
+            cross_entropy(X35, T3, label_smoothing=value)
+
+    @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
+    @pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=_dtype_id)
+    def test_complex_weight(self, fn, dtype):
+        # torch refuses it; converted to the logits' dtype it lost its imaginary part.
+        with pytest.raises(TypeError, match=f"weight must be real, got dtype {np.dtype(dtype).name}"):
+            fn(X35, T3, weight=np.array([1 + 5j, 1, 1, 1, 1], dtype=dtype))
+
     @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
     @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_], ids=_dtype_id)
     def test_non_floating_logits(self, fn, dtype):
