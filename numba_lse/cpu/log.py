@@ -1,4 +1,4 @@
-"""log1p on [-1/2, 0] and on [0, inf], and log, written so that LLVM vectorises the loops that call it.
+"""log1p on [-1/2, 0] and on [0, inf], and log: written so that LLVM vectorises their loops.
 
 Numba's ``math.log1p`` is a call into libm that LLVM cannot vectorise. log1m_softmax takes
 log1p(-p) for every entry whose softmax p is at most 1/2 (the one entry above 1/2 has its
@@ -21,15 +21,15 @@ Method (fdlibm's ``log`` and ``log1p``, branches turned into selects):
         two so that k ln 2_hi is exact; the small corrections are added before d.
 The leading term d is exact, so the rounding errors are those of the small corrections; the
 max error, measured against mpmath on samples in every binade (``tests/test_log.py``: p from
-2^-1074 to 1/2, and y from 2^-1074 to 2^1023), is under 1 ulp.
+2^-1074 to 1/2, y from 2^-1074 to 2^1023, and log's x from 2^-1022 to 2^1024), is under 1 ulp.
 
 Results rounded to float32 (log1m_softmax of float32 data) take one polynomial instead,
 ``log1p_nonpositive_for_float32``: y + y^2 R(y) on [-1/2, 0], R of degree 11, minimax for the
 relative error (2^-36.0, ``perf/log_polynomial.py``): no range reduction, no rounding
 correction (y is exact) and no divide.
 
-Special values: log1p(-0) = +0 (log1m_softmax wants 0: log(1 - 0)), log1p(inf) = inf, nan in,
-nan out.
+Special values: log1p(-0) = +0 (log1m_softmax wants 0: log(1 - 0)), log1p(inf) = inf,
+log(inf) = inf, nan in, nan out.
 """
 
 import numpy as np
@@ -56,9 +56,9 @@ _LG7 = 1.479819860511658591e-01
 
 @inline
 def _log1p_reduced(k, d, c):
-    """log1p(y) = k ln 2 + log(1 + d) + c, given 1 + y = 2^k (1 + d) (rounded to u, at most)
-    with d = f - 1 exact, f in [sqrt(2)/2, sqrt(2)], and the correction c = ((1 + y) - u) / u
-    (the method above)."""
+    """log1p(y) = k ln 2 + log(1 + d) + c, where u = 2^k (1 + d) is 1 + y or its rounding,
+    d exact, 1 + d in [sqrt(2)/2, sqrt(2)], and c = ((1 + y) - u) / u corrects the rounding
+    (0 where there is none; the method above)."""
     s = d / (2.0 + d)
     z = s * s
     w = z * z
@@ -100,9 +100,9 @@ def log1p_nonpositive_for_float32(y):
     gives log1m_softmax its p): y + y^2 R(y), one polynomial, with no range reduction, no
     rounding correction and no divide: 14 vector operations where ``log1p_nonpositive``
     takes about 25 and a divide (log1m_softmax of float32 data was bound by them: 1.2-1.4x
-    faster). y is exact and y^2 R(y) at most 0.39 |y| (|R| <= 0.78 on the range), so the float64 roundings add
-    below 2^-49 relative. log1p(-0) = +0 (the + 0.0), nan -> nan. Outside [-1/2, 0] (a
-    hair wider) it is not log1p: at y = -1 it gives -3.5, not -inf."""
+    faster). y is exact and y^2 R(y) at most 0.39 |y| (|R| <= 0.78 on the range), so the
+    float64 roundings add below 2^-49 relative. log1p(-0) = +0 (the + 0.0), nan -> nan.
+    Outside [-1/2, 0] (a hair wider) it is not log1p: at y = -1 it gives -3.5, not -inf."""
     r = _R32
     q = r[0] + y * (r[1] + y * (r[2] + y * (r[3] + y * (r[4] + y * (r[5] + y * (r[6] + y * (
         r[7] + y * (r[8] + y * (r[9] + y * (r[10] + y * r[11]))))))))))
