@@ -8,9 +8,8 @@ after it, and raises from its answer (``class_out_of_bounds``, in ``_api.nll_los
 """
 
 import math
-import operator
-
 import numbers
+import operator
 
 import numpy as np
 from numpy.exceptions import AxisError
