@@ -174,10 +174,10 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
         _check_same_shape(a, b)
         w = _as_c(b, dtype)
         out = np.empty(outer * inner, dtype=dtype)
-        sign = np.empty(outer * inner, dtype=dtype)
         if n == 0:
             out[:] = -np.inf  # the log of an empty sum, as SciPy (its sign, -1, is not returned)
             return out
+        sign = np.empty(outer * inner, dtype=dtype)
         if inner == 1:
             reduce.lse_of_rows(x.reshape((outer, n)), _shaped(w, (outer, n)), out, sign)
         else:
@@ -305,8 +305,8 @@ def _check_targets_impl(x, target, weight, ignore_index):
         weight = _as_c(weight, np.float64)
         n, n_classes = x.shape
         if target.shape[0] != n:
-            raise ValueError("Expected input batch_size (" + str(n) + ") to match target batch_size ("
-                             + str(target.shape[0]) + ").")
+            raise ValueError("Expected input batch_size (" + str(n)
+                             + ") to match target batch_size (" + str(target.shape[0]) + ").")
         if _length(weight, n_classes) != n_classes:
             raise ValueError("weight tensor should be defined either for all " + str(n_classes)
                              + " classes or no classes but got weight tensor of shape: ["
