@@ -404,8 +404,9 @@ class TestLayouts:
     @pytest.mark.parametrize("name", FUNCS)
     @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
     def test_long_rows_same_bits_whole_or_chunked(self, name, dtype):
-        # Rows longer than a CHUNK are one task each when there are enough of them (16 here),
-        # chunk by chunk otherwise (2 rows): the same partials, the same bits.
+        # Rows longer than a CHUNK: log_softmax's are one task each when there are enough of
+        # them (16 here), chunk by chunk otherwise (2 rows), with the same partials;
+        # softmax's and log1m_softmax's are one task each either way. The same bits.
         from numba_lse.cpu.reduce import CHUNK
         rng = _rng("long rows", name, _name(dtype))
         x = (30 * rng.standard_normal((16, CHUNK + 1000))).astype(dtype)

@@ -88,7 +88,7 @@ def softmax_family(name, x, where, axes):
     layout = canonical_view(x.shape, x.strides, axes)
     if layout.inner == 1:
         out = empty((layout.outer, layout.n), dtype=x.dtype)
-        way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize)
+        way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize, name != "log_softmax")
         _launch(_ROWS_KERNELS[way], _OPS[name], layout.rows(x),
                 None if where is None else layout.rows(where), out)
     else:
@@ -185,7 +185,7 @@ def cross_entropy(x, target, weight, ignore_index, reduction, smoothing, return_
     samples = layout.rows if layout.inner == 1 else layout.view
     logits = samples(x)
     keep = None
-    way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize)
+    way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize, False)
     if layout.inner == 1 and way != softmax.CHUNKED:
         # The kernel reduces the rows itself, a block at a time (short ones, a tile).
         m = losses.SHORT_TILES if way == softmax.SHORT_ROWS else None

@@ -1,11 +1,12 @@
 """softmax, log_softmax and log(1 - softmax) over the canonical (outer, n, inner) view.
 
 Two reads of the input: the partials of ``reduce.py`` (one blocked pass: each block is read
-twice while in L1), then one pass that writes each output once. A row of up to a CHUNK (and
-a tile of short rows) is one parallel task through both, so its second read is from the
-cache; longer rows are read twice from memory. There, softmax and log1m_softmax take one
-exp per element, not two: the row's max first, then the exps of its sum, kept
-(``partials.exps_and_sum``; a tile's in ``column_partials``) and scaled by the outputs.
+twice while in L1), then one pass that writes each output once. A row of up to a CHUNK, or
+up to WHOLE_ROW_BYTES (``rows_way``), and a tile of short rows, is one parallel task through
+both, so its second read is from the cache; longer rows are read twice from memory. There,
+softmax and log1m_softmax take one exp per element, not two: the row's max first, then the
+exps of its sum, kept (``partials.exps_and_sum``; a tile's in ``column_partials``) and
+scaled by the outputs.
 Strided axes are read three times: their partials take two passes over a band of columns
 (``reduce.inner_partials``), then the outputs one.
 From a row's partial (m, c, s) each function needs two constants, then one expression per
@@ -50,10 +51,11 @@ LOG_SOFTMAX = 1
 LOG1M_SOFTMAX = 2
 # Rows of (outer, n, inner) per parallel task when writing along axis 1 (inner > 1).
 WRITE_ROWS = 16
-# Rows longer than a CHUNK are still one task each, start to end, when they fit in a core's
-# L2 cache (so that their second read comes from it) and there are enough of them to keep
-# the threads busy; their partial is merged chunk by chunk, as row_partials merges it, so
-# the values are the same bits as the chunked path's.
+# Rows longer than a CHUNK are still one task each, start to end, when they hold up to
+# WHOLE_ROW_BYTES (so that their second read comes from the cache): softmax's and
+# log1m_softmax's always, since they keep the row's exps (one exp per entry; ``rows_way``);
+# log_softmax's where there are enough of them to keep the threads busy, their partial
+# merged chunk by chunk, as row_partials merges it: the same bits as the chunked path's.
 WHOLE_ROW_BYTES = 1 << 20
 WHOLE_ROWS_FROM = 16
 
@@ -400,15 +402,19 @@ SHORT_ROWS, ROWS, CHUNKED = 0, 1, 2
 
 
 @inline
-def rows_way(rows, n, itemsize):
+def rows_way(rows, n, itemsize, keeps_exps):
     """SHORT_ROWS, ROWS or CHUNKED: how ``rows`` rows of n entries (of itemsize bytes) are
     taken, and so which kernel. ROWS where each row is best one task, start to end (its
     partial, then its outputs, whose read of the row comes from the cache), not chunks.
-    Python calls ``rows_way.py_func``: the same arithmetic without a Numba dispatch (which
-    cost a softmax of 100 entries about 0.2 us of its 4)."""
+    keeps_exps: the op keeps a row's exps for its outputs (softmax, log1m_softmax:
+    ``rows_run``), so that a row of up to WHOLE_ROW_BYTES takes one exp per entry whole,
+    and two in chunks; it is then whole however many rows there are, and its values do
+    not depend on them. Python calls ``rows_way.py_func``: the same arithmetic without a
+    Numba dispatch (which cost a softmax of 100 entries about 0.2 us of its 4)."""
     if n < SHORT_ROW:
         return SHORT_ROWS
-    if n <= CHUNK or (rows >= WHOLE_ROWS_FROM and n * itemsize <= WHOLE_ROW_BYTES):
+    fits = n * itemsize <= WHOLE_ROW_BYTES
+    if n <= CHUNK or (fits and (keeps_exps or rows >= WHOLE_ROWS_FROM)):
         return ROWS
     return CHUNKED
 
@@ -453,8 +459,8 @@ def terms_keeping_exps(op, x, w, m, exps):
     here, a nan scale from ``row_constants`` there, a softmax of nan either way.)
 
     float32 data only: a tie's exact 1 in a lane makes that lane's later additions round
-    relative to 1, not to the small terms: up to n/16 ulps of c + s (2^-40 for rows up to a
-    CHUNK), far below a float32 ulp, but a float64 softmax's max entry lost up to 80 ulps on
+    relative to 1, not to the small terms: up to n/16 ulps of c + s (2^-38 for rows of up to
+    2^18 entries), far below a float32 ulp, but a float64 softmax's max entry lost up to 80 ulps on
     rows of 4096 (1 against 4095 terms of e^-20; ``tests/test_softmax.py``)."""
 
 
@@ -500,7 +506,7 @@ def _contiguous_block(block, buffer):
 
 
 def row_terms_keeping_exps(op, row, w, m, exps, x_block, w_block):
-    """``terms_keeping_exps`` of a row of up to a CHUNK for its max m.
+    """``terms_keeping_exps`` of a row of up to WHOLE_ROW_BYTES for its max m.
 
     float64 data: a BLOCK at a time, the blocks' sums added compensated (Neumaier), so
     that a lane of the vectorised loop sums at most 32 terms in sequence per block (as
@@ -509,8 +515,8 @@ def row_terms_keeping_exps(op, row, w, m, exps, x_block, w_block):
     into x_block, w_block): the sums of the row's C-ordered copy, bit for bit. The whole row
     in one loop lost the digits of a float64 softmax: 214 ulp on a row of 65536, 4155 on its
     strided view. float32 data: the whole row in one loop, whose error, up to n/16 ulps of
-    c + s in float64 (2^-40 for rows up to a CHUNK), vanishes in a float32 output (in
-    blocks: rows of 4096 1.025x slower)."""
+    c + s in float64 (2^-38 for rows of up to WHOLE_ROW_BYTES, 2^18 entries), vanishes in a
+    float32 output (in blocks: rows of 4096 1.025x slower)."""
 
 
 @overload(row_terms_keeping_exps, inline="always")
@@ -542,9 +548,11 @@ def rows_run(op, x, w, out, first, end):
     row cost rows of 50 up to a third)."""
     prefer_wide_vectors()
     n = x.shape[1]
-    if n <= CHUNK and op != LOG_SOFTMAX:
+    if op != LOG_SOFTMAX:
         # A row in one pass of exps: its max, then the exps of its terms, kept (in L1 or L2)
-        # while they are summed, then scaled: one exp per element, not two.
+        # while they are summed, then scaled: one exp per element, not two (rows of up to
+        # WHOLE_ROW_BYTES: ``rows_way``; softmax and log1m_softmax of 1000x1e5, whose rows
+        # took two before, 1.26-1.77x faster).
         exps = np.empty(n)
         x_block = block_buffer(x, x)
         w_block = block_buffer(w, x)
@@ -615,7 +623,7 @@ def softmax_of_rows(op, x, w, out):
     """The op along the rows of the 2-D view x, by the kernel ``rows_way`` picks: for Numba
     code (a Python caller picks it itself, and compiles only that one)."""
     rows, n = x.shape
-    way = rows_way(rows, n, x.itemsize)
+    way = rows_way(rows, n, x.itemsize, op != LOG_SOFTMAX)
     if way == SHORT_ROWS:
         softmax_short_rows(op, x, w, out)
     elif way == ROWS:
