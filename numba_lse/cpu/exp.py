@@ -25,8 +25,10 @@ long-double ``expl`` on every float32 input and on 10^6 float64 samples per bina
 ``exp_of_difference(x, shift)`` = exp(float64(x) - shift) picks the polynomial by the dtype of
 the data: float64 data gets the one above; float32 data gets the same method with P of degree
 5, minimax too, and ln 2 in one piece (relative error 5.2e-11 = 2^-34.2, 1/1000 of a float32
-ulp), six fewer FMAs, 1 + r + r^2 P(r) in one Horner scheme (one add fewer than the
-float64 form's; its roundings, ~2^-52, are far below 2^-34), and 2^k in one multiply (results
+ulp), five coefficients fewer, 1 + r + r^2 P(r) in Estrin's scheme (pairs, then powers r^2 and r^4:
+three FMAs deep where Horner's is seven, so the loop's independent exps overlap more; sums and
+softmax 1.03-1.13x faster on AVX2; its roundings, ~2^-52, are far below 2^-34; the float64
+polynomial stays Horner's, faster there and within 1 ulp), and 2^k in one multiply (results
 below 2^-1022 are not kept: none shows in a float32 output or a sum). The element-wise outputs
 (softmax, log1m_softmax, gradients) use it, and so do the row sums that feed them
 (``partials.term_exp``): each output's error stays far below its float32 ulp. The sums of a
@@ -137,7 +139,10 @@ def exp_nonpositive_for_float32(x):
     # 2^-55 < 2^-44 of x - k ln 2, where the polynomial's error is 2^-34.2.
     r = x - k * _LN2
     c = _P32
-    p = 1.0 + r * (1.0 + r * (c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * c[5]))))))
+    # 1 + r + c0 r^2 + ... + c5 r^7 in Estrin's scheme: three FMAs deep after r^4, not seven.
+    r2 = r * r
+    r4 = r2 * r2
+    p = ((1.0 + r) + r2 * (c[0] + r * c[1])) + r4 * ((c[2] + r * c[3]) + r2 * (c[4] + r * c[5]))
     return p * float64_from_bits(bits_of_float64(n) << 52)
 
 
