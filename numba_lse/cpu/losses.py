@@ -463,6 +463,13 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
 
 
 @inline
+def keep_alive(x):
+    """Nothing: a use of x after a branch that reads it, so that Numba releases its reference
+    once, after the branch, not at the end of each way (an NRT_incref and _decref per
+    sample that LLVM could not prune: the gather of a serial kernel 3-8x slower)."""
+
+
+@inline
 def nll_sample(x_y, w_y):
     """(loss, weight kept) of a sample whose log-probability at its class is x_y."""
     w_y = np.float64(w_y)
@@ -501,6 +508,8 @@ def nll_of_sample(x, target, w, ignore_index, loss, o, j):
     if y != ignore_index:
         value, w_y = nll_sample(x[row, np.uint64(y), column], weight_at(w, y))
     store_at(loss, o, j, value)
+    keep_alive(x)
+    keep_alive(w)
     return value, w_y
 
 
@@ -549,39 +558,51 @@ def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, k
     return total, total_error, kept, kept_error
 
 
-@inline_ir
+@kernel
+def far_rows(x, target, w, ignore_index, loss, lo, hi):
+    """``nll_block`` of (N, C) data (x of shape (N, C, 1)) whose rows are far apart (long
+    rows), in a loop of its own (j a constant: 10-30 % faster than the general one), and a
+    kernel of its own (in ``nll_block``'s body, its loop kept the array's shape, strides and
+    address on the stack: 1.06-1.12x slower). Each load waits on memory, so the loop asks
+    for the entry NLL_AHEAD samples on while it sums (4096x1000, caches cold: 1.6x faster),
+    and sums as it goes (a gather first, as ``near_rows``, and the sums after it measured
+    1.25x slower: the sums no longer hide in the loads' wait)."""
+    total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
+    for o in range(lo, hi):
+        if o + NLL_AHEAD < hi:
+            y = target[np.uint64(o + NLL_AHEAD), 0]  # unsigned: no wraparound
+            if 0 <= y < x.shape[1]:
+                prefetch(x, o + NLL_AHEAD, y, 0)
+        total, total_error, kept, kept_error = add_nll_sample(
+            x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
+    return total, total_error, kept, kept_error
+
+
+@kernel
 def nll_block(x, target, w, ignore_index, loss, lo, hi):
     """The sums (total, its error, kept weight, its error) of ``nll_index`` over the samples
-    of rows lo:hi (``add_loss``), writing their losses to ``loss`` (unless None)."""
-    total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
+    of rows lo:hi (``add_loss``), writing their losses to ``loss`` (unless None).
+
+    A kernel of its own, called by ``nll_index``'s parallel loop, not inlined in it: Numba's
+    parallel passes then see a loop of a few lines, and ``nll_index``'s first compile took
+    10 s, not 20 (the gather as fast: in-process A/B, 60 interleaved reps)."""
     if x.shape[2] == 1 and abs(x.strides[0]) < FAR_ROW_BYTES:
         return near_rows(x, target, w, ignore_index, loss, lo, hi)
     if x.shape[2] == 1:
-        # (N, C) data, rows far apart (long rows), in a loop of its own (j a constant: 10-30 %
-        # faster than the general one below). Each load waits on memory, so the loop
-        # asks for the entry NLL_AHEAD samples on while it sums (4096x1000, caches cold:
-        # 1.6x faster), and sums as it goes (a gather first, as ``near_rows``, and the sums
-        # after it measured 1.25x slower: the sums no longer hide in the loads' wait).
-        for o in range(lo, hi):
-            if o + NLL_AHEAD < hi:
-                y = target[o + NLL_AHEAD, 0]
-                if 0 <= y < x.shape[1]:
-                    prefetch(x, o + NLL_AHEAD, y, 0)
-            total, total_error, kept, kept_error = add_nll_sample(
-                x, target, w, ignore_index, loss, o, 0, total, total_error, kept, kept_error)
-    else:
-        # Each row's samples, in pieces of at most NLL_BLOCK, merged as the blocks are: a
-        # block is one row (``nll_index``) where a row holds more, and no sum in sequence
-        # is longer (``add_loss``).
-        for o in range(lo, hi):
-            for j0 in range(0, x.shape[2], NLL_BLOCK):
-                part, part_error, part_kept, part_kept_error = 0.0, 0.0, 0.0, 0.0
-                for j in range(j0, min(x.shape[2], j0 + NLL_BLOCK)):
-                    part, part_error, part_kept, part_kept_error = add_nll_sample(
-                        x, target, w, ignore_index, loss, o, j, part, part_error, part_kept,
-                        part_kept_error)
-                total, total_error = add_compensated(total, total_error + part_error, part)
-                kept, kept_error = add_compensated(kept, kept_error + part_kept_error, part_kept)
+        return far_rows(x, target, w, ignore_index, loss, lo, hi)
+    total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
+    # Each row's samples, in pieces of at most NLL_BLOCK, merged as the blocks are: a
+    # block is one row (``nll_index``) where a row holds more, and no sum in sequence
+    # is longer (``add_loss``).
+    for o in range(lo, hi):
+        for j0 in range(0, x.shape[2], NLL_BLOCK):
+            part, part_error, part_kept, part_kept_error = 0.0, 0.0, 0.0, 0.0
+            for j in range(j0, min(x.shape[2], j0 + NLL_BLOCK)):
+                part, part_error, part_kept, part_kept_error = add_nll_sample(
+                    x, target, w, ignore_index, loss, o, j, part, part_error, part_kept,
+                    part_kept_error)
+            total, total_error = add_compensated(total, total_error + part_error, part)
+            kept, kept_error = add_compensated(kept, kept_error + part_kept_error, part_kept)
     return total, total_error, kept, kept_error
 
 
@@ -691,7 +712,8 @@ def nll_index(x, target, w, ignore_index, loss):
     rows = max(1, NLL_BLOCK // max(1, inner))
     n_blocks = -(-outer // rows)
     if n_blocks <= 1:
-        total, total_error, kept, kept_error = nll_block(x, target, w, ignore_index, loss, 0, outer)
+        total, total_error, kept, kept_error = nll_block(x, target, w, ignore_index, loss,
+                                                         np.int64(0), outer)
     else:
         threads = threads_for(outer * inner)
         sums = np.empty((n_blocks, 4))
