@@ -202,7 +202,7 @@ def prefetch(typingctx, array, i, j, k):
     """A hint to fetch array[i, j, k] of a 3-D array into the caches (LLVM's prefetch: a read,
     kept in every level). No load, no fault: nothing happens if the hardware declines it. A
     gather of one entry per row, whose rows lie pages apart, has its next loads under way
-    while it sums (``losses.nll_block``)."""
+    while it sums (``losses.far_rows``)."""
     if not (isinstance(array, types.Array) and array.ndim == 3
             and all(isinstance(a, types.Integer) for a in (i, j, k))):
         return None
