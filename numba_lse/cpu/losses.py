@@ -466,7 +466,7 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
 def keep_alive(x):
     """Nothing: a use of x after a branch that reads it, so that Numba releases its reference
     once, after the branch, not at the end of each way (an NRT_incref and _decref per
-    sample that LLVM could not prune: the gather of a serial kernel 3-8x slower)."""
+    sample that LLVM could not prune: the gather of a serial kernel 2-8x slower)."""
 
 
 @inline
@@ -585,7 +585,8 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
 
     A kernel of its own, called by ``nll_index``'s parallel loop, not inlined in it: Numba's
     parallel passes then see a loop of a few lines, and ``nll_index``'s first compile took
-    10 s, not 20 (the gather as fast: in-process A/B, 60 interleaved reps)."""
+    6 s, not 20 (the gather as fast within this VM's noise: in-process A/B, 60-200
+    interleaved reps, perf/HISTORY.md session 38)."""
     if x.shape[2] == 1 and abs(x.strides[0]) < FAR_ROW_BYTES:
         return near_rows(x, target, w, ignore_index, loss, lo, hi)
     if x.shape[2] == 1:
