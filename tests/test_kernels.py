@@ -278,12 +278,13 @@ def _rows_before_a_guard_page(count, n, dtype):
     return np.frombuffer(memory, dtype, count * n, offset).reshape(count, n), memory
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_block_transposes_touch_no_entry_beyond_the_rows(dtype):
-    # The blocks of a tile's transposes (``reduce.transpose_rows``, ``transpose_back``) load
-    # and store a whole vector per row, masked at the rows' length: the last row of the
-    # array is followed by a page that faults, and the entries around a block stay as they were.
+def check_block_transposes(dtype):
+    """The blocks of a tile's transposes (``reduce.transpose_rows``, ``transpose_back``), for
+    every row length up to a block's 64 bytes: ``transpose_block`` loads whole vectors per
+    row, masked at the rows' length, and ``transpose_block_back`` stores whole vectors into
+    a copy, past each row's end, then writes the block's lines out. The last row of the
+    array is followed by a page that faults, and the entries around a block stay as they
+    were, the rows after it too."""
     lanes = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(3)
     for n in range(1, lanes + 1):
@@ -302,8 +303,60 @@ def test_block_transposes_touch_no_entry_beyond_the_rows(dtype):
             _block_to_rows(tile, 1, rows, 3, stream)
             np.testing.assert_array_equal(rows[3:], tile[0, :, 1:1 + lanes].T)
             assert (rows[:3] == -1.0).all()
+        # Into rows 0 .. lanes - 1, three rows after them (not streamed).
+        rows[:] = -1.0
+        _block_to_rows(tile, 4, rows[:lanes], 0, False)
+        np.testing.assert_array_equal(rows[:lanes], tile[0, :, 4:4 + lanes].T)
+        assert (rows[lanes:] == -1.0).all()
         del rows
         memory.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_transposes_touch_no_entry_beyond_the_rows(dtype):
+    check_block_transposes(dtype)
+
+
+def _narrower_targets():
+    """NUMBA_CPU_FEATURES of the host without its widest vectors, as (the vector bits it
+    leaves, the features): a block's transposes go in groups of as many lanes
+    (``intrinsics.vector_bits``), each width a way of its own."""
+    features = numba.core.codegen.get_host_cpu_features().split(",")
+    if "+avx2" not in features:
+        return []
+
+    def without(prefixes):
+        return ",".join("-" + f[1:] if f[1:].startswith(prefixes) else f for f in features)
+
+    targets = [(128, without(("avx", "fma", "f16c", "vaes", "vpclmul")))]
+    if "+avx512f" in features:
+        targets.append((256, without(("avx512",))))
+    return targets
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _narrower_targets(),
+                    reason="x86 with AVX2 on Linux")
+@pytest.mark.parametrize("bits, features", _narrower_targets())
+def test_block_transposes_of_narrower_vectors(bits, features):
+    # The same checks compiled for vectors of fewer lanes (in a process of its own: the
+    # target is chosen once): 128-bit vectors take float32 blocks in four groups of columns.
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+        import test_kernels
+        from numba_lse.cpu.intrinsics import vector_bits
+        assert vector_bits() == {bits}, vector_bits()
+        for dtype in (np.float32, np.float64):
+            test_kernels.check_block_transposes(dtype)
+        print("checked")
+    """)
+    env = {"NUMBA_CPU_FEATURES": features, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "checked"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")

@@ -237,14 +237,25 @@ def prefetch_bytes_after(typingctx, array, offset):
 
 
 # Tiles of short rows are transposed (``reduce.transpose_rows``, ``reduce.transpose_back``) a
-# block of V rows at a time, V the lanes of a 512-bit vector, for rows of n <= V entries: V
-# row loads masked at n, the V x V transpose in registers, n column stores (or the reverse).
-# An entry at a time, the loads or the stores are scalar, and they bounded those loops.
+# block of B rows at a time, B the lanes of a 512-bit vector (a cache line: 16 float32), for
+# rows of n <= B entries, in groups of V rows and V columns, V the lanes of the target's
+# widest vector (B with AVX-512, B / 2 with AVX2): V row loads masked at n, the V x V
+# transpose in registers, a store per column (or the reverse). An entry at a time, the loads
+# or the stores are scalar, and they bounded those loops.
 
 
-def _lanes(dtype):
-    """The lanes of a 512-bit vector of ``dtype`` (float32 or float64)."""
-    return 512 // dtype.bitwidth
+@functools.cache
+def vector_bits():
+    """The width of the widest vectors that the code Numba generates may use (its target's
+    features: the host's, or NUMBA_CPU_FEATURES): 512 (AVX-512), 256 (AVX2) or 128."""
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    features = features.split(",")
+    return 512 if "+avx512f" in features else 256 if "+avx2" in features else 128
+
+
+def has_512_bit_vectors():
+    """Whether the code Numba generates may use AVX-512 (``vector_bits``)."""
+    return vector_bits() == 512
 
 
 def _vector_of(values, bits):
@@ -273,14 +284,23 @@ def _transposed(builder, vectors):
 
 
 def _block_parts(context, builder, rows_type, rows):
-    """(n, the mask of lanes 0 .. n - 1, the vector type) for the 2-D ``rows`` of n entries."""
-    size = _lanes(rows_type.dtype)
+    """(n, B, the type of a V-lane vector, [(k0, mask)]) for the 2-D ``rows`` of n entries:
+    for each group of V columns k0 .. k0 + V - 1 of a block, the mask of its lanes that lie
+    in the rows (k0 + lane < n); a group with none is skipped (``_if_some``)."""
+    blocks = 512 // rows_type.dtype.bitwidth
+    lanes = vector_bits() // rows_type.dtype.bitwidth
     n = builder.extract_value(rows.shape, 1)
-    splat = builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), size), None), n,
+    splat = builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), lanes), None), n,
                                    ir.Constant(ir.IntType(32), 0))
-    splat = builder.shuffle_vector(splat, splat, _vector_of([0] * size, 32))
-    mask = builder.icmp_signed("<", _vector_of(range(size), 64), splat)
-    return n, mask, ir.VectorType(context.get_value_type(rows_type.dtype), size)
+    splat = builder.shuffle_vector(splat, splat, _vector_of([0] * lanes, 32))
+    groups = [(k0, builder.icmp_signed("<", _vector_of(range(k0, k0 + lanes), 64), splat))
+              for k0 in range(0, blocks, lanes)]
+    return n, blocks, ir.VectorType(context.get_value_type(rows_type.dtype), lanes), groups
+
+
+def _if_some(builder, k0, n):
+    """The code of the column group that starts at k0, where it has columns (k0 < n)."""
+    return builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k0), n))
 
 
 def _address(context, builder, array_type, array, indices, vector):
@@ -306,15 +326,6 @@ def _masked(builder, name, vector, mask):
     return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{name}.{suffix}")
 
 
-@functools.cache
-def has_512_bit_vectors():
-    """Whether the code Numba generates may use AVX-512 (its target's features: the host's,
-    or NUMBA_CPU_FEATURES). Without it, a block's 16-lane vectors are split in two (AVX2) or
-    four (SSE) and its shuffles multiply: the transposes then take entries one at a time."""
-    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
-    return "+avx512f" in features.split(",")
-
-
 def blocks_fit(rows, tile):
     """Whether ``transpose_block`` takes these types: 2-D rows and a 3-D tile, C-ordered (a
     row's entries adjacent), both float32 or both float64."""
@@ -325,9 +336,9 @@ def blocks_fit(rows, tile):
 
 @intrinsic
 def transpose_block(typingctx, rows, r, tile, i):
-    """tile[0, k, i + q] = rows[r + q, k] for q < V and k < n, rows of n <= V entries (V the
-    lanes of a 512-bit vector; of longer rows, the first V entries): rows r .. r + V - 1 and
-    the tile's entries i .. i + V - 1 must exist (its stores are whole vectors). Nothing else
+    """tile[0, k, i + q] = rows[r + q, k] for q < B and k < n, rows of n <= B entries (B the
+    lanes of a 512-bit vector; of longer rows, the first B entries): rows r .. r + B - 1 and
+    the tile's entries i .. i + B - 1 must exist (its stores are whole vectors). Nothing else
     is read."""
     if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)):
         return None
@@ -338,34 +349,61 @@ def transpose_block(typingctx, rows, r, tile, i):
         target = context.make_array(tile_type)(context, builder, args[2])
         r = context.cast(builder, args[1], r_type, types.intp)
         i = context.cast(builder, args[3], i_type, types.intp)
-        n, mask, vector = _block_parts(context, builder, rows_type, source)
-        load = _masked(builder, "load", vector, mask)
+        n, blocks, vector, groups = _block_parts(context, builder, rows_type, source)
         align = rows_type.dtype.bitwidth // 8
-        loaded = [builder.call(load, [_address(context, builder, rows_type, source,
-                                               [builder.add(r, cgutils.intp_t(q)), cgutils.intp_t(0)],
-                                               vector),
-                                      ir.Constant(ir.IntType(32), align), mask, ir.Constant(vector, None)])
-                  for q in range(vector.count)]
-        for k, column in enumerate(_transposed(builder, loaded)):
-            with builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k), n)):
-                address = _address(context, builder, tile_type, target,
-                                   [cgutils.intp_t(0), cgutils.intp_t(k), i], vector)
-                builder.store(column, address, align=align)
+        for k0, mask in groups:
+            load = _masked(builder, "load", vector, mask)
+            with _if_some(builder, k0, n):
+                for g in range(0, blocks, vector.count):
+                    loaded = [builder.call(load, [
+                        _address(context, builder, rows_type, source,
+                                 [builder.add(r, cgutils.intp_t(g + q)), cgutils.intp_t(k0)], vector),
+                        ir.Constant(ir.IntType(32), align), mask, ir.Constant(vector, None)])
+                        for q in range(vector.count)]
+                    for k, column in enumerate(_transposed(builder, loaded)):
+                        with builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k0 + k), n)):
+                            address = _address(context, builder, tile_type, target,
+                                               [cgutils.intp_t(0), cgutils.intp_t(k0 + k),
+                                                builder.add(i, cgutils.intp_t(g))], vector)
+                            builder.store(column, address, align=align)
         return context.get_dummy_value()
 
     return types.none(rows, r, tile, i), codegen
 
 
+def _rows_of_tile(context, builder, tile_type, tile, i, n, k0, g, vector):
+    """Entries k0 .. k0 + V - 1 of the block's rows g .. g + V - 1 (V vectors, zeros past n):
+    columns k0 .. of the tile at i + g, transposed."""
+    align = tile_type.dtype.bitwidth // 8
+    columns = []
+    for k in range(vector.count):
+        column = cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+        with builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k0 + k), n)):
+            address = _address(context, builder, tile_type, tile,
+                               [cgutils.intp_t(0), cgutils.intp_t(k0 + k), builder.add(i, cgutils.intp_t(g))],
+                               vector)
+            builder.store(builder.load(address, align=align), column)
+        columns.append(builder.load(column))
+    return _transposed(builder, columns)
+
+
 @intrinsic
 def transpose_block_back(typingctx, tile, i, rows, r, stream):
-    """rows[r + q, k] = tile[0, k, i + q] for q < V and k < n, rows of n <= V entries:
+    """rows[r + q, k] = tile[0, k, i + q] for q < B and k < n, rows of n <= B entries:
     ``transpose_block`` undone, with the same bounds. Nothing else is written.
 
-    ``stream`` (a bool) true and rows[r] at the start of a 64-byte cache line: the block's
-    V rows, V n entries of 64 / V bytes, are then n whole lines, written past the caches by
-    streaming stores (from a copy of the rows in L1: vector loads there, n aligned stores),
-    which need not first read the lines from memory as a store does (float32 softmax of rows
-    of 10, 1.2x faster). Such stores are weakly ordered: ``store_fence`` after the last."""
+    The block's B rows are B n adjacent entries, n cache lines' worth (64 / B bytes each).
+    They are transposed into a copy on the stack (in L1), with whole-vector stores that run
+    past each row's end into the next rows' first entries and a spare line, which later
+    stores write again. Then the copy is written out, a line's worth at a time. So no store
+    is masked: AVX2's masked stores (``vmaskmov``) are microcoded on AMD (Zen 3: 2.6x the
+    time of the entries stored one at a time). With AVX-512, whose masked stores are as fast
+    as others, the rows are written directly, unless streamed.
+
+    ``stream`` (a bool) true and rows[r] at the start of a 64-byte cache line: the n lines
+    are written by streaming stores, past the caches, which need not first read the lines
+    from memory as a store does (float32 softmax of rows of 10, 1.2x faster). Such stores
+    are weakly ordered: ``store_fence`` after the last."""
     if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)
             and isinstance(stream, types.Boolean)):
         return None
@@ -376,47 +414,54 @@ def transpose_block_back(typingctx, tile, i, rows, r, stream):
         target = context.make_array(rows_type)(context, builder, args[2])
         i = context.cast(builder, args[1], i_type, types.intp)
         r = context.cast(builder, args[3], r_type, types.intp)
-        n, mask, vector = _block_parts(context, builder, rows_type, target)
+        n, blocks, vector, groups = _block_parts(context, builder, rows_type, target)
         align = rows_type.dtype.bitwidth // 8
-        columns = []
-        for k in range(vector.count):
-            # Column k of the tile, or zeros for k >= n (lanes that no store writes).
-            column = cgutils.alloca_once_value(builder, ir.Constant(vector, None))
-            with builder.if_then(builder.icmp_signed("<", cgutils.intp_t(k), n)):
-                address = _address(context, builder, tile_type, source,
-                                   [cgutils.intp_t(0), cgutils.intp_t(k), i], vector)
-                builder.store(builder.load(address, align=align), column)
-            columns.append(builder.load(column))
-        store = _masked(builder, "store", vector, mask)
-        transposed = _transposed(builder, columns)
-        first = _address(context, builder, rows_type, target, [r, cgutils.intp_t(0)], vector)
+        line = ir.VectorType(vector.element, blocks)
+        first = builder.bitcast(_address(context, builder, rows_type, target, [r, cgutils.intp_t(0)], line),
+                                vector.element.as_pointer())
         offset = builder.and_(builder.ptrtoint(first, cgutils.intp_t), cgutils.intp_t(63))
         lines = builder.and_(args[4], builder.icmp_unsigned("==", offset, cgutils.intp_t(0)))
-        # Its place on the stack, allocated once (in the function's entry block).
-        copy = builder.bitcast(cgutils.alloca_once(builder, vector, size=vector.count),
-                               vector.element.as_pointer())
-        with builder.if_else(lines) as (by_lines, by_rows):
-            with by_lines:
-                # The rows, adjacent, into the copy; then line l of the block is its entries
-                # l V .. l V + V - 1.
-                for q, row in enumerate(transposed):
-                    at = builder.gep(copy, [builder.mul(n, cgutils.intp_t(q))])
-                    builder.call(store, [row, builder.bitcast(at, vector.as_pointer()),
-                                         ir.Constant(ir.IntType(32), align), mask])
-                line_zero = builder.bitcast(first, vector.element.as_pointer())
-                with cgutils.for_range(builder, n) as line:
-                    start = builder.mul(line.index, cgutils.intp_t(vector.count))
-                    value = builder.load(builder.bitcast(builder.gep(copy, [start]), vector.as_pointer()),
-                                         align=align)
-                    streamed = builder.store(value, builder.bitcast(builder.gep(line_zero, [start]),
-                                                                    vector.as_pointer()), align=64)
-                    streamed.set_metadata("nontemporal", builder.module.add_metadata(
-                        [ir.Constant(ir.IntType(32), 1)]))
-            with by_rows:
-                for q, row in enumerate(transposed):
+        if vector.count == blocks:
+            # AVX-512: rows not streamed are written in place, by masked stores.
+            (_, mask), = groups
+            store = _masked(builder, "store", vector, mask)
+            with builder.if_then(builder.not_(lines)):
+                for q, row in enumerate(_rows_of_tile(context, builder, tile_type, source, i, n, 0, 0, vector)):
                     address = _address(context, builder, rows_type, target,
                                        [builder.add(r, cgutils.intp_t(q)), cgutils.intp_t(0)], vector)
                     builder.call(store, [row, address, ir.Constant(ir.IntType(32), align), mask])
+            written_in_place = builder.not_(lines)
+        else:
+            written_in_place = cgutils.false_bit
+        # Allocated once, in the function's entry block: the B rows of n entries, then a
+        # line to spare.
+        copy = builder.bitcast(cgutils.alloca_once(builder, line, size=blocks + 1),
+                               vector.element.as_pointer())
+        with builder.if_then(builder.not_(written_in_place)):
+            # The column groups from the last, each row after the one before: a group's
+            # stores run past a row by k0 + V - n entries, below k0 in the next row, since
+            # it has columns only where n > k0 >= V (or k0 = 0), and a later store writes
+            # them again.
+            for k0, _ in reversed(groups):
+                with _if_some(builder, k0, n):
+                    for g in range(0, blocks, vector.count):
+                        rows_g = _rows_of_tile(context, builder, tile_type, source, i, n, k0, g, vector)
+                        for q, row in enumerate(rows_g):
+                            at = builder.add(builder.mul(n, cgutils.intp_t(g + q)), cgutils.intp_t(k0))
+                            builder.store(row, builder.bitcast(builder.gep(copy, [at]), vector.as_pointer()),
+                                          align=align)
+            with builder.if_else(lines) as (streamed, stored):
+                for nontemporal, way in ((True, streamed), (False, stored)):
+                    with way, cgutils.for_range(builder, n) as each:
+                        start = builder.mul(each.index, cgutils.intp_t(blocks))
+                        value = builder.load(builder.bitcast(builder.gep(copy, [start]), line.as_pointer()),
+                                             align=align)
+                        written = builder.store(value, builder.bitcast(builder.gep(first, [start]),
+                                                                       line.as_pointer()),
+                                                align=64 if nontemporal else align)
+                        if nontemporal:
+                            written.set_metadata("nontemporal", builder.module.add_metadata(
+                                [ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
 
     return types.none(tile, i, rows, r, stream), codegen

@@ -25,8 +25,8 @@ from numba import prange, types
 from numba.extending import overload
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
-from .intrinsics import (blocks_fit, has_512_bit_vectors, maxnum, prefer_wide_vectors,
-                         store_fence, transpose_block, transpose_block_back)
+from .intrinsics import (blocks_fit, maxnum, prefer_wide_vectors, store_fence, transpose_block,
+                         transpose_block_back, vector_bits)
 from .jit import inline, inline_ir, kernel, one_thread, restore_threads, run_tasks, threads_for
 from .log import log1p_nonnegative
 from .partials import (
@@ -124,23 +124,25 @@ def transpose_tile(x, r0, r1):
 def transpose_rows(rows, tile):
     """tile[0, k, i] = rows[i, k]: the 2-D ``rows`` as the columns of ``tile`` (1, n, rows).
     C-ordered float32 rows of up to 16 entries by blocks of 16 rows (``intrinsics.
-    transpose_block``: 0.16 ns per entry on rows of 10, against 0.31 an entry at a time),
-    the rest an entry at a time. (float64's blocks of 8 rows, 0.43 against 0.49 ns on rows
-    of 8 alone, made softmax 0.93x: that copy is bound by its reads from memory. Longer rows
-    in blocks of columns, the last one's lanes mostly masked off, measured slower.)"""
+    transpose_block``), the rest an entry at a time. Per entry on rows of 10: 0.16 ns
+    against 0.31 an entry at a time (AVX-512, Intel); 0.17 against 0.40 (AVX2, in 8 x 8
+    pieces, AMD Zen 3). (float64's blocks of 8 rows, 0.43 against 0.49 ns on rows of 8
+    alone, made softmax 0.93x: that copy is bound by its reads from memory. Longer rows in
+    blocks of columns, the last one's lanes mostly masked off, measured slower.)"""
 
 
 def transpose_back(tile, rows, stream):
     """rows[i, k] = tile[0, k, i]: ``transpose_rows`` undone, by blocks where it takes them
-    (``intrinsics.transpose_block_back``: 0.21 ns per float32 entry on rows of 10, against
-    0.55 an entry at a time). ``stream``: the blocks that are whole cache lines are written
-    by streaming stores, past the caches (for outputs of STREAM_FROM bytes or more)."""
+    (``intrinsics.transpose_block_back``: per float32 entry on rows of 10, 0.21 ns against
+    0.55 an entry at a time on AVX-512, 0.20-0.29 against 0.38 on AVX2). ``stream``: the
+    blocks that are whole cache lines are written by streaming stores, past the caches (for
+    outputs of STREAM_FROM bytes or more)."""
 
 
 def by_blocks(rows, tile):
     """Whether ``transpose_rows`` and ``transpose_back`` take blocks between these types
-    (float32, AVX-512: ``intrinsics.has_512_bit_vectors``)."""
-    return blocks_fit(rows, tile) and rows.dtype == types.float32 and has_512_bit_vectors()
+    (float32; a target with 256-bit vectors at least, ``intrinsics.vector_bits``)."""
+    return blocks_fit(rows, tile) and rows.dtype == types.float32 and vector_bits() >= 256
 
 
 @overload(transpose_rows, inline="always")

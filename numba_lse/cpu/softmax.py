@@ -36,7 +36,7 @@ from numba.extending import overload
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32, log_normal
-from .intrinsics import fma, get_threads, maxnum, prefer_wide_vectors
+from .intrinsics import fma, get_threads, has_512_bit_vectors, maxnum, prefer_wide_vectors
 from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, run_tasks,
                   task_queue, threads_for)
 from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, block_sum, exps_and_sum,
@@ -383,12 +383,14 @@ def by_tile(op, x, stream):
     ``reduce.transpose_back``'s blocks (float32 rows of up to 16 entries) with streaming
     stores (``stream``), 1.09x faster on float32 rows of 10 than the stores along the rows
     (``write_log_softmax_rows``), which are otherwise as fast or faster (a tile that goes
-    back an entry at a time: 7-12 %; by blocks, not streamed: ~3 %)."""
+    back an entry at a time: 7-12 %; by blocks, not streamed: ~3 %). That was with AVX-512's
+    blocks; AVX2's, in 8 x 8 pieces, streamed, measured 0.98x (AMD Zen 3, rows of 10 and
+    16): there log_softmax keeps its stores along the rows."""
 
 
 @overload(by_tile, inline="always")
 def _by_tile(op, x, stream):
-    if by_blocks(x, types.Array(x.dtype, 3, "C")):
+    if by_blocks(x, types.Array(x.dtype, 3, "C")) and has_512_bit_vectors():
         return lambda op, x, stream: op != LOG_SOFTMAX or (stream and x.shape[1] <= 16)
     return lambda op, x, stream: op != LOG_SOFTMAX
 
