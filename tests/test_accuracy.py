@@ -25,6 +25,7 @@ from mpmath import mp
 from scipy import special
 
 import numba_lse as nl
+from numba_lse.cpu.reduce import LSE_SHORT_ROW, SHORT_ROW
 
 DPS = 50
 DPS_2D = 40  # 30 fails the self-check in `reference` on the lse ~ 1e-16 entries
@@ -208,6 +209,7 @@ def test_gh18295_small_second_term():
 
 WEIGHTED_CASES = [
     pytest.param(3, 1.0, id="n3_scale1"),
+    pytest.param(48, 5.0, id="n48_scale5"),  # a tile's row (``reduce.LSE_SHORT_ROW``)
     pytest.param(100, 5.0, id="n100_scale5"),
     pytest.param(1000, 30.0, id="n1000_scale30"),
     # Longer than a chunk (65536): the weighted partials are merged. mpmath takes seconds.
@@ -311,3 +313,21 @@ def test_matrix_every_entry_within_bound(dtype, axis, layout):
         if not err <= bound:
             failures.append(report(f"entry {j}", value, exact, err, cond, bound))
     assert not failures, f"{len(failures)} entries beyond the bound:\n" + "\n".join(failures[:10])
+
+
+@pytest.mark.parametrize("n", [SHORT_ROW, 48, LSE_SHORT_ROW - 1, LSE_SHORT_ROW])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda dt: np.dtype(dt).name)
+def test_rows_about_the_tiles_length_within_bound(dtype, n):
+    # Rows shorter than LSE_SHORT_ROW go a tile at a time, as columns (``reduce.
+    # lse_short_rows``: compensated float64 sums from SHORT_ROW rows on), the others along
+    # the rows: the eight kinds of rows of the matrices above, of lengths either side.
+    a = make_matrix(dtype, (64, n))
+    computed = nl.logsumexp(a, axis=1)
+    failures = []
+    for j, row in enumerate(a):
+        exact, _, cond, _ = reference(row, dps=DPS_2D)
+        err = ulp_error(computed[j], exact, dtype)
+        bound = bound_ulps(dtype, cond)
+        if not err <= bound:
+            failures.append(report(f"row {j}", computed[j], exact, err, cond, bound))
+    assert not failures, f"{len(failures)} rows beyond the bound:\n" + "\n".join(failures[:10])

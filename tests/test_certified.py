@@ -256,6 +256,9 @@ def _short_rows():
         "one column": rng.standard_normal((1000, 1)) + 2,
         "rows of 3": rng.standard_normal((1000, 3)) + 1,
         "rows of 31, a last partial tile": rng.standard_normal((777, SHORT_ROW - 1)),
+        # logsumexp takes rows up to LSE_SHORT_ROW - 1 a tile at a time, not only SHORT_ROW - 1.
+        "rows of 32": rng.standard_normal((600, SHORT_ROW)) + 1,
+        "rows of 63, a last partial tile": rng.standard_normal((777, reduce.LSE_SHORT_ROW - 1)),
     }
 
 

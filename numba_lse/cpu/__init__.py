@@ -61,7 +61,7 @@ def logsumexp(a, b, axes, signed=True):
         out = empty(layout.outer, dtype=a.dtype)
         sign = empty(layout.outer, dtype=a.dtype) if signed else None
         rows, weights = layout.rows(a), None if b is None else layout.rows(b)
-        if layout.n < reduce.SHORT_ROW:
+        if layout.n < reduce.LSE_SHORT_ROW:
             _launch(reduce.lse_short_rows, rows, weights, out, sign, cheap)
         else:
             _launch(reduce.lse_rows, rows, weights, out, sign, cheap)

@@ -6,7 +6,8 @@ Two loop shapes, one mathematics (``partials.py``):
                row longer than ``CHUNK`` is cut into chunks that run in parallel too, and their
                partials are merged in order. Chunk boundaries depend on n only, so the result
                is the same bits whatever the number of threads. Rows shorter than
-               ``SHORT_ROW`` go a tile at a time through the column kernel below, transposed
+               ``LSE_SHORT_ROW`` (a log-sum-exp's) or ``SHORT_ROW`` (partials for the
+               outputs) go a tile at a time through the column kernel below, transposed
                (``lse_short_rows``, ``short_row_partials``): kernels of their own, which
                the caller picks by the row length, so that a call compiles the one it runs.
 ``lse_columns`` inner > 1: reduce the middle axis of (outer, n, inner), e.g. axis 0 of a
@@ -67,6 +68,14 @@ INNER_BAND = 512
 # (its tiles are finished in L1 and fetch the next one meanwhile); tiles of 1024: logsumexp
 # 0.82-0.91x, the others no better than 512.
 SHORT_ROW = 32
+# A log-sum-exp takes rows shorter than LSE_SHORT_ROW a tile at a time (``lse_short_rows``):
+# along a row, each one's blocks, calls and log cost ~90 ns more than a tile's share
+# (float32 rows of 32: 108 ns a row against 45 for rows of 31, one thread). In-process A/B,
+# two threads, against the rows for 32 <= n < 64: float32 1.45-2.2x, float64 1.06-1.4x
+# (Zen 3); rows of 64 and more measured slower in tiles (float32 rows of 128 0.64x,
+# float64 rows of 64 0.82x), whose transposes, an entry at a time, stride through the
+# cache sets. (The softmax family's tiles are no faster than their rows from 32 on.)
+LSE_SHORT_ROW = 64
 TILE_ROWS = 512
 LSE_TILE_ROWS = 256
 # Outputs of this many bytes or more are written by streaming stores where they can be
@@ -344,9 +353,9 @@ def lse_tiles_run(x, w, out, sign, cheap, first, end):
 
 @kernel(parallel=True)
 def lse_short_rows(x, w, out, sign, cheap=None):
-    """``lse_rows`` of rows shorter than SHORT_ROW, a tile at a time, its rows as the columns
-    of ``lse_columns`` (a million rows of 10 wrote and read back three arrays of partials:
-    2.6 ms of 17); ``cheap`` as ``lse_of_columns`` takes it."""
+    """``lse_rows`` of rows shorter than LSE_SHORT_ROW, a tile at a time, its rows as the
+    columns of ``lse_columns`` (a million rows of 10 wrote and read back three arrays of
+    partials: 2.6 ms of 17); ``cheap`` as ``lse_of_columns`` takes it."""
     rows, n = x.shape
     threads = threads_for(x.size)
     run_tasks(lse_tiles_run, (x, w, out, sign, cheap), -(-rows // LSE_TILE_ROWS),
@@ -357,11 +366,12 @@ def lse_short_rows(x, w, out, sign, cheap=None):
 @kernel
 def lse_rows(x, w, out, sign, cheap=None):
     """out[r], sign[r] = log|sum_j w[r, j] exp(x[r, j])| and its sign, for each row r
-    (``row_partials``; rows shorter than SHORT_ROW go through ``lse_short_rows``). sign None
-    (here and in ``lse_short_rows``, ``lse_columns``): the signs are not wanted, not written.
+    (``row_partials``; rows shorter than LSE_SHORT_ROW go through ``lse_short_rows``). sign
+    None (here and in ``lse_short_rows``, ``lse_columns``): the signs are not wanted, not
+    written.
 
-    ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): rows of at least
-    SHORT_ROW entries take float32's exp where their max allows (``partials.block_terms``),
+    ``cheap`` ``partials.CERTIFIED`` (float32 x and out, no weights): the rows take float32's
+    exp where their max allows (``partials.block_terms``),
     each result is certified and the uncertain rows summed again with the full exp
     (``finish_rows``): the same float32 results, 1.1-1.4x faster.
     Not parallel itself: the kernels it calls are, each for as many threads as its size
@@ -374,7 +384,7 @@ def lse_rows(x, w, out, sign, cheap=None):
 def lse_of_rows(x, w, out, sign):
     """``lse_short_rows`` or ``lse_rows`` of x, by its row length: for Numba code (a Python
     caller picks itself, and so compiles the one its shape takes)."""
-    if x.shape[1] < SHORT_ROW:
+    if x.shape[1] < LSE_SHORT_ROW:
         lse_short_rows(x, w, out, sign, certified_for(x, w))
     else:
         lse_rows(x, w, out, sign, certified_for(x, w))
