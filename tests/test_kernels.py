@@ -18,8 +18,7 @@ import numba_lse as nl
 from numba_lse import _outputs
 from numba_lse._layout import CanonicalView
 from numba_lse.cpu import softmax as softmax_kernels
-from numba_lse.cpu.intrinsics import (BLOCK_COLUMNS, NARROW_COLUMNS, get_threads, store_fence,
-                                      transpose_block, transpose_block_back)
+from numba_lse.cpu.intrinsics import get_threads, store_fence, transpose_block, transpose_block_back
 from numba_lse.cpu.partials import MAX_TAIL_BYTES, block_max
 from numba_lse.cpu import jit
 from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
@@ -255,19 +254,13 @@ def _block_max(x, w, m):
 
 
 @numba.njit
-def _block_to_tile(rows, r, tile, i, narrow):
-    if narrow:
-        transpose_block(rows, r, tile, i, NARROW_COLUMNS)
-    else:
-        transpose_block(rows, r, tile, i, BLOCK_COLUMNS)
+def _block_to_tile(rows, r, tile, i):
+    transpose_block(rows, r, tile, i)
 
 
 @numba.njit
-def _block_to_rows(tile, i, rows, r, stream, narrow):
-    if narrow:
-        transpose_block_back(tile, i, rows, r, stream, NARROW_COLUMNS)
-    else:
-        transpose_block_back(tile, i, rows, r, stream, BLOCK_COLUMNS)
+def _block_to_rows(tile, i, rows, r, stream):
+    transpose_block_back(tile, i, rows, r, stream)
     if stream:
         store_fence()
 
@@ -287,20 +280,18 @@ def _rows_before_a_guard_page(count, n, dtype):
 
 def check_block_transposes(dtype):
     """The blocks of a tile's transposes (``reduce.transpose_rows``, ``transpose_back``), for
-    every row length up to NARROW_COLUMNS or BLOCK_COLUMNS, as the caller chooses
-    (``transpose_rows``: the narrow code up to 16): ``transpose_block`` loads whole vectors per
+    every row length up to a block's 64 bytes: ``transpose_block`` loads whole vectors per
     row, masked at the rows' length, and ``transpose_block_back`` stores whole vectors into
     a copy, past each row's end, then writes the block's lines out. The last row of the
     array is followed by a page that faults, and the entries around a block stay as they
     were, the rows after it too."""
-    lanes = 64 // np.dtype(dtype).itemsize  # rows of a block
+    lanes = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(3)
-    for n, narrow in [(n, narrow) for n in range(1, BLOCK_COLUMNS + 1)
-                      for narrow in (True, False) if not (narrow and n > NARROW_COLUMNS)]:
+    for n in range(1, lanes + 1):
         rows, memory = _rows_before_a_guard_page(lanes + 3, n, dtype)
         rows[:] = rng.normal(size=rows.shape)
         tile = np.full((1, n, lanes + 5), np.nan, dtype)
-        _block_to_tile(rows, 3, tile, 2, narrow)  # rows 3 .. the last
+        _block_to_tile(rows, 3, tile, 2)  # rows 3 .. the last
         np.testing.assert_array_equal(tile[0, :, 2:2 + lanes], rows[3:].T)
         assert np.isnan(tile[0, :, :2]).all() and np.isnan(tile[0, :, 2 + lanes:]).all()
 
@@ -309,12 +300,12 @@ def check_block_transposes(dtype):
         for stream in (False, True):
             tile = rng.normal(size=(1, n, lanes + 5)).astype(dtype)
             rows[:] = -1.0
-            _block_to_rows(tile, 1, rows, 3, stream, narrow)
+            _block_to_rows(tile, 1, rows, 3, stream)
             np.testing.assert_array_equal(rows[3:], tile[0, :, 1:1 + lanes].T)
             assert (rows[:3] == -1.0).all()
         # Into rows 0 .. lanes - 1, three rows after them (not streamed).
         rows[:] = -1.0
-        _block_to_rows(tile, 4, rows[:lanes], 0, False, narrow)
+        _block_to_rows(tile, 4, rows[:lanes], 0, False)
         np.testing.assert_array_equal(rows[:lanes], tile[0, :, 4:4 + lanes].T)
         assert (rows[lanes:] == -1.0).all()
         del rows
@@ -402,16 +393,15 @@ def test_block_max_finds_the_max_anywhere_and_reads_only_its_slice(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_block_off_the_cache_lines_is_stored_by_rows_when_streaming_is_asked(dtype):
     # Streaming stores write whole 64-byte lines: a block of rows that does not start one
-    # takes ordinary stores, and nothing around it is written.
+    # takes the masked stores, and nothing around it is written.
     lanes = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(4)
-    for n in range(1, BLOCK_COLUMNS + 1):
+    for n in range(1, lanes + 1):
         memory = _outputs._aligned_block((lanes + 4) * n * np.dtype(dtype).itemsize)
         rows = memory.view(dtype).reshape(lanes + 4, n)
         rows[:] = -1.0
         tile = rng.normal(size=(1, n, lanes + 2)).astype(dtype)
-        # rows[1] is off its line unless n is a multiple of lanes
-        _block_to_rows(tile, 2, rows, 1, True, n <= NARROW_COLUMNS)
+        _block_to_rows(tile, 2, rows, 1, True)  # rows[1] is off its line unless n = lanes
         np.testing.assert_array_equal(rows[1:1 + lanes], tile[0, :, 2:2 + lanes].T)
         assert (rows[0] == -1.0).all() and (rows[1 + lanes:] == -1.0).all()
 

@@ -238,7 +238,7 @@ def prefetch_bytes_after(typingctx, array, offset):
 
 # Tiles of short rows are transposed (``reduce.transpose_rows``, ``reduce.transpose_back``) a
 # block of B rows at a time, B the lanes of a 512-bit vector (a cache line: 16 float32), for
-# rows of n <= BLOCK_COLUMNS entries, in groups of V rows and V columns, V the lanes of the target's
+# rows of n <= B entries, in groups of V rows and V columns, V the lanes of the target's
 # widest vector (B with AVX-512, B / 2 with AVX2): V row loads masked at n, the V x V
 # transpose in registers, a store per column (or the reverse). An entry at a time, the loads
 # or the stores are scalar, and they bounded those loops.
@@ -256,13 +256,6 @@ def vector_bits():
 def has_512_bit_vectors():
     """Whether the code Numba generates may use AVX-512 (``vector_bits``)."""
     return vector_bits() == 512
-
-
-# The most entries of a row that a block takes: NARROW_COLUMNS or BLOCK_COLUMNS, chosen by
-# the caller at compile time, so that rows of up to 16 (rows of 10, the benchmark's) run the
-# code they ran before, without the groups of columns past 16 that they never take.
-NARROW_COLUMNS = 16
-BLOCK_COLUMNS = 64
 
 
 def _vector_of(values, bits):
@@ -290,11 +283,10 @@ def _transposed(builder, vectors):
     return vectors
 
 
-def _block_parts(context, builder, rows_type, rows, columns):
+def _block_parts(context, builder, rows_type, rows):
     """(n, B, the type of a V-lane vector, [(k0, mask)]) for the 2-D ``rows`` of n entries:
-    for each group of V columns k0 .. k0 + V - 1 of a block's first ``columns``, the mask of
-    its lanes that lie in the rows (k0 + lane < n); a group with none is skipped
-    (``_if_some``)."""
+    for each group of V columns k0 .. k0 + V - 1 of a block, the mask of its lanes that lie
+    in the rows (k0 + lane < n); a group with none is skipped (``_if_some``)."""
     blocks = 512 // rows_type.dtype.bitwidth
     lanes = vector_bits() // rows_type.dtype.bitwidth
     n = builder.extract_value(rows.shape, 1)
@@ -302,7 +294,7 @@ def _block_parts(context, builder, rows_type, rows, columns):
                                    ir.Constant(ir.IntType(32), 0))
     splat = builder.shuffle_vector(splat, splat, _vector_of([0] * lanes, 32))
     groups = [(k0, builder.icmp_signed("<", _vector_of(range(k0, k0 + lanes), 64), splat))
-              for k0 in range(0, columns, lanes)]
+              for k0 in range(0, blocks, lanes)]
     return n, blocks, ir.VectorType(context.get_value_type(rows_type.dtype), lanes), groups
 
 
@@ -343,24 +335,21 @@ def blocks_fit(rows, tile):
 
 
 @intrinsic
-def transpose_block(typingctx, rows, r, tile, i, columns):
-    """tile[0, k, i + q] = rows[r + q, k] for q < B and k < n, rows of n <= ``columns``
-    entries (a constant: NARROW_COLUMNS or BLOCK_COLUMNS; B the lanes of a 512-bit vector;
-    of longer rows, the first ``columns`` entries): rows r .. r + B - 1 and the tile's
-    entries i .. i + B - 1 must exist (its stores are whole vectors). Nothing else is
-    read."""
-    if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)
-            and isinstance(columns, types.IntegerLiteral)):
+def transpose_block(typingctx, rows, r, tile, i):
+    """tile[0, k, i + q] = rows[r + q, k] for q < B and k < n, rows of n <= B entries (B the
+    lanes of a 512-bit vector; of longer rows, the first B entries): rows r .. r + B - 1 and
+    the tile's entries i .. i + B - 1 must exist (its stores are whole vectors). Nothing else
+    is read."""
+    if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):
-        rows_type, r_type, tile_type, i_type, columns_type = signature.args
+        rows_type, r_type, tile_type, i_type = signature.args
         source = context.make_array(rows_type)(context, builder, args[0])
         target = context.make_array(tile_type)(context, builder, args[2])
         r = context.cast(builder, args[1], r_type, types.intp)
         i = context.cast(builder, args[3], i_type, types.intp)
-        n, blocks, vector, groups = _block_parts(context, builder, rows_type, source,
-                                                 columns_type.literal_value)
+        n, blocks, vector, groups = _block_parts(context, builder, rows_type, source)
         align = rows_type.dtype.bitwidth // 8
         for k0, mask in groups:
             load = _masked(builder, "load", vector, mask)
@@ -379,7 +368,7 @@ def transpose_block(typingctx, rows, r, tile, i, columns):
                             builder.store(column, address, align=align)
         return context.get_dummy_value()
 
-    return types.none(rows, r, tile, i, columns), codegen
+    return types.none(rows, r, tile, i), codegen
 
 
 def _rows_of_tile(context, builder, tile_type, tile, i, n, k0, g, vector):
@@ -399,9 +388,9 @@ def _rows_of_tile(context, builder, tile_type, tile, i, n, k0, g, vector):
 
 
 @intrinsic
-def transpose_block_back(typingctx, tile, i, rows, r, stream, columns):
-    """rows[r + q, k] = tile[0, k, i + q] for q < B and k < n, rows of n <= ``columns``
-    entries: ``transpose_block`` undone, with the same bounds. Nothing else is written.
+def transpose_block_back(typingctx, tile, i, rows, r, stream):
+    """rows[r + q, k] = tile[0, k, i + q] for q < B and k < n, rows of n <= B entries:
+    ``transpose_block`` undone, with the same bounds. Nothing else is written.
 
     The block's B rows are B n adjacent entries, n cache lines' worth (64 / B bytes each).
     They are transposed into a copy on the stack (in L1), with whole-vector stores that run
@@ -416,17 +405,16 @@ def transpose_block_back(typingctx, tile, i, rows, r, stream, columns):
     from memory as a store does (float32 softmax of rows of 10, 1.2x faster). Such stores
     are weakly ordered: ``store_fence`` after the last."""
     if not (blocks_fit(rows, tile) and isinstance(r, types.Integer) and isinstance(i, types.Integer)
-            and isinstance(stream, types.Boolean) and isinstance(columns, types.IntegerLiteral)):
+            and isinstance(stream, types.Boolean)):
         return None
 
     def codegen(context, builder, signature, args):
-        tile_type, i_type, rows_type, r_type, _, columns_type = signature.args
+        tile_type, i_type, rows_type, r_type, _ = signature.args
         source = context.make_array(tile_type)(context, builder, args[0])
         target = context.make_array(rows_type)(context, builder, args[2])
         i = context.cast(builder, args[1], i_type, types.intp)
         r = context.cast(builder, args[3], r_type, types.intp)
-        columns = columns_type.literal_value
-        n, blocks, vector, groups = _block_parts(context, builder, rows_type, target, columns)
+        n, blocks, vector, groups = _block_parts(context, builder, rows_type, target)
         align = rows_type.dtype.bitwidth // 8
         line = ir.VectorType(vector.element, blocks)
         first = builder.bitcast(_address(context, builder, rows_type, target, [r, cgutils.intp_t(0)], line),
@@ -435,21 +423,19 @@ def transpose_block_back(typingctx, tile, i, rows, r, stream, columns):
         lines = builder.and_(args[4], builder.icmp_unsigned("==", offset, cgutils.intp_t(0)))
         if vector.count == blocks:
             # AVX-512: rows not streamed are written in place, by masked stores.
+            (_, mask), = groups
+            store = _masked(builder, "store", vector, mask)
             with builder.if_then(builder.not_(lines)):
-                for k0, mask in groups:
-                    store = _masked(builder, "store", vector, mask)
-                    with _if_some(builder, k0, n):
-                        for q, row in enumerate(_rows_of_tile(context, builder, tile_type, source, i,
-                                                              n, k0, 0, vector)):
-                            address = _address(context, builder, rows_type, target,
-                                               [builder.add(r, cgutils.intp_t(q)), cgutils.intp_t(k0)], vector)
-                            builder.call(store, [row, address, ir.Constant(ir.IntType(32), align), mask])
+                for q, row in enumerate(_rows_of_tile(context, builder, tile_type, source, i, n, 0, 0, vector)):
+                    address = _address(context, builder, rows_type, target,
+                                       [builder.add(r, cgutils.intp_t(q)), cgutils.intp_t(0)], vector)
+                    builder.call(store, [row, address, ir.Constant(ir.IntType(32), align), mask])
             written_in_place = builder.not_(lines)
         else:
             written_in_place = cgutils.false_bit
-        # Allocated once, in the function's entry block: the B rows of n entries (n lines),
-        # then a line to spare.
-        copy = builder.bitcast(cgutils.alloca_once(builder, line, size=columns + 1),
+        # Allocated once, in the function's entry block: the B rows of n entries, then a
+        # line to spare.
+        copy = builder.bitcast(cgutils.alloca_once(builder, line, size=blocks + 1),
                                vector.element.as_pointer())
         with builder.if_then(builder.not_(written_in_place)):
             # The column groups from the last, each row after the one before: a group's
@@ -478,7 +464,7 @@ def transpose_block_back(typingctx, tile, i, rows, r, stream, columns):
                                 [ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
 
-    return types.none(tile, i, rows, r, stream, columns), codegen
+    return types.none(tile, i, rows, r, stream), codegen
 
 
 @intrinsic

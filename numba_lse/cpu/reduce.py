@@ -26,8 +26,8 @@ from numba import prange, types
 from numba.extending import overload
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
-from .intrinsics import (BLOCK_COLUMNS, NARROW_COLUMNS, blocks_fit, maxnum, prefer_wide_vectors,
-                         store_fence, transpose_block, transpose_block_back, vector_bits)
+from .intrinsics import (blocks_fit, maxnum, prefer_wide_vectors, store_fence, transpose_block,
+                         transpose_block_back, vector_bits)
 from .jit import inline, inline_ir, kernel, one_thread, restore_threads, run_tasks, threads_for
 from .log import log1p_nonnegative
 from .partials import (
@@ -72,10 +72,9 @@ SHORT_ROW = 32
 # along a row, each one's blocks, calls and log cost ~90 ns more than a tile's share
 # (float32 rows of 32: 108 ns a row against 45 for rows of 31, one thread). In-process A/B,
 # two threads, against the rows for 32 <= n < 64: float32 1.45-2.2x, float64 1.06-1.4x
-# (Zen 3; float32 1.15-1.22x more since, its transposes in blocks); rows of 64 and more
-# measured slower in tiles (float32 rows of 128 0.64x, float64 rows of 64 0.82x), whose
-# transposes, an entry at a time, stride through the cache sets. (The softmax family's
-# tiles were no faster than their rows from 32 on.)
+# (Zen 3); rows of 64 and more measured slower in tiles (float32 rows of 128 0.64x,
+# float64 rows of 64 0.82x), whose transposes, an entry at a time, stride through the
+# cache sets. (The softmax family's tiles are no faster than their rows from 32 on.)
 LSE_SHORT_ROW = 64
 TILE_ROWS = 512
 LSE_TILE_ROWS = 256
@@ -133,11 +132,10 @@ def transpose_tile(x, r0, r1):
 
 def transpose_rows(rows, tile):
     """tile[0, k, i] = rows[i, k]: the 2-D ``rows`` as the columns of ``tile`` (1, n, rows).
-    C-ordered float32 rows of up to BLOCK_COLUMNS (64) entries by blocks of 16 rows
-    (``intrinsics.transpose_block``; the code for up to 16 apart), the rest an entry at a
-    time. Per entry on rows of 10: 0.16 ns against 0.31 an entry at a time (AVX-512, Intel);
-    0.17 against 0.40 (AVX2, in 8 x 8 pieces, AMD Zen 3). Rows of 17 to 63 in blocks too,
-    two threads: softmax 1.16-1.30x, log1m_softmax 1.08x, logsumexp 1.15-1.22x. (float64's blocks of 8 rows, 0.43 against 0.49 ns on rows of 8
+    C-ordered float32 rows of up to 16 entries by blocks of 16 rows (``intrinsics.
+    transpose_block``), the rest an entry at a time. Per entry on rows of 10: 0.16 ns
+    against 0.31 an entry at a time (AVX-512, Intel); 0.17 against 0.40 (AVX2, in 8 x 8
+    pieces, AMD Zen 3). (float64's blocks of 8 rows, 0.43 against 0.49 ns on rows of 8
     alone, made softmax 0.93x: that copy is bound by its reads from memory. Longer rows in
     blocks of columns, the last one's lanes mostly masked off, measured slower.)"""
 
@@ -163,16 +161,12 @@ def _transpose_rows(rows, tile):
 
     def blocks(rows, tile):
         count, n = rows.shape
-        if n > BLOCK_COLUMNS:
+        if n > 16:
             entries_to_tile(rows, tile)
             return
         whole = count - count % 16
-        if n <= NARROW_COLUMNS:
-            for i in range(0, whole, 16):
-                transpose_block(rows, i, tile, i, NARROW_COLUMNS)
-        else:
-            for i in range(0, whole, 16):
-                transpose_block(rows, i, tile, i, BLOCK_COLUMNS)
+        for i in range(0, whole, 16):
+            transpose_block(rows, i, tile, i)
         entries_to_tile(rows[whole:], tile[:, :, whole:])
     return blocks
 
@@ -184,16 +178,12 @@ def _transpose_back(tile, rows, stream):
 
     def blocks(tile, rows, stream):
         count, n = rows.shape
-        if n > BLOCK_COLUMNS:
+        if n > 16:
             entries_from_tile(tile, rows)
             return
         whole = count - count % 16
-        if n <= NARROW_COLUMNS:
-            for i in range(0, whole, 16):
-                transpose_block_back(tile, i, rows, i, stream, NARROW_COLUMNS)
-        else:
-            for i in range(0, whole, 16):
-                transpose_block_back(tile, i, rows, i, stream, BLOCK_COLUMNS)
+        for i in range(0, whole, 16):
+            transpose_block_back(tile, i, rows, i, stream)
         if stream:
             store_fence()
         entries_from_tile(tile[:, :, whole:], rows[whole:])
