@@ -389,8 +389,9 @@ def _rows_of_tile(context, builder, tile_type, tile, i, n, k0, g, vector):
 
 @intrinsic
 def transpose_block_back(typingctx, tile, i, rows, r, stream):
-    """rows[r + q, k] = tile[0, k, i + q] for q < B and k < n, rows of n <= B entries:
-    ``transpose_block`` undone, with the same bounds. Nothing else is written.
+    """rows[r + q, k] = tile[0, k, i + q] for q < B and k < n, rows of n <= B entries (never
+    more, unlike ``transpose_block``: the copy below holds B rows of B): ``transpose_block``
+    undone. Nothing else is written.
 
     The block's B rows are B n adjacent entries, n cache lines' worth (64 / B bytes each).
     They are transposed into a copy on the stack (in L1), with whole-vector stores that run
