@@ -216,7 +216,11 @@ def tile_partials(x, w, r0, r1, m, c, s, for_outputs=None):
 
     Rows too short to vectorise along: the tile is transposed and its columns reduced, so
     the vector lanes run across rows."""
-    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m, c, s, for_outputs)
+    # The tile's origin as int64s, not literals: column_terms and column_max are then
+    # compiled once for tiles and for columns of other axes alike.
+    origin = np.int64(0)
+    column_partials(transpose_tile(x, r0, r1), transposed(w, r0, r1), origin, origin, m, c, s,
+                    for_outputs)
 
 
 @inline_ir
@@ -346,8 +350,9 @@ def lse_tiles_run(x, w, out, sign, cheap, first, end):
         r0 = t * LSE_TILE_ROWS
         r1 = min(rows, r0 + LSE_TILE_ROWS)
         k = r1 - r0
-        lse_of_columns(transpose_tile(x, r0, r1), transposed(w, r0, r1), 0, 0, m[:k], c[:k],
-                       s[:k], shift[:k], uncertain[:k], out[r0:r1], slice_of(sign, r0, r1),
+        origin = np.int64(0)  # not a literal (``tile_partials``)
+        lse_of_columns(transpose_tile(x, r0, r1), transposed(w, r0, r1), origin, origin, m[:k],
+                       c[:k], s[:k], shift[:k], uncertain[:k], out[r0:r1], slice_of(sign, r0, r1),
                        cheap, x[r0:r1], rows_in(w, r0, r1))
 
 

@@ -429,6 +429,7 @@ def short_rows_run(op, x, w, out, first, end):
     prefer_wide_vectors()
     rows, n = x.shape
     stream = out.size * out.itemsize >= STREAM_FROM
+    origin = np.int64(0)  # not a literal (``reduce.tile_partials``)
     for t in range(first, end):
         r0 = t * TILE_ROWS
         r1 = min(rows, r0 + TILE_ROWS)
@@ -438,7 +439,7 @@ def short_rows_run(op, x, w, out, first, end):
         c = np.empty(r1 - r0)
         s = np.empty(r1 - r0)
         if op == LOG_SOFTMAX:
-            column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS)
+            column_partials(xt, wt, origin, origin, m, c, s, FOR_OUTPUTS)
             shift, scale, _ = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
             if by_tile(op, x, stream):
                 # (log_softmax reads no exps, nor a dominant value: placeholders of their types)
@@ -448,7 +449,7 @@ def short_rows_run(op, x, w, out, first, end):
         else:
             # The exps of the sums, kept: one block of rows, so they are exp(x - m).
             exps = np.empty((n, r1 - r0))
-            column_partials(xt, wt, 0, 0, m, c, s, FOR_OUTPUTS, exps)
+            column_partials(xt, wt, origin, origin, m, c, s, FOR_OUTPUTS, exps)
             shift, scale, dominant = tile_constants(op, x[r0:r1], rows_in(w, r0, r1), m, c, s)
             write_tile(op, xt, wt, exps, out[r0:r1], shift, scale, dominant, stream)  # over xt
 
