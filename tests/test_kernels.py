@@ -21,7 +21,7 @@ from numba_lse.cpu import softmax as softmax_kernels
 from numba_lse.cpu.intrinsics import get_threads, store_fence, transpose_block, transpose_block_back
 from numba_lse.cpu.partials import MAX_TAIL_BYTES, block_max
 from numba_lse.cpu import jit
-from numba_lse.cpu.jit import TASK_ELEMENTS, first_task, next_task, take_run, task_queue
+from numba_lse.cpu.jit import TASK_ELEMENTS, run_tasks, take_run, task_queue
 from numba_lse.cpu.reduce import CHUNK
 
 
@@ -39,19 +39,9 @@ def test_result_does_not_depend_on_thread_count():
 
 
 @numba.njit(parallel=True)
-def _count_runs(runs, elements_per_task):
-    """runs[task] += 1 for every task of a queue of len(runs) tasks, run as the kernels do."""
-    queue = task_queue(runs.shape[0], elements_per_task)
-    for _ in numba.prange(get_threads()):
-        task = first_task(queue)
-        while task >= 0:
-            runs[task] += 1
-            task = next_task(queue, task)
-
-
-@numba.njit(parallel=True)
 def _count_runs_taken_as_runs(runs, elements_per_task):
-    """As _count_runs, with the tasks taken a run at a time (``take_run``)."""
+    """runs[task] += 1 for every task of a queue of len(runs) tasks, taken a run at a time
+    (``take_run``) in a prange's threads."""
     queue = task_queue(runs.shape[0], elements_per_task)
     for _ in numba.prange(get_threads()):
         first, end = take_run(queue)
@@ -61,7 +51,21 @@ def _count_runs_taken_as_runs(runs, elements_per_task):
             first, end = take_run(queue)
 
 
-@pytest.mark.parametrize("taken", [_count_runs, _count_runs_taken_as_runs], ids=["tasks", "runs"])
+@numba.njit
+def _count_run(runs, first, end):
+    for task in range(first, end):
+        runs[task] += 1
+
+
+@numba.njit
+def _count_runs_by_run_tasks(runs, elements_per_task):
+    """As _count_runs_taken_as_runs, through ``run_tasks``, as the kernels take them (the
+    threads of ``run_in_parallel``, no prange)."""
+    run_tasks(_count_run, (runs,), runs.shape[0], elements_per_task)
+
+
+@pytest.mark.parametrize("taken", [_count_runs_taken_as_runs, _count_runs_by_run_tasks],
+                         ids=["prange", "run_tasks"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("elements_per_task", [1, 3000, TASK_ELEMENTS, TASK_ELEMENTS + 1, 10**9])
 @pytest.mark.parametrize("n_tasks", [0, 1, 2, 5, 6, 7, 1000, 4097])
@@ -76,6 +80,34 @@ def test_task_queue_runs_every_task_once(n_tasks, elements_per_task, threads, ta
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(runs, 1)
+
+
+@numba.njit
+def _failing_run(runs, first, end):
+    for task in range(first, end):
+        if task == runs.shape[0] - 1:
+            raise MemoryError("the last task's allocation")
+        runs[task] += 1
+
+
+@numba.njit
+def _runs_failing_at_the_end(runs):
+    run_tasks(_failing_run, (runs,), runs.shape[0], TASK_ELEMENTS)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_failed_task_raises_after_the_others(threads):
+    # A kernel's only failure is an allocation's: on the threads too, it must raise, not
+    # leave the failed run's outputs unwritten and return as if all were done.
+    before = numba.get_num_threads()
+    runs = np.zeros(50, np.int64)
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        with pytest.raises(MemoryError):
+            _runs_failing_at_the_end(runs)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(runs[:-1], 1)  # one task per take: all the others ran
 
 
 def _every_kernel_path(dtype):

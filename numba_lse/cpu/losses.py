@@ -22,13 +22,13 @@ with the gradient and without).
 
 
 import numpy as np
-from numba import prange, types
+from numba import types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from .intrinsics import get_threads, prefer_wide_vectors, prefetch, prefetch_bytes_after
-from .jit import (TASK_ELEMENTS, first_task, inline, inline_ir, kernel, next_task, one_thread,
-                  restore_threads, take_run, task_queue, threads_for)
+from .intrinsics import prefer_wide_vectors, prefetch, prefetch_bytes_after
+from .jit import (TASK_ELEMENTS, inline, inline_ir, kernel, restore_threads, run_tasks,
+                  threads_for)
 from .exp import exp_nonpositive
 from .partials import (BLOCK, FOR_OUTPUTS, TIES_IN_SUM, add_compensated, block_max, is_present,
                        merge, row_of, sample_of, store, store_at, sum_compensated, terms_fetching,
@@ -428,7 +428,7 @@ def samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, kee
             o, j = next_sample(o, j, inner)
 
 
-@kernel(parallel=True)
+@kernel
 def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep=None):
     """Per-sample losses of logits x (outer, C, inner); target: class indices (outer, inner),
     or class probabilities like x (``sample_loss``; ignore_index then unused).
@@ -445,20 +445,8 @@ def cross_entropy_samples(x, target, w, ignore_index, eps, m, c, s, scale, loss,
     threads = threads_for(x.size)
     block = samples_per_block(x, m, keep)
     n_blocks = -(-loss.size // block)
-    # The task loop of ``jit.run_tasks``, written out: through it (in this kernel alone), the
-    # parallel loop took samples_run as an argument, a dispatcher's address, which Numba
-    # cannot cache ("uses dynamic globals").
-    if one_thread():  # a small input: in one call, without a parallel loop
-        samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block,
-                    np.int64(0), n_blocks)
-    else:
-        queue = task_queue(n_blocks, block * x.shape[1])
-        for _ in prange(get_threads()):
-            first, end = take_run(queue)
-            while first >= 0:
-                samples_run(x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep, block,
-                            first, end)
-                first, end = take_run(queue)
+    run_tasks(samples_run, (x, target, w, ignore_index, eps, m, c, s, scale, loss, grad, keep,
+                            block), n_blocks, block * x.shape[1])
     restore_threads(threads)
 
 
@@ -697,7 +685,17 @@ def near_rows(x, target, w, ignore_index, loss, lo, hi):
     return total, total_error, sums[2], 0.0
 
 
-@kernel(parallel=True)
+@kernel
+def nll_blocks_run(x, target, w, ignore_index, loss, rows, sums, first, end):
+    """sums[b] = ``nll_block`` of the blocks b = first .. end - 1 of ``rows`` rows of x, for
+    ``nll_index``."""
+    outer = x.shape[0]
+    for b in range(first, end):
+        sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = nll_block(
+            x, target, w, ignore_index, loss, b * rows, min(outer, (b + 1) * rows))
+
+
+@kernel
 def nll_index(x, target, w, ignore_index, loss):
     """(sum, mean) of the per-sample losses -w[y] x[o, y, j], y = target[o, j], over the
     samples not ignored (the mean's denominator: the sum of their w[y]); each loss is written
@@ -718,13 +716,9 @@ def nll_index(x, target, w, ignore_index, loss):
     else:
         threads = threads_for(outer * inner)
         sums = np.empty((n_blocks, 4))
-        queue = task_queue(n_blocks, TASK_ELEMENTS)  # a block of gathers per take
-        for _ in prange(get_threads()):
-            b = first_task(queue)
-            while b >= 0:
-                sums[b, 0], sums[b, 1], sums[b, 2], sums[b, 3] = nll_block(
-                    x, target, w, ignore_index, loss, b * rows, min(outer, (b + 1) * rows))
-                b = next_task(queue, b)
+        # A block of gathers per task, at least TASK_ELEMENTS of them per take.
+        run_tasks(nll_blocks_run, (x, target, w, ignore_index, loss, rows, sums), n_blocks,
+                  TASK_ELEMENTS)
         restore_threads(threads)
         total, total_error, kept, kept_error = 0.0, 0.0, 0.0, 0.0
         for b in range(n_blocks):

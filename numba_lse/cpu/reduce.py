@@ -285,7 +285,7 @@ def chunks_partials_run(x, w, for_outputs, rows_at, m2, c2, s2, first, end):
                                                         for_outputs)
 
 
-@kernel(parallel=True)
+@kernel
 def short_row_partials(x, w, for_outputs=None):
     """``row_partials`` of rows shorter than SHORT_ROW: a tile of TILE_ROWS rows per task."""
     rows, n = x.shape
@@ -356,7 +356,7 @@ def lse_tiles_run(x, w, out, sign, cheap, first, end):
                        cheap, x[r0:r1], rows_in(w, r0, r1))
 
 
-@kernel(parallel=True)
+@kernel
 def lse_short_rows(x, w, out, sign, cheap=None):
     """``lse_rows`` of rows shorter than LSE_SHORT_ROW, a tile at a time, its rows as the
     columns of ``lse_columns`` (a million rows of 10 wrote and read back three arrays of
@@ -437,7 +437,7 @@ def partials_run(x, w, m, c, s, for_outputs, first, end):
         column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
 
 
-@kernel(parallel=True)
+@kernel
 def inner_partials(x, w, for_outputs=None):
     """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1
     (``partials.term_exp`` says what ``for_outputs`` changes): bands of INNER_BAND columns,
@@ -777,7 +777,7 @@ def columns_run(x, w, out, sign, cheap, first, end):
                        out[o, j0:j1], rows_of(sign, o, j0, j1), cheap)
 
 
-@kernel(parallel=True)
+@kernel
 def lse_columns(x, w, out, sign, cheap=None):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign, for x (outer, n,
     inner) and weights w like it, or None: bands of INNER_BAND columns in two passes, their

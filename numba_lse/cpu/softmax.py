@@ -31,14 +31,13 @@ Masked-out entries (weight 0, from ``where``) give 0, -inf, 0.
 import math
 
 import numpy as np
-from numba import prange, types
+from numba import types
 from numba.extending import overload
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
 from .log import log1p_nonnegative, log1p_nonpositive, log1p_nonpositive_for_float32, log_normal
-from .intrinsics import fma, get_threads, has_512_bit_vectors, maxnum, prefer_wide_vectors
-from .jit import (first_task, inline, inline_ir, kernel, next_task, restore_threads, run_tasks,
-                  task_queue, threads_for)
+from .intrinsics import fma, has_512_bit_vectors, maxnum, prefer_wide_vectors
+from .jit import inline, inline_ir, kernel, restore_threads, run_tasks, threads_for
 from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, block_sum, exps_and_sum,
                        part_of, row_of, rows_in, rows_of, sample_of, slice_of, transposed,
                        weight_at)
@@ -575,7 +574,7 @@ def rows_run(op, x, w, out, first, end):
             write_slice(op, row, weights, out[r], shift, scale, dominant)
 
 
-@kernel(parallel=True)
+@kernel
 def softmax_short_rows(op, x, w, out):
     """out[r, i] = the op's value at x[r, i], for a 2-D view x (rows, n) of rows too short
     to vectorise along (n < SHORT_ROW): a tile of TILE_ROWS rows per task."""
@@ -585,7 +584,7 @@ def softmax_short_rows(op, x, w, out):
     restore_threads(threads)
 
 
-@kernel(parallel=True)
+@kernel
 def softmax_rows(op, x, w, out):
     """out[r, i] = the op's value at x[r, i], along rows of the 2-D view x (rows, n), a row
     per task, start to end (the rows that ``rows_way`` takes as ROWS)."""
@@ -594,7 +593,29 @@ def softmax_rows(op, x, w, out):
     restore_threads(threads)
 
 
-@kernel(parallel=True)
+@kernel
+def row_constants_run(op, x, w, m, c, s, shift, scale, dominant, first, end):
+    """shift, scale and dominant of rows first .. end - 1 (``slice_constants``), for
+    ``softmax_chunked_rows``."""
+    for r in range(first, end):
+        shift[r], scale[r], dominant[r] = slice_constants(op, x[r], row_of(w, r), m[r], c[r], s[r])
+
+
+@kernel
+def chunks_run(op, x, w, out, shift, scale, dominant, first, end):
+    """The outputs of chunks first .. end - 1 (chunk k of row r: task r * chunks + k), for
+    ``softmax_chunked_rows``."""
+    n = x.shape[1]
+    n_chunks = -(-n // CHUNK)
+    for task in range(first, end):
+        r = task // n_chunks
+        lo = (task - r * n_chunks) * CHUNK
+        hi = min(n, lo + CHUNK)
+        write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
+                    shift[r], scale[r], dominant[r])
+
+
+@kernel
 def softmax_chunked_rows(op, x, w, out):
     """out[r, i] = the op's value at x[r, i], along long rows of the 2-D view x (rows, n):
     each row's chunks in parallel, their partials merged in order, then its outputs.
@@ -605,19 +626,9 @@ def softmax_chunked_rows(op, x, w, out):
     shift = np.empty(rows)
     scale = np.empty(rows)
     dominant = np.empty(rows)
-    for r in prange(rows):
-        shift[r], scale[r], dominant[r] = slice_constants(op, x[r], row_of(w, r), m[r], c[r], s[r])
-    n_chunks = -(-n // CHUNK)
-    queue = task_queue(rows * n_chunks, min(n, CHUNK))
-    for _ in prange(get_threads()):
-        task = first_task(queue)
-        while task >= 0:
-            r = task // n_chunks
-            lo = (task - r * n_chunks) * CHUNK
-            hi = min(n, lo + CHUNK)
-            write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
-                        shift[r], scale[r], dominant[r])
-            task = next_task(queue, task)
+    run_tasks(row_constants_run, (op, x, w, m, c, s, shift, scale, dominant), rows, n)
+    run_tasks(chunks_run, (op, x, w, out, shift, scale, dominant), rows * -(-n // CHUNK),
+              min(n, CHUNK))
     restore_threads(threads)
 
 
@@ -635,22 +646,63 @@ def softmax_of_rows(op, x, w, out):
         softmax_chunked_rows(op, x, w, out)
 
 
-@kernel(parallel=True)
+@kernel
+def dominants_run(op, x, w, m, c, s, dominant, first, end):
+    """dominant of the slices first .. end - 1 along axis 1 of x (outer, n, inner), slice
+    o * inner + j (``dominant_of_slice``), for ``softmax_inner``."""
+    inner = x.shape[2]
+    for t in range(first, end):
+        o = t // inner
+        j = t - o * inner
+        dominant[o, j] = dominant_of_slice(op, x[o, :, j], sample_of(w, o, j), m[o, j], c[o, j], s[o, j])
+
+
+@kernel
 def softmax_inner(op, x, w, out):
     """out[o, k, j] = the op's value at x[o, k, j], along axis 1 of x (outer, n, inner)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
     m, c, s = inner_partials(x, w, FOR_OUTPUTS)
     dominant = np.empty((outer, inner))
-    for t in prange(outer * inner):
-        o = t // inner
-        j = t - o * inner
-        dominant[o, j] = dominant_of_slice(op, x[o, :, j], sample_of(w, o, j), m[o, j], c[o, j], s[o, j])
+    run_tasks(dominants_run, (op, x, w, m, c, s, dominant), outer * inner, n)
     apply_partials(op, x, w, out, m, c, s, dominant)
     restore_threads(threads)
 
 
-@kernel(parallel=True)
+@kernel
+def constants_run(op, m, c, s, shift, scale, first, end):
+    """shift and scale of the slices first .. end - 1 of ``apply_partials`` (slice
+    o * inner + j; ``row_constants``)."""
+    inner = m.shape[1]
+    for t in range(first, end):
+        o = t // inner
+        j = t - o * inner
+        shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
+
+
+@kernel
+def slices_run(op, x, w, out, shift, scale, dominant, first, end):
+    """The outputs of slices first .. end - 1 of ``apply_partials`` where inner is 1."""
+    for o in range(first, end):
+        write_slice(op, x[o, :, 0], sample_of(w, o, 0), out[o, :, 0],
+                    shift[o, 0], scale[o, 0], dominant[o, 0])
+
+
+@kernel
+def column_blocks_run(op, x, w, out, shift, scale, dominant, first, end):
+    """The outputs of blocks first .. end - 1 of ``apply_partials`` (WRITE_ROWS entries of
+    each slice of a row o of x: block o * blocks + b)."""
+    n = x.shape[1]
+    n_blocks = -(-n // WRITE_ROWS)
+    for t in range(first, end):
+        o = t // n_blocks
+        k0 = (t - o * n_blocks) * WRITE_ROWS
+        k1 = min(n, k0 + WRITE_ROWS)
+        write_columns(op, x[o, k0:k1], rows_of(w, o, k0, k1), out[o, k0:k1],
+                      shift[o], scale[o], dominant[o])
+
+
+@kernel
 def apply_partials(op, x, w, out, m, c, s, dominant):
     """out = the op along axis 1 of x (outer, n, inner), from each slice's partial (m, c, s)
     and, for log1m_softmax, its ``dominant`` value (nan where none), each (outer, inner).
@@ -662,30 +714,12 @@ def apply_partials(op, x, w, out, m, c, s, dominant):
     threads = threads_for(x.size)
     shift = np.empty((outer, inner))
     scale = np.empty((outer, inner))
-    for t in prange(outer * inner):
-        o = t // inner
-        j = t - o * inner
-        shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
+    run_tasks(constants_run, (op, m, c, s, shift, scale), outer * inner, 1)
     if inner == 1:
-        queue = task_queue(outer, n)
-        for _ in prange(get_threads()):
-            o = first_task(queue)
-            while o >= 0:
-                write_slice(op, x[o, :, 0], sample_of(w, o, 0), out[o, :, 0],
-                            shift[o, 0], scale[o, 0], dominant[o, 0])
-                o = next_task(queue, o)
+        run_tasks(slices_run, (op, x, w, out, shift, scale, dominant), outer, n)
     else:
-        n_blocks = -(-n // WRITE_ROWS)
-        queue = task_queue(outer * n_blocks, WRITE_ROWS * inner)
-        for _ in prange(get_threads()):
-            t = first_task(queue)
-            while t >= 0:
-                o = t // n_blocks
-                k0 = (t - o * n_blocks) * WRITE_ROWS
-                k1 = min(n, k0 + WRITE_ROWS)
-                write_columns(op, x[o, k0:k1], rows_of(w, o, k0, k1), out[o, k0:k1],
-                              shift[o], scale[o], dominant[o])
-                t = next_task(queue, t)
+        run_tasks(column_blocks_run, (op, x, w, out, shift, scale, dominant),
+                  outer * -(-n // WRITE_ROWS), WRITE_ROWS * inner)
     restore_threads(threads)
 
 
