@@ -571,10 +571,10 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
     """The sums (total, its error, kept weight, its error) of ``nll_index`` over the samples
     of rows lo:hi (``add_loss``), writing their losses to ``loss`` (unless None).
 
-    A kernel of its own, called by ``nll_index``'s parallel loop, not inlined in it: Numba's
-    parallel passes then see a loop of a few lines, and ``nll_index``'s first compile took
-    6 s, not 20 (the gather as fast within this VM's noise: in-process A/B, 60-200
-    interleaved reps, perf/HISTORY.md session 38)."""
+    A kernel of its own, called by ``nll_index``'s one-block path and its threads'
+    ``nll_blocks_run``, not inlined in ``nll_index``: inlined in its parallel loop (a prange
+    then), Numba's parallel passes made ``nll_index``'s first compile take 20 s, not 6
+    (perf/HISTORY.md session 38)."""
     if x.shape[2] == 1 and abs(x.strides[0]) < FAR_ROW_BYTES:
         return near_rows(x, target, w, ignore_index, loss, lo, hi)
     if x.shape[2] == 1:
