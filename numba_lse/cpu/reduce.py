@@ -419,12 +419,13 @@ def _finish_rows(x, m, c, s, out, sign, cheap):
 
 
 @inline
-def band_at(task, n_bands, inner):
-    """(o, j0, j1): the band ``task`` of the columns of an (outer, n, inner) array, in bands
-    of INNER_BAND columns, n_bands of them for each o: columns j0 .. j1 - 1 of x[o]."""
-    o = task // n_bands
-    j0 = (task - o * n_bands) * INNER_BAND
-    return o, j0, min(inner, j0 + INNER_BAND)
+def piece_at(task, pieces, size, piece):
+    """(o, lo, hi): the piece ``task`` of a parallel loop over o's cut in ``pieces`` pieces of
+    ``piece`` entries each (the last of ``size``), task o * pieces + k: entries lo .. hi - 1
+    of o (a row's chunk, a band of columns, a block of rows)."""
+    o = task // pieces
+    lo = (task - o * pieces) * piece
+    return o, lo, min(size, lo + piece)
 
 
 @kernel
@@ -432,7 +433,7 @@ def partials_run(x, w, m, c, s, for_outputs, first, end):
     """Tasks first .. end - 1 of ``inner_partials``: bands of INNER_BAND columns."""
     n_bands = -(-x.shape[2] // INNER_BAND)
     for task in range(first, end):
-        o, j0, j1 = band_at(task, n_bands, x.shape[2])
+        o, j0, j1 = piece_at(task, n_bands, x.shape[2], INNER_BAND)
         column_max(x, w, o, j0, m[o, j0:j1], x.shape[1])
         column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
 
@@ -771,7 +772,7 @@ def columns_run(x, w, out, sign, cheap, first, end):
     shift = np.empty(width)
     uncertain = np.empty(width, np.bool_)
     for task in range(first, end):
-        o, j0, j1 = band_at(task, n_bands, inner)
+        o, j0, j1 = piece_at(task, n_bands, inner, INNER_BAND)
         k = j1 - j0
         lse_of_columns(x, w, o, j0, m[:k], c[:k], s[:k], shift[:k], uncertain[:k],
                        out[o, j0:j1], rows_of(sign, o, j0, j1), cheap)

@@ -42,8 +42,8 @@ from .partials import (BLOCK, FOR_OUTPUTS, add_compensated, block_max, block_sum
                        part_of, row_of, rows_in, rows_of, sample_of, slice_of, transposed,
                        weight_at)
 from .reduce import (CHUNK, SHORT_ROW, STREAM_FROM, TILE_ROWS, by_blocks, chunked_partial,
-                     column_partials, inner_partials, row_partials, tie_or_term, transpose_back,
-                     transpose_tile)
+                     column_partials, inner_partials, piece_at, row_partials, tie_or_term,
+                     transpose_back, transpose_tile)
 
 SOFTMAX = 0
 LOG_SOFTMAX = 1
@@ -608,9 +608,7 @@ def chunks_run(op, x, w, out, shift, scale, dominant, first, end):
     n = x.shape[1]
     n_chunks = -(-n // CHUNK)
     for task in range(first, end):
-        r = task // n_chunks
-        lo = (task - r * n_chunks) * CHUNK
-        hi = min(n, lo + CHUNK)
+        r, lo, hi = piece_at(task, n_chunks, n, CHUNK)
         write_slice(op, x[r, lo:hi], slice_of(row_of(w, r), lo, hi), out[r, lo:hi],
                     shift[r], scale[r], dominant[r])
 
@@ -695,9 +693,7 @@ def column_blocks_run(op, x, w, out, shift, scale, dominant, first, end):
     n = x.shape[1]
     n_blocks = -(-n // WRITE_ROWS)
     for t in range(first, end):
-        o = t // n_blocks
-        k0 = (t - o * n_blocks) * WRITE_ROWS
-        k1 = min(n, k0 + WRITE_ROWS)
+        o, k0, k1 = piece_at(t, n_blocks, n, WRITE_ROWS)
         write_columns(op, x[o, k0:k1], rows_of(w, o, k0, k1), out[o, k0:k1],
                       shift[o], scale[o], dominant[o])
 
