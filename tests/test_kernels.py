@@ -22,6 +22,7 @@ from numba_lse.cpu.intrinsics import get_threads, store_fence, transpose_block, 
 from numba_lse.cpu.partials import MAX_TAIL_BYTES, block_max
 from numba_lse.cpu import jit
 from numba_lse.cpu.jit import TASK_ELEMENTS, run_tasks, take_run, task_queue
+from numba_lse.cpu.losses import CHECK_BLOCK, CHECK_PARALLEL_FROM, first_out_of_bounds
 from numba_lse.cpu.reduce import CHUNK
 
 
@@ -108,6 +109,39 @@ def test_a_failed_task_raises_after_the_others(threads):
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(runs[:-1], 1)  # one task per take: all the others ran
+
+
+def _first_bad(target, ignore_index, n_classes):
+    """The reference: NumPy's position of the first bad class index, or -1."""
+    bad = np.flatnonzero((target != ignore_index) & ((target < 0) | (target >= n_classes)))
+    return int(bad[0]) if bad.size else -1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bad", [[], [0], [5], [CHECK_BLOCK - 1, CHECK_BLOCK],
+                                 [3 * CHECK_BLOCK + 17, CHECK_BLOCK + 2], [-1]],
+                         ids=["none", "first", "in_the_first_block", "across_two_blocks",
+                              "first_in_a_later_task", "last"])
+def test_the_class_check_on_the_threads_finds_the_first_bad_index(bad, threads):
+    """``first_out_of_bounds`` counts in tasks of CHECK_BLOCK from CHECK_PARALLEL_FROM class
+    indices on: the first bad one is found wherever the bad ones lie, forwards and
+    backwards (a strided view), on one thread or two; with ignore_index 9, the entries 9
+    are no longer bad."""
+    n = CHECK_PARALLEL_FROM + CHECK_BLOCK // 2 + 3  # a partial last block
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 9, n)
+    target[rng.integers(0, n, 1000)] = -100
+    for k, position in enumerate(bad):
+        target[position] = (9, -1, 10**12)[k % 3]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        for t in (target, target[::-1]):
+            for ignore_index in (-100, 9):
+                assert first_out_of_bounds(t, ignore_index, 9) == _first_bad(t, ignore_index, 9)
+    finally:
+        numba.set_num_threads(before)
+    assert _first_bad(target, -100, 9) == (-1 if not bad else min(p % n for p in bad))
 
 
 def _every_kernel_path(dtype):

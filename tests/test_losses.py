@@ -1316,6 +1316,21 @@ class TestBadInput:
         del x
         memory.close()
 
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through libc: Linux")
+    @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+    def test_a_batch_checked_on_the_threads_reads_no_log_probability_for_a_bad_target(self, dtype):
+        """As above, for a batch whose class indices are counted on the threads
+        (``losses.CHECK_PARALLEL_FROM``): bad targets in two of its tasks, the first raised."""
+        from numba_lse.cpu.losses import CHECK_BLOCK, CHECK_PARALLEL_FROM
+        n = CHECK_PARALLEL_FROM + 5
+        x, memory = _inaccessible((n, 12), dtype)
+        t = np.arange(n) % 12
+        t[n - 1], t[3 * CHECK_BLOCK + 1] = -1, 13
+        with pytest.raises(IndexError, match=re.escape("Target 13 is out of bounds.")):
+            nll_loss(x, t)
+        del x
+        memory.close()
+
     @pytest.mark.parametrize("fn", BOTH, ids=BOTH_IDS)
     @pytest.mark.parametrize("ignore_index", [2**63 - 1, -2**63])
     def test_out_of_bounds_with_extreme_ignore_index(self, fn, ignore_index):
