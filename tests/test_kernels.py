@@ -144,6 +144,42 @@ def test_the_class_check_on_the_threads_finds_the_first_bad_index(bad, threads):
     assert _first_bad(target, -100, 9) == (-1 if not bad else min(p % n for p in bad))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_partials_merged_and_finished_on_the_threads(threads):
+    """``merge_partials`` and ``lse_of_partials``, on the threads in tasks from SERIAL_BELOW
+    partials on, give the bits of the one merge rule applied in order and of ``log_abs_sum``,
+    partial by partial, on one thread or two (special values among the terms)."""
+    from numba_lse import cpu
+    from numba_lse.cpu.partials import log_abs_sum, merge
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((150, 3, 90, 8)) * 30
+    for value in (np.inf, -np.inf, np.nan):
+        a.flat[rng.integers(0, a.size, 40)] = value
+    a[0, :, 0] = -np.inf  # a partial of nothing but -inf, merged
+    m, c, s = cpu.lse_partials(a, None, (3,))
+    assert m.size >= jit.SERIAL_BELOW
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        merged = cpu.merge_partials(m, c, s, (1,))
+        out, sign = cpu.lse_from_partials(m, c, s)
+    finally:
+        numba.set_num_threads(before)
+    expected = np.empty((3,) + m.shape[:1] + m.shape[2:])
+    for o in range(m.shape[0]):
+        for j in range(m.shape[2]):
+            partial = (-np.inf, 0.0, 0.0)
+            for k in range(m.shape[1]):
+                partial = merge(*partial, m[o, k, j], c[o, k, j], s[o, k, j])
+            expected[:, o, j] = partial
+    for got, want in zip(merged, expected):
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    finished = np.array([log_abs_sum(*p) for p in zip(m.flat, c.flat, s.flat)]).T
+    np.testing.assert_array_equal(out.reshape(-1).view(np.int64), finished[0].view(np.int64))
+    np.testing.assert_array_equal(sign.reshape(-1).view(np.int64), finished[1].view(np.int64))
+
+
 def _every_kernel_path(dtype):
     """One result per loop that takes tasks from a queue: short rows (tiles), rows in one
     piece, rows in chunks, a vector, columns (axis 0, and a middle axis), the losses."""

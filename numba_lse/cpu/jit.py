@@ -114,14 +114,14 @@ def stamp_locators(caching_module):
 globals().update((cls.__name__, cls) for cls in stamp_locators(caching))
 
 
-def kernel(function=None, *, parallel=False):
-    """Compile a loop kernel; ``parallel=True`` for the ones with a ``prange``.
+def kernel(function):
+    """Compile a loop kernel. None is parallel in Numba's sense (no ``prange``): the ones
+    that run on the threads start them through ``run_tasks``.
 
     Where one caller passes an optional argument, the others pass it too, None included:
     Numba types a left-out argument ``omitted`` and a None ``none``, and compiles the kernel
     once for each (the test suite made ~30 such extra compiles, of seven kernels)."""
-    decorate = njit(parallel=parallel, **_OPTIONS)
-    return decorate if function is None else decorate(function)
+    return njit(**_OPTIONS)(function)
 
 
 def inline(function):
@@ -199,8 +199,10 @@ def task_queue(n_tasks, elements_per_task):
     at least TASK_ELEMENTS elements at a time (``take_run``; ``run_tasks`` makes one)."""
     queue = np.empty(_END + 1, np.int64)
     # Stores, not np.zeros: Numba makes the fill of np.zeros a parallel loop of its own in
-    # a parallel kernel, and dropped it where nothing it can see reads the array (fetch_add
-    # is opaque to it): the counter then began at what a freed allocation had left there.
+    # a function compiled with parallel=True (a user's, calling the public functions in its
+    # @njit code; the kernels were, once), and dropped it where nothing it can see reads the
+    # array (fetch_add is opaque to it): the counter then began at what a freed allocation
+    # had left there.
     queue[_NEXT] = 0
     queue[_GROUP] = max(1, TASK_ELEMENTS // max(1, elements_per_task))
     queue[_END] = n_tasks

@@ -22,7 +22,7 @@ Two loop shapes, one mathematics (``partials.py``):
 import math
 
 import numpy as np
-from numba import prange, types
+from numba import types
 from numba.extending import overload
 
 from .exp import exp_nonpositive, exp_of_difference, is_float32
@@ -299,13 +299,15 @@ def short_row_partials(x, w, for_outputs=None):
     return m, c, s
 
 
-@kernel(parallel=True)
+@kernel
 def row_partials(x, w, for_outputs=None, rows_at=None):
     """Per-row partials (m, c, s) of a 2-D view x (rows, n), weights w like x or None
     (``partials.term_exp`` says what ``for_outputs`` changes); of the rows ``rows_at`` (an
     int64 array) alone where given, in that order. Rows shorter than SHORT_ROW go through
     ``short_row_partials`` (``partials_of_rows`` picks), faster, and not always to the same
-    bits. Rows are cut in CHUNKs, which run in parallel too, merged in order.
+    bits. Rows are cut in CHUNKs, which run in parallel too, merged in order on the calling
+    thread: a merge per CHUNK entries, whose parallel loop cost more to start than it saved
+    (about 45-120 us to wake the pool with OMP_WAIT_POLICY=PASSIVE).
     On one thread (a small input) the tasks run in one call, without a parallel loop."""
     n = x.shape[1]
     rows = rows_in_selection(x, rows_at)
@@ -316,11 +318,11 @@ def row_partials(x, w, for_outputs=None, rows_at=None):
     s2 = np.empty((rows, n_chunks))
     run_tasks(chunks_partials_run, (x, w, for_outputs, rows_at, m2, c2, s2), rows * n_chunks,
               min(n, CHUNK))
+    restore_threads(threads)
     if n_chunks > 1:
-        for r in prange(rows):
+        for r in range(rows):
             for k in range(1, n_chunks):
                 m2[r, 0], c2[r, 0], s2[r, 0] = merge(m2[r, 0], c2[r, 0], s2[r, 0], m2[r, k], c2[r, k], s2[r, k])
-    restore_threads(threads)
     return np.ascontiguousarray(m2[:, 0]), np.ascontiguousarray(c2[:, 0]), np.ascontiguousarray(s2[:, 0])
 
 
@@ -807,7 +809,21 @@ def _certified_for(x, w):
     return lambda x, w: None
 
 
-@kernel(parallel=True)
+@kernel
+def merge_run(m, c, s, m_out, c_out, s_out, first, end):
+    """(m_out, c_out, s_out)[o, j] = the partials (m, c, s)[o, :, j] merged in order, for the
+    tasks t = o * inner + j = first .. end - 1 of ``merge_partials``."""
+    inner = m.shape[2]
+    for t in range(first, end):
+        o = t // inner
+        j = t - o * inner
+        pm, pc, ps = -np.inf, 0.0, 0.0
+        for k in range(m.shape[1]):
+            pm, pc, ps = merge(pm, pc, ps, m[o, k, j], c[o, k, j], s[o, k, j])
+        m_out[o, j], c_out[o, j], s_out[o, j] = pm, pc, ps
+
+
+@kernel
 def merge_partials(m, c, s):
     """Merge partials (m, c, s), each (outer, n, inner), along axis 1, in order: the one merge
     rule, for partials computed elsewhere (chunks of a stream, blocks of a Dask array)."""
@@ -816,27 +832,28 @@ def merge_partials(m, c, s):
     m_out = np.empty((outer, inner))
     c_out = np.empty((outer, inner))
     s_out = np.empty((outer, inner))
-    for t in prange(outer * inner):
-        o = t // inner
-        j = t - o * inner
-        pm, pc, ps = -np.inf, 0.0, 0.0
-        for k in range(n):
-            pm, pc, ps = merge(pm, pc, ps, m[o, k, j], c[o, k, j], s[o, k, j])
-        m_out[o, j], c_out[o, j], s_out[o, j] = pm, pc, ps
+    run_tasks(merge_run, (m, c, s, m_out, c_out, s_out), outer * inner, n)
     restore_threads(threads)
     return m_out, c_out, s_out
 
 
-@kernel(parallel=True)
+@kernel
+def finish_slices_run(m, c, s, out, sign, first, end):
+    """``finish_slices`` of the blocks first .. end - 1 of BLOCK partials, for
+    ``lse_of_partials``."""
+    n = m.shape[0]
+    for task in range(first, end):
+        lo = task * BLOCK
+        hi = min(n, lo + BLOCK)
+        finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], slice_of(sign, lo, hi))
+
+
+@kernel
 def lse_of_partials(m, c, s, out, sign):
     """out[i], sign[i] = the log-sum-exp and sign of the partial (m, c, s)[i] (1-D arrays)."""
     threads = threads_for(m.size)
-    n = m.shape[0]
-    if one_thread():  # elementwise: the same values in one piece, without a parallel loop
+    if one_thread():  # elementwise: the same values in one piece, without the blocks
         finish_slices(m, c, s, out, sign)
     else:
-        for task in prange(-(-n // BLOCK)):
-            lo = task * BLOCK
-            hi = min(n, lo + BLOCK)
-            finish_slices(m[lo:hi], c[lo:hi], s[lo:hi], out[lo:hi], slice_of(sign, lo, hi))
+        run_tasks(finish_slices_run, (m, c, s, out, sign), -(-m.shape[0] // BLOCK), BLOCK)
     restore_threads(threads)
