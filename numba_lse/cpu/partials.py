@@ -265,9 +265,15 @@ def sum_compensated(values):
     for j in range(COMPENSATED_LANES):
         sums[j], errors[j] = 0.0, 0.0
     n = values.shape[0]
-    for start in range(0, n, COMPENSATED_LANES):
-        for j in range(min(COMPENSATED_LANES, n - start)):
+    # Whole rounds of the lanes in a loop of a constant count, which LLVM vectorises fully
+    # (a count of min(COMPENSATED_LANES, n - start): 0.75 ns per value, against 0.40-0.46),
+    # then the last values, the same lanes in the same order.
+    whole = n - n % COMPENSATED_LANES
+    for start in range(0, whole, COMPENSATED_LANES):
+        for j in range(COMPENSATED_LANES):
             sums[j], errors[j] = add_compensated(sums[j], errors[j], values[start + j])
+    for j in range(n - whole):
+        sums[j], errors[j] = add_compensated(sums[j], errors[j], values[whole + j])
     s, e = 0.0, 0.0
     for j in range(COMPENSATED_LANES):
         s, e = add_compensated(s, e + errors[j], sums[j])
