@@ -398,14 +398,15 @@ def make_layout(rng, layout, dtype, scale=2.0):
                                     "every_other_class"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
 def test_nll_loss_of_rows_fetched_ahead(dtype, layout, weighted):
-    """Log-probabilities of ``losses.FETCH_ROWS_FROM`` bytes or more in near rows:
-    ``near_rows`` hints the cache lines of the next rows as it gathers (``fetch_rows``:
-    strides of either sign, classes a step apart; the last block and its last step
-    partial). Each sample's loss is exactly -w[y] x[n, y], the sum and the mean within
-    2 ulp of math.fsum's, as everywhere else."""
-    from numba_lse.cpu.losses import FETCH_ROWS, FETCH_ROWS_FROM, NLL_BLOCK
-    c = 10
+    """Log-probabilities of ``losses.FETCH_ROWS_FROM`` bytes or more in near rows of 40
+    bytes: ``near_rows`` hints the cache lines of the next rows as it gathers
+    (``fetch_rows``: strides of either sign; the last block and its last step partial);
+    every other class of rows twice as wide, 80 bytes apart, goes to ``far_rows``
+    (``gathers_far``). Each sample's loss is exactly -w[y] x[n, y], the sum and the mean
+    within 2 ulp of math.fsum's, as everywhere else."""
+    from numba_lse.cpu.losses import FETCH_ROWS, FETCH_ROWS_FROM, NLL_BLOCK, gathers_far
     itemsize = np.dtype(dtype).itemsize
+    c = 40 // itemsize
     n = FETCH_ROWS_FROM // (c * itemsize) + NLL_BLOCK + FETCH_ROWS // 2 + 1
     assert n % NLL_BLOCK % FETCH_ROWS != 0
     rng = _rng("fetched", _dtype_id(dtype), layout, weighted)
@@ -414,6 +415,7 @@ def test_nll_loss_of_rows_fetched_ahead(dtype, layout, weighted):
     x = {"rows": base, "reversed_rows": base[::-1], "reversed_classes": base[:, ::-1],
          "every_other_class": base[:, ::2]}[layout]
     assert x.size * itemsize >= FETCH_ROWS_FROM
+    assert gathers_far(x[:, :, None]) == (layout == "every_other_class")
     t = make_index_target(rng, (n, c))
     w = make_weight(rng, weighted, dtype, c)
     kept = t != -100
@@ -434,22 +436,26 @@ def test_nll_loss_fetches_ahead_only_packed_rows(dtype):
     either order, whole or a class in two; not a transposed array, whose rows interleave
     (every step's hints would span the whole array: a 16 MB Fortran-ordered 4200x1000 took
     95 ms, where it takes 0.02 without them), nor a few classes of wide rows (lines the
-    gather never reads), nor an input under the threshold. Each of them gives the exact
+    gather never reads), nor an input under the threshold. And which of them ``nll_block``
+    gathers as far rows instead (``gathers_far``): rows a cache line (64 bytes) apart or
+    more, from memory (float64 rows of 10, any rows of a step). Each of them gives the exact
     losses all the same."""
-    from numba_lse.cpu.losses import FETCH_ROWS_FROM, fetches_ahead
+    from numba_lse.cpu.losses import FETCH_ROWS_FROM, fetches_ahead, gathers_far
     itemsize = np.dtype(dtype).itemsize
     n = FETCH_ROWS_FROM // (10 * itemsize) + 1
     rng = _rng("fetches_ahead", _dtype_id(dtype))
     wide = rng.standard_normal((n, 40)).astype(dtype)
-    views = {"rows": (wide[:, :10].copy(), True),
-             "reversed": (wide[::-1, :10].copy()[::-1], True),
-             "reversed_classes": (wide[:, :10].copy()[:, ::-1], True),
-             "every_other_class": (wide[:, :20].copy()[:, ::2], True),
-             "a quarter of wide rows": (wide[:, :10], False),
-             "transposed": (np.asfortranarray(wide[:, :10]), False),
-             "under the threshold": (wide[: n // 2, :10].copy(), False)}
-    for name, (x, fetched) in views.items():
+    line_apart = itemsize == 8  # rows of 10: 80 bytes apart in float64, 40 in float32
+    views = {"rows": (wide[:, :10].copy(), True, line_apart),
+             "reversed": (wide[::-1, :10].copy()[::-1], True, line_apart),
+             "reversed_classes": (wide[:, :10].copy()[:, ::-1], True, line_apart),
+             "every_other_class": (wide[:, :20].copy()[:, ::2], True, True),
+             "a quarter of wide rows": (wide[:, :10], False, True),
+             "transposed": (np.asfortranarray(wide[:, :10]), False, False),
+             "under the threshold": (wide[: n // 2, :10].copy(), False, False)}
+    for name, (x, fetched, far) in views.items():
         assert fetches_ahead(x[:, :, None]) == fetched, name
+        assert gathers_far(x[:, :, None]) == far, name
         t = rng.integers(0, 10, x.shape[0])
         exact = -x[np.arange(x.shape[0]), t].astype(np.float64)
         np.testing.assert_array_equal(nll_loss(x, t, reduction="none"), exact.astype(dtype))

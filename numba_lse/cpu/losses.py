@@ -471,7 +471,10 @@ def nll_sample(x_y, w_y):
 NLL_BLOCK = 4096
 # How many samples ahead ``nll_block`` prefetches (16 to 64 measured alike; 8 slower).
 NLL_AHEAD = 32
+# Rows this far apart or more are gathered as far (``gathers_far``); from memory, rows a
+# cache line apart or more (FAR_LINE_BYTES) too.
 FAR_ROW_BYTES = 1024
+FAR_LINE_BYTES = 64
 # ``near_rows`` hints the cache lines of the next FETCH_ROWS rows as it gathers, where x holds
 # at least FETCH_ROWS_FROM bytes (data that comes from memory: as large as the outputs that
 # ``reduce.transpose_back`` streams past the caches). In a prototype, steps of 32 to 128
@@ -546,10 +549,26 @@ def add_nll_sample(x, target, w, ignore_index, loss, o, j, total, total_error, k
     return total, total_error, kept, kept_error
 
 
+@inline
+def gathers_far(x):
+    """Whether ``nll_block`` gathers (N, C) data x (of shape (N, C, 1)) as rows far apart
+    (``far_rows``): rows FAR_ROW_BYTES or more apart, or, where x comes from memory (it
+    holds FETCH_ROWS_FROM bytes or more), FAR_LINE_BYTES or more. Rows of a cache line or
+    more leave lines that the gather never reads, which ``near_rows``' hints fetched all the
+    same: on the Zen 3 VM of session 41, from memory, ``far_rows`` (the one entry per row
+    that the gather reads, hinted NLL_AHEAD samples ahead) was 1.25-1.45x faster on float64
+    rows of 8 to 30 entries and 2.4-2.8x on rows of 100; narrower rows measured best with
+    the hints (1e6x10 float32: 0.92-0.96x without them or with ``far_rows``; 4e6x4 float64
+    0.88-0.97x). In the caches, ``near_rows``' buffered sums stay faster for float64 data
+    (1e5x10: ``far_rows`` 0.87x)."""
+    step = abs(x.strides[0])
+    return step >= FAR_ROW_BYTES or (step >= FAR_LINE_BYTES and x.size * x.itemsize >= FETCH_ROWS_FROM)
+
+
 @kernel
 def far_rows(x, target, w, ignore_index, loss, lo, hi):
-    """``nll_block`` of (N, C) data (x of shape (N, C, 1)) whose rows are far apart (long
-    rows), in a loop of its own (j a constant: 10-30 % faster than the general one), and a
+    """``nll_block`` of (N, C) data (x of shape (N, C, 1)) whose rows are far apart
+    (``gathers_far``), in a loop of its own (j a constant: 10-30 % faster than the general one), and a
     kernel of its own (in ``nll_block``'s body, its loop kept the array's shape, strides and
     address on the stack: 1.06-1.12x slower). Each load waits on memory, so the loop asks
     for the entry NLL_AHEAD samples on while it sums (4096x1000, caches cold: 1.6x faster),
@@ -575,7 +594,7 @@ def nll_block(x, target, w, ignore_index, loss, lo, hi):
     ``nll_blocks_run``, not inlined in ``nll_index``: inlined in its parallel loop (a prange
     then), Numba's parallel passes made ``nll_index``'s first compile take 20 s, not 6
     (perf/HISTORY.md session 38)."""
-    if x.shape[2] == 1 and abs(x.strides[0]) < FAR_ROW_BYTES:
+    if x.shape[2] == 1 and not gathers_far(x):
         return near_rows(x, target, w, ignore_index, loss, lo, hi)
     if x.shape[2] == 1:
         return far_rows(x, target, w, ignore_index, loss, lo, hi)
@@ -656,12 +675,13 @@ def near_rows(x, target, w, ignore_index, loss, lo, hi):
     the hardware). float32 data's sums run in sequence in the gather's loop
     (``add_loss``); float64 data's losses (and kept weights) go to a buffer, summed after
     in compensated vector lanes (``sum_compensated``), where a compensated sum in the
-    gather's loop waits on each addition (1e6x10, caches cold: 1.1x faster; 4096x10 in the
-    caches 1.2x). Where x holds FETCH_ROWS_FROM bytes or more in packed rows
-    (``fetches_ahead``), the gather goes FETCH_ROWS samples at a time, each step after a
-    hint per cache line of the next step's rows: the hardware's prefetcher alone kept too
-    few lines under way (1e6x10 from memory, two threads: 1.15-1.2x faster; up to 1.15x
-    slower where x was still in a large L3 after all)."""
+    gather's loop waits on each addition (4096x10 in the caches: 1.2x faster; from memory,
+    rows a cache line apart or more go to ``far_rows``, ``gathers_far`` says why). Where x
+    holds FETCH_ROWS_FROM bytes or more in packed rows (``fetches_ahead``), the gather goes
+    FETCH_ROWS samples at a time, each step after a hint per cache line of the next step's
+    rows: the hardware's prefetcher alone kept too few lines under way (1e6x10 from memory,
+    two threads: 1.15-1.2x faster on an Intel VM, float32 1.07-1.09x on the Zen 3 VM; up
+    to 1.15x slower where x was still in a large L3 after all)."""
     buffered = not sums_in_sequence(x)
     values = np.empty(hi - lo if buffered else 0)
     weights = np.empty(hi - lo if buffered and is_present(w) else 0)
