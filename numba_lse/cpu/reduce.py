@@ -815,8 +815,7 @@ def merge_run(m, c, s, m_out, c_out, s_out, first, end):
     tasks t = o * inner + j = first .. end - 1 of ``merge_partials``."""
     inner = m.shape[2]
     for t in range(first, end):
-        o = t // inner
-        j = t - o * inner
+        o, j, _ = piece_at(t, inner, inner, 1)
         pm, pc, ps = -np.inf, 0.0, 0.0
         for k in range(m.shape[1]):
             pm, pc, ps = merge(pm, pc, ps, m[o, k, j], c[o, k, j], s[o, k, j])

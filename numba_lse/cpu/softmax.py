@@ -650,8 +650,7 @@ def dominants_run(op, x, w, m, c, s, dominant, first, end):
     o * inner + j (``dominant_of_slice``), for ``softmax_inner``."""
     inner = x.shape[2]
     for t in range(first, end):
-        o = t // inner
-        j = t - o * inner
+        o, j, _ = piece_at(t, inner, inner, 1)
         dominant[o, j] = dominant_of_slice(op, x[o, :, j], sample_of(w, o, j), m[o, j], c[o, j], s[o, j])
 
 
@@ -673,8 +672,7 @@ def constants_run(op, m, c, s, shift, scale, first, end):
     o * inner + j; ``row_constants``)."""
     inner = m.shape[1]
     for t in range(first, end):
-        o = t // inner
-        j = t - o * inner
+        o, j, _ = piece_at(t, inner, inner, 1)
         shift[o, j], scale[o, j] = row_constants(op, m[o, j], c[o, j], s[o, j])
 
 
