@@ -329,6 +329,76 @@ def test_a_call_compiles_only_the_kernels_its_shape_takes(tmp_path):
     assert done.stdout.split() == ["1", "1", "0", "0", "0", "0"]
 
 
+def test_the_import_makes_no_dispatcher_and_a_call_those_of_its_kernels(tmp_path):
+    # A Numba dispatcher costs ~0.5 ms to make; there are ~150, and a call needs the ones it
+    # launches: a kernel loaded from the cache needs none of the functions compiled into it.
+    script = textwrap.dedent("""
+        import sys, numpy as np, numba_lse as nl
+        from numba_lse.cpu.jit import Deferred
+        def made():
+            functions = {id(v): v for name, m in list(sys.modules.items())
+                         if name.startswith("numba_lse") for v in vars(m).values()
+                         if isinstance(v, Deferred)}
+            return len(functions), sorted(f.__qualname__ for f in functions.values()
+                                          if f._dispatcher is not None)
+        total, at_import = made()
+        nl.logsumexp(np.ones((3, 100)), axis=1)
+        print(total, at_import, made()[1])
+    """)
+    env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        total, rest = done.stdout.split(" ", 1)
+        return int(total), rest.strip()
+
+    total, compiling = run()  # nothing cached: typing makes the callees' dispatchers too
+    assert total > 100 and compiling.startswith("[] [") and "merge" in compiling
+    assert run() == (total, "[] ['lse_rows']")  # loaded from the cache
+
+
+def test_every_dispatcher_made_at_once_for_the_gpu():
+    # numba-cuda compiles a CPU function called from a CUDA kernel only if it finds a Numba
+    # Dispatcher there: ``make_dispatchers`` (numba_lse.cuda's import) puts one in place of
+    # every ``Deferred``, in every module that holds it.
+    script = textwrap.dedent("""
+        import sys, numpy as np, numba_lse as nl
+        from numba.core.dispatcher import Dispatcher
+        from numba_lse.cpu import jit, partials, reduce
+        deferred = partials.merge
+        before = nl.logsumexp(np.arange(5.0))
+        jit.make_dispatchers()
+        left = [name for name, m in list(sys.modules.items()) if name.startswith("numba_lse")
+                for v in vars(m).values() if isinstance(v, jit.Deferred)]
+        assert not left, left
+        assert reduce.merge is partials.merge is deferred.dispatcher
+        assert isinstance(reduce.lse_rows, Dispatcher)
+        assert nl.logsumexp(np.arange(5.0)) == before
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok"]
+
+
+def test_a_deferred_function_is_made_once_and_pickled_by_reference():
+    import pickle
+
+    from numba_lse.cpu import reduce
+
+    def double(x):
+        return 2 * x
+
+    function = jit.kernel(double)
+    with ThreadPoolExecutor(8) as pool:  # made by the first thread, seen by every other
+        made = set(map(id, pool.map(lambda _: function.dispatcher, range(64))))
+    assert len(made) == 1 and function(3.0) == 6.0 and function.signatures
+    assert pickle.loads(pickle.dumps(reduce.lse_rows)) is reduce.lse_rows
+
+
 def test_a_read_only_input_compiles_no_kernel_of_its_own():
     x = np.random.default_rng(2).normal(size=(5, 7))
     mask = x > -1

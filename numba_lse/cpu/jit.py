@@ -11,6 +11,7 @@ reassociated (to vectorise) says so itself, through ``intrinsics.add_reassoc``.
 
 import functools
 import hashlib
+import importlib
 import os
 import sys
 
@@ -18,6 +19,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import caching, cgutils
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 from numba.np.ufunc.parallel import _launch_threads
 
@@ -114,6 +116,67 @@ def stamp_locators(caching_module):
 globals().update((cls.__name__, cls) for cls in stamp_locators(caching))
 
 
+class Deferred:
+    """A function of this package compiled by Numba, whose dispatcher is made at its first use.
+
+    Making a Numba dispatcher costs about half a millisecond (the function's signature, its
+    cache's locators); this package has ~150, and a call of one op uses a few of them, since
+    a kernel loaded from the on-disk cache needs no dispatcher of the functions compiled into
+    it. Made as the modules were imported, they were two thirds of ``import numba_lse``
+    (60-90 ms). Each is made instead when first needed: a call from Python, Numba typing
+    a function that calls it (``_numba_type_``), or any other attribute of a dispatcher
+    (``signatures``, ``stats``, ...), all forwarded to it. ``py_func`` needs none. Made
+    under Numba's compiler lock (reentrant: a compile in progress may need one), so two
+    threads never make two.
+    """
+
+    def __init__(self, function, options):
+        functools.update_wrapper(self, function)
+        self.py_func = function
+        self._options = options
+        self._dispatcher = None
+
+    @property
+    def dispatcher(self):
+        """The Numba dispatcher, made at the first use."""
+        if self._dispatcher is None:
+            with global_compiler_lock:
+                if self._dispatcher is None:
+                    self._dispatcher = njit(**self._options)(self.py_func)
+        return self._dispatcher
+
+    def __call__(self, *args, **kwargs):
+        return (self._dispatcher or self.dispatcher)(*args, **kwargs)
+
+    def __getattr__(self, name):  # only names this object lacks: the dispatcher's
+        if name.startswith("__") or name in ("_dispatcher", "_options", "py_func"):
+            raise AttributeError(name)  # Python's protocols, and one half made (copy, pickle)
+        return getattr(self.dispatcher, name)
+
+    def __reduce__(self):  # by reference, as a function (or a dispatcher, once made)
+        return _global_named, (self.__module__, self.__qualname__)
+
+    def __repr__(self):
+        return f"<numba_lse kernel {self.__module__}.{self.__qualname__}>"
+
+
+def _global_named(module, name):
+    return getattr(importlib.import_module(module), name)
+
+
+def make_dispatchers():
+    """Make the dispatcher of every function of this package now, and put each in place of
+    its ``Deferred`` in the modules' globals. For the CUDA backend: numba-cuda compiles a
+    CPU function that a CUDA kernel calls (and those it calls) as a device function only if
+    it finds a Numba ``Dispatcher`` there (``CUDATypingContext.resolve_value_type``)."""
+    for name, module in list(sys.modules.items()):
+        if module is not None and name.partition(".")[0] == __name__.partition(".")[0]:
+            namespace = vars(module)
+            for key, value in list(namespace.items()):
+                if isinstance(value, Deferred):
+                    namespace[key] = value.dispatcher
+
+
 def kernel(function):
     """Compile a loop kernel. None is parallel in Numba's sense (no ``prange``): the ones
     that run on the threads start them through ``run_tasks``.
@@ -121,7 +184,7 @@ def kernel(function):
     Where one caller passes an optional argument, the others pass it too, None included:
     Numba types a left-out argument ``omitted`` and a None ``none``, and compiles the kernel
     once for each (the test suite made ~30 such extra compiles, of seven kernels)."""
-    return njit(**_OPTIONS)(function)
+    return Deferred(function, _OPTIONS)
 
 
 def inline(function):
@@ -133,7 +196,7 @@ def inline(function):
     its callees with it: that was two thirds of the cold compile time (softmax_rows 39 -> 15 s
     for its first signature), for the same machine code (measured, every benchmark case).
     """
-    return njit(forceinline=True, **_OPTIONS)(function)
+    return Deferred(function, dict(forceinline=True, **_OPTIONS))
 
 
 def inline_ir(function):
@@ -141,7 +204,7 @@ def inline_ir(function):
     site): the ones that take arrays (LLVM-inlined, the short-row kernels that make and pass
     views per row ran 1.2x slower), and the ones that call the threading layer, which a
     parallel kernel's cache entry sets up before it is loaded, but a function of its own not."""
-    return njit(inline="always", **_OPTIONS)(function)
+    return Deferred(function, dict(inline="always", **_OPTIONS))
 
 
 # Below this many elements a kernel runs on the calling thread alone: waking the pool costs

@@ -30,9 +30,14 @@ try:
 except ImportError:  # pragma: no cover - numba-cuda before it had its own errors module
     _cuda_errors = _numba_errors
 
+from ..cpu.jit import make_dispatchers
 from ..cpu.softmax import LOG1M_SOFTMAX, LOG_SOFTMAX, SOFTMAX
 from . import kernels
 from .device import log1m_softmax_row, log_softmax_row, logsumexp_row, softmax_row
+
+# The kernels call the CPU backend's functions, which numba-cuda compiles for the GPU only
+# as Numba dispatchers: made here, not at their first use as on the CPU.
+make_dispatchers()
 
 # The public names of this module: device functions for users' own kernels (the rest is the
 # backend behind numba_lse's functions).
