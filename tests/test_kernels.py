@@ -334,16 +334,18 @@ def test_the_import_makes_no_dispatcher_and_a_call_those_of_its_kernels(tmp_path
     # launches: a kernel loaded from the cache needs none of the functions compiled into it.
     script = textwrap.dedent("""
         import sys, numpy as np, numba_lse as nl
+        from numba_lse.cpu import reduce
         from numba_lse.cpu.jit import Deferred
+        functions = {id(v): v for name, m in list(sys.modules.items())
+                     if name.startswith("numba_lse") for v in vars(m).values()
+                     if isinstance(v, Deferred)}.values()
         def made():
-            functions = {id(v): v for name, m in list(sys.modules.items())
-                         if name.startswith("numba_lse") for v in vars(m).values()
-                         if isinstance(v, Deferred)}
-            return len(functions), sorted(f.__qualname__ for f in functions.values()
-                                          if f._dispatcher is not None)
-        total, at_import = made()
+            return sorted(f.__qualname__ for f in functions if f._dispatcher is not None)
+        at_import = made()
         nl.logsumexp(np.ones((3, 100)), axis=1)
-        print(total, at_import, made()[1])
+        # Made, and in the Deferred's place: Python calls the dispatcher itself.
+        assert reduce.lse_rows is [f for f in functions if f.__name__ == "lse_rows"][0]._dispatcher
+        print(len(functions), at_import, made())
     """)
     env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
 
@@ -396,7 +398,11 @@ def test_a_deferred_function_is_made_once_and_pickled_by_reference():
     with ThreadPoolExecutor(8) as pool:  # made by the first thread, seen by every other
         made = set(map(id, pool.map(lambda _: function.dispatcher, range(64))))
     assert len(made) == 1 and function(3.0) == 6.0 and function.signatures
-    assert pickle.loads(pickle.dumps(reduce.lse_rows)) is reduce.lse_rows
+    # By name: the Deferred, or once made the dispatcher that took its place.
+    assert pickle.loads(pickle.dumps(reduce.lse_short_rows)) is reduce.lse_short_rows
+    deferred = jit.Deferred(reduce.lse_rows.py_func, {})
+    deferred.__module__ = reduce.__name__
+    assert pickle.loads(pickle.dumps(deferred)) is reduce.lse_rows
 
 
 def test_a_read_only_input_compiles_no_kernel_of_its_own():

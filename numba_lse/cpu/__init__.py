@@ -78,9 +78,11 @@ _OPS = {"softmax": softmax.SOFTMAX, "log_softmax": softmax.LOG_SOFTMAX,
 
 
 # The kernel for each ``softmax.rows_way``: a call compiles only the one its shape takes.
-_ROWS_KERNELS = {softmax.SHORT_ROWS: softmax.softmax_short_rows,
-                 softmax.ROWS: softmax.softmax_rows,
-                 softmax.CHUNKED: softmax.softmax_chunked_rows}
+# Names, looked up at each call: a kernel's dispatcher takes its place in the module once
+# made (``jit.Deferred``), and is cheaper to call.
+_ROWS_KERNELS = {softmax.SHORT_ROWS: "softmax_short_rows",
+                 softmax.ROWS: "softmax_rows",
+                 softmax.CHUNKED: "softmax_chunked_rows"}
 
 
 def softmax_family(name, x, where, axes):
@@ -89,7 +91,7 @@ def softmax_family(name, x, where, axes):
     if layout.inner == 1:
         out = empty((layout.outer, layout.n), dtype=x.dtype)
         way = softmax.rows_way.py_func(layout.outer, layout.n, x.itemsize, name != "log_softmax")
-        _launch(_ROWS_KERNELS[way], _OPS[name], layout.rows(x),
+        _launch(getattr(softmax, _ROWS_KERNELS[way]), _OPS[name], layout.rows(x),
                 None if where is None else layout.rows(where), out)
     else:
         out = empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
