@@ -144,10 +144,13 @@ class Deferred:
         """The Numba dispatcher, made at the first use."""
         if self._dispatcher is None:
             with global_compiler_lock:
-                if self._dispatcher is None:
-                    self._dispatcher = njit(**self._options)(self.py_func)
-                    _put_in_place()
+                self._make()
+                _put_in_place()
         return self._dispatcher
+
+    def _make(self):
+        if self._dispatcher is None:
+            self._dispatcher = njit(**self._options)(self.py_func)
 
     def __call__(self, *args, **kwargs):
         return self.dispatcher(*args, **kwargs)
@@ -168,15 +171,19 @@ def _global_named(module, name):
     return getattr(importlib.import_module(module), name)
 
 
+def _namespaces():
+    """The globals of the package's modules imported so far."""
+    package = __name__.partition(".")[0]
+    return [vars(module) for name, module in list(sys.modules.items())
+            if module is not None and name.partition(".")[0] == package]
+
+
 def _put_in_place():
     """Put each made dispatcher in place of its ``Deferred`` in the package's modules."""
-    package = __name__.partition(".")[0]
-    for name, module in list(sys.modules.items()):
-        if module is not None and name.partition(".")[0] == package:
-            namespace = vars(module)
-            for key, value in list(namespace.items()):
-                if isinstance(value, Deferred) and value._dispatcher is not None:
-                    namespace[key] = value._dispatcher
+    for namespace in _namespaces():
+        for key, value in list(namespace.items()):
+            if isinstance(value, Deferred) and value._dispatcher is not None:
+                namespace[key] = value._dispatcher
 
 
 def make_dispatchers():
@@ -184,13 +191,11 @@ def make_dispatchers():
     ``Deferred``. For the CUDA backend: numba-cuda compiles a CPU function that a CUDA
     kernel calls (and those it calls) as a device function only if it finds a Numba
     ``Dispatcher`` there (``CUDATypingContext.resolve_value_type``)."""
-    package = __name__.partition(".")[0]
     with global_compiler_lock:
-        for name, module in list(sys.modules.items()):
-            if module is not None and name.partition(".")[0] == package:
-                for value in list(vars(module).values()):
-                    if isinstance(value, Deferred) and value._dispatcher is None:
-                        value._dispatcher = njit(**value._options)(value.py_func)
+        for namespace in _namespaces():
+            for value in list(namespace.values()):
+                if isinstance(value, Deferred):
+                    value._make()
         _put_in_place()
 
 
