@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import _validate, cpu
+from . import _dispatch, _validate
 
 
 class LogSumExpAccumulator:
@@ -67,7 +67,7 @@ class LogSumExpAccumulator:
                     f"the chunk of shape {a.shape} reduces to shape {kept} over axis={axis!r}, "
                     f"but the accumulator holds shape {self._partial[0].shape}"
                 )
-        partial = cpu.lse_partials(a, w, axes)
+        partial = _dispatch.cpu().lse_partials(a, w, axes)
         self._fold(partial, axis, dtype)
         self._empty = self._empty and not all(a.shape[ax] for ax in axes)
         return self
@@ -98,7 +98,7 @@ class LogSumExpAccumulator:
         if self._partial is None:
             out, sign = np.float64(-np.inf), np.float64(-1.0)
             return (out, sign) if return_sign else out
-        out, sign = cpu.lse_from_partials(*self._partial)
+        out, sign = _dispatch.cpu().lse_from_partials(*self._partial)
         if not return_sign:
             out[sign < 0] = np.nan
         if self._empty:
@@ -114,7 +114,7 @@ class LogSumExpAccumulator:
             self._dtype = dtype
             return
         stacked = [np.stack([mine, theirs]) for mine, theirs in zip(self._partial, partial)]
-        self._partial = cpu.merge_partials(*stacked, (0,))
+        self._partial = _dispatch.cpu().merge_partials(*stacked, (0,))
         self._dtype = np.result_type(self._dtype, dtype)
 
     def __repr__(self):

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from . import _validate, cpu
+from . import _dispatch, _validate
 
 PARTIAL = np.dtype([("m", np.float64), ("c", np.float64), ("s", np.float64)])
 FINISHED = np.dtype([("lse", np.float64), ("sign", np.float64)])
@@ -55,20 +55,20 @@ def _block_partials(a, b=None, *, axes):
     """The partial of a block (weights b or None), size 1 along ``axes``."""
     if b is not None:
         b = np.broadcast_to(b, a.shape)
-    return _as_partial(*cpu.lse_partials(a, b, axes), axes)
+    return _as_partial(*_dispatch.cpu().lse_partials(a, b, axes), axes)
 
 
 def _merge_blocks(p, axis, keepdims):
     """Partials concatenated along ``axis`` merged into one (dask.array.reduction's step)."""
     axes = tuple(sorted(ax % p.ndim for ax in (axis if isinstance(axis, tuple) else (axis,))))
-    merged = cpu.merge_partials(p["m"], p["c"], p["s"], axes)
+    merged = _dispatch.cpu().merge_partials(p["m"], p["c"], p["s"], axes)
     out = _as_partial(*merged, axes)
     return out if keepdims else np.squeeze(out, axes)
 
 
 def _finish_block(p):
     out = np.empty(p.shape, dtype=FINISHED)
-    out["lse"], out["sign"] = cpu.lse_from_partials(p["m"], p["c"], p["s"])
+    out["lse"], out["sign"] = _dispatch.cpu().lse_from_partials(p["m"], p["c"], p["s"])
     return out
 
 
@@ -178,18 +178,18 @@ def _apply_block(x, mask, p, dominant, *, name, axes):
     parts = [np.reshape(p[field], kept) for field in ("m", "c", "s")]
     if dominant is not None:
         dominant = np.reshape(dominant, kept)
-    return cpu.softmax_apply(name, x, mask, axes, *parts, dominant)
+    return _dispatch.cpu().softmax_apply(name, x, mask, axes, *parts, dominant)
 
 
 def _dominant_block(p, below):
-    return cpu.log1m_dominant(p["m"], p["c"], p["s"], below["m"], below["c"], below["s"])
+    return _dispatch.cpu().log1m_dominant(p["m"], p["c"], p["s"], below["m"], below["c"], below["s"])
 
 
 def _below_partials(x, p, mask=None, *, axes):
     """The partial of the block's entries below their slice's max (and kept by mask), for the
     slices whose dominant entry needs it (``cpu.log1m_runner_up_needed``); elsewhere that of
     no entries, and the block is not read when no slice of it needs one."""
-    needed = cpu.log1m_runner_up_needed(p["m"], p["c"], p["s"])
+    needed = _dispatch.cpu().log1m_runner_up_needed(p["m"], p["c"], p["s"])
     if not needed.any():
         out = np.empty(p.shape, dtype=PARTIAL)
         out["m"], out["c"], out["s"] = -np.inf, 0.0, 0.0
@@ -283,7 +283,7 @@ def _cross_entropy_block(x, t, w, *, ignore_index, eps, probability, grad):
     sum along the class axis (one pass gives both)."""
     if not probability:
         _validate.check_classes(t, ignore_index, x.shape[1])
-    loss, g = cpu.cross_entropy(x, t, w, ignore_index, "none", eps, grad)
+    loss, g = _dispatch.cpu().cross_entropy(x, t, w, ignore_index, "none", eps, grad)
     if not grad:
         return loss
     return np.concatenate([g.astype(np.float64), loss[:, None]], axis=1)
@@ -291,11 +291,11 @@ def _cross_entropy_block(x, t, w, *, ignore_index, eps, probability, grad):
 
 def _nll_block(x, t, w, *, ignore_index):
     _validate.check_classes(t, ignore_index, x.shape[1])
-    return cpu.nll_loss(x, t, w, ignore_index, "none")
+    return _dispatch.cpu().nll_loss(x, t, w, ignore_index, "none")
 
 
 def _divide(total, denominator):
-    return cpu.divide(float(total), float(denominator))
+    return _dispatch.cpu().divide(float(total), float(denominator))
 
 
 def _reciprocal_or_zero(denominator):

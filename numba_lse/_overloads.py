@@ -11,6 +11,12 @@ them in place, so their last bits may differ within the documented bounds).
 Anything outside the subset is a typing error naming the argument; a bad value (axis out of
 range, shapes that differ, a class index out of range) raises the exception the Python call
 raises.
+
+Numba imports this module through the package's ``numba_extensions`` entry point, when it
+first compiles in a process, so that a user's ``@njit`` function finds the overloads even
+though ``import numba_lse`` imports no Numba. It imports the kernels' modules only when
+such a function is compiled (``_import_kernels``): the entry point runs in every Numba
+program of the environment, and should cost them next to nothing.
 """
 
 import math
@@ -24,11 +30,23 @@ from numba.np.numpy_support import as_dtype
 from numpy.exceptions import AxisError
 
 from . import _api
-from .cpu import losses, reduce, softmax
-from .cpu.intrinsics import threading_layer_on_load
-from .cpu.partials import FOR_OUTPUTS, weight_at
 
 _FLOATS = (types.float32, types.float64)
+
+
+def _init():
+    """Numba's ``numba_extensions`` hook (pyproject.toml): importing this module registered
+    the overloads; nothing is left to do."""
+
+
+def _import_kernels():
+    """The CPU kernels' modules, imported into this module's globals, where the
+    implementations below find them when they are compiled: called by every overload
+    before it returns its implementation."""
+    global losses, reduce, softmax, threading_layer_on_load, FOR_OUTPUTS, weight_at
+    from .cpu import losses, reduce, softmax
+    from .cpu.intrinsics import threading_layer_on_load
+    from .cpu.partials import FOR_OUTPUTS, weight_at
 
 
 def _absent(value):
@@ -154,6 +172,7 @@ def _check_same_shape_impl(a, b):
 
 @overload(_api.logsumexp)
 def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+    _import_kernels()
     _check_array("logsumexp", "a", a)
     _check_axis("logsumexp", axis)
     _check_default("logsumexp", "keepdims", keepdims, False)
@@ -200,8 +219,10 @@ def _logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=No
 # --- softmax family -----------------------------------------------------------------------
 
 
-def _softmax_overload(name, op):
+def _softmax_overload(name):
     def typer(x, axis=None, where=None):
+        _import_kernels()
+        op = getattr(softmax, name.upper())  # softmax.SOFTMAX, LOG_SOFTMAX, LOG1M_SOFTMAX
         _check_array(name, "x", x)
         _check_axis(name, axis)
         _check_default(name, "where", where, None)
@@ -230,9 +251,9 @@ def _softmax_overload(name, op):
     overload(getattr(_api, name))(typer)
 
 
-_softmax_overload("softmax", softmax.SOFTMAX)
-_softmax_overload("log_softmax", softmax.LOG_SOFTMAX)
-_softmax_overload("log1m_softmax", softmax.LOG1M_SOFTMAX)
+_softmax_overload("softmax")
+_softmax_overload("log_softmax")
+_softmax_overload("log1m_softmax")
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -301,6 +322,7 @@ def _length_impl(w, default):
 
 @overload(_check_targets)
 def _check_targets_impl(x, target, weight, ignore_index):
+    _import_kernels()
     def impl(x, target, weight, ignore_index):
         weight = _as_c(weight, np.float64)
         n, n_classes = x.shape
@@ -323,6 +345,7 @@ def _check_targets_impl(x, target, weight, ignore_index):
 
 @overload(_api.nll_loss, prefer_literal=True)
 def _nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    _import_kernels()
     _check_loss("nll_loss", log_probs, target, weight, ignore_index)
     finish = _finisher(_reduction_of("nll_loss", reduction), as_dtype(log_probs.dtype))
 
@@ -342,6 +365,7 @@ def _nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean
 @overload(_api.cross_entropy, prefer_literal=True)
 def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",
                    label_smoothing=0.0, return_grad=False):
+    _import_kernels()
     _check_loss("cross_entropy", logits, target, weight, ignore_index)
     reduction = _reduction_of("cross_entropy", reduction)
     if not isinstance(label_smoothing, (float, int, types.Float, types.Integer, types.Omitted)):

@@ -14,7 +14,7 @@ import operator
 import numpy as np
 from numpy.exceptions import AxisError
 
-from .cpu import losses
+from . import _dispatch
 
 # float16 is computed in float32 (Numba has no float16 arithmetic on the CPU) and returned as
 # float16; integers and booleans become float64, as in SciPy.
@@ -310,7 +310,7 @@ def check_classes(t, ignore_index, n_classes):
         # Every value as int64, exactly (ignore_index is one: ``loss_metadata``): one
         # compiled pass, no temporaries.
         flat = t if t.ndim == 1 and t.dtype == _INT64 else t.astype(_INT64, copy=False).reshape(-1)
-        first = losses.first_out_of_bounds(flat, ignore_index, n_classes)
+        first = _dispatch.cpu().losses.first_out_of_bounds(flat, ignore_index, n_classes)
         if first >= 0:
             raise class_out_of_bounds(flat, first)
         return

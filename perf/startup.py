@@ -7,13 +7,14 @@ Three figures, each from its own child processes, run one after another:
   for scale and the whole child's wall time.  The same child lists every compiled function of
   the numba_lse modules (``cpu.jit.Deferred``: its Numba dispatcher is made at its first
   use) and reports the dispatchers the import made, and those with compiled signatures:
-  importing must compile (and load) nothing.
+  importing must compile (and load) nothing; and whether it imported Numba (it does not: the
+  first call does, ``_dispatch.cpu``).
 - first call, warm cache: in a fresh process, first Numba's own one-time initialisation,
-  which any Numba program pays on its first jitted call even with everything cached: the
-  first call of a trivial cached function (``_numba_baseline``, written into a temporary
-  directory put on the child's sys.path: one ``@njit(cache=True)`` sum loop and one
-  ``@njit(cache=True, parallel=True)`` prange sum, called once each, timed together as
-  "Numba init").  Then the first call of one op and dtype on a small input (64x100,
+  which any Numba program pays on its first jitted call even with everything cached:
+  ``import numba`` and the first call of a trivial cached function (``_numba_baseline``,
+  written into a temporary directory put on the child's sys.path: one ``@njit(cache=True)``
+  sum loop and one ``@njit(cache=True, parallel=True)`` prange sum, imported, then called
+  once each, timed together as "Numba init").  Then the first call of one op and dtype on a small input (64x100,
   axis=-1; the losses with int64 targets, nll_loss on log-probabilities), and its second
   call.  One untimed child first makes every one of these calls, so the on-disk cache
   (``cache=True``) holds every kernel, the baseline's included; then RUNS children per op
@@ -31,7 +32,8 @@ Three figures, each from its own child processes, run one after another:
 
 Targets: import <= 0.3 s (IMPORT_TARGET_S); warm-cache numba_lse extra (first call after
 Numba init, minus the second call) <= 50 ms (FIRST_CALL_TARGET_MS).  Numba init itself
-(about 250-300 ms on a 2-core machine) is Numba's, not numba_lse's, and has no target.
+(about 0.5-1 s on a 2-core machine, its import 0.2-0.4) is Numba's, not numba_lse's, and has
+no target.
 
 Used by perf/bench.py (its start-up section); standalone:
     python perf/startup.py [--quick] [--ops logsumexp,softmax] [--threads N]
@@ -71,6 +73,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import numba_lse
 t1 = time.perf_counter()
+numba_imported = "numba" in sys.modules
 from numba.core.dispatcher import Dispatcher
 from numba_lse.cpu.jit import Deferred
 found = {}
@@ -83,8 +86,8 @@ made = [(label, value._dispatcher if isinstance(value, Deferred) else value)
         for label, value in found.values()]
 made = [(label, d) for label, d in made if d is not None]
 compiled = sorted(label for label, d in made if d.signatures)
-print(json.dumps({"import_s": t1 - t0, "functions": len(found), "dispatchers": len(made),
-                  "compiled": compiled}))
+print(json.dumps({"import_s": t1 - t0, "numba_imported": numba_imported,
+                  "functions": len(found), "dispatchers": len(made), "compiled": compiled}))
 """
 
 NUMBA_IMPORT_PROBE = """
@@ -132,7 +135,9 @@ baseline = None
 if sys.argv[1] == "--baseline":
     sys.path.insert(0, sys.argv[2])
     del sys.argv[1:3]
-    import BASELINE_MODULE as baseline
+    ti0 = time.perf_counter()
+    import BASELINE_MODULE as baseline  # imports Numba, which `import numba_lse` does not
+    ti1 = time.perf_counter()
 """.replace("BASELINE_MODULE", BASELINE_MODULE) + """
 
 def make_call(op, dtype, rows, cols):
@@ -156,7 +161,8 @@ if baseline is not None:
     tb1 = time.perf_counter()
     baseline.parallel_sum(v)
     tb2 = time.perf_counter()
-    result.update(numba_init_s=tb2 - tb0, serial_init_s=tb1 - tb0, parallel_init_s=tb2 - tb1,
+    result.update(numba_init_s=(ti1 - ti0) + (tb2 - tb0), numba_import_s=ti1 - ti0,
+                  serial_init_s=tb1 - tb0, parallel_init_s=tb2 - tb1,
                   baseline_cache_misses=sum(
                       sum(f.stats.cache_misses.values())
                       for f in (baseline.serial_sum, baseline.parallel_sum)))
@@ -184,6 +190,7 @@ class ImportResult:
     functions: int  # compiled functions found in the numba_lse modules after the import
     dispatchers: int  # of their Numba dispatchers, those the import made (should be none)
     compiled: list[str]  # those with compiled signatures (should be none)
+    numba_imported: bool  # whether `import numba_lse` imported Numba (it should not)
 
 
 @dataclass
@@ -271,7 +278,8 @@ def measure_imports(runs: int, env: dict[str, str]) -> ImportResult:
         process_s=statistics.median(wall for _, wall in results),
         functions=last["functions"],
         dispatchers=last["dispatchers"],
-        compiled=sorted({name for r, _ in results for name in r["compiled"]}))
+        compiled=sorted({name for r, _ in results for name in r["compiled"]}),
+        numba_imported=any(r["numba_imported"] for r, _ in results))
 
 
 def first_call_args(pairs: list[tuple[str, str]], baseline_dir: str | None = None
@@ -386,8 +394,9 @@ def measure_startup(ops: list[str] | None = None, threads: int | None = None,
         f"first call: {SMALL_SHAPE[0]}x{SMALL_SHAPE[1]} input, axis=-1 (losses: int64 targets, "
         f"nll_loss on log-probabilities), one fresh process per run, the on-disk cache filled "
         f"first (one untimed process makes every call); medians of {runs}.  Each process first "
-        f"calls a trivial cached Numba function (an @njit(cache=True) sum loop and an "
-        f"@njit(cache=True, parallel=True) prange sum, once each): Numba init = that call, "
+        f"imports and calls a trivial cached Numba function (an @njit(cache=True) sum loop and "
+        f"an @njit(cache=True, parallel=True) prange sum, once each): Numba init = that "
+        f"import (`import numba`, which `import numba_lse` leaves to the first call) and call, "
         f"Numba's own one-time per-process initialisation, paid by any Numba program on its "
         f"first jitted call; then numba_lse's first and second call.  numba_lse extra = "
         f"first - second call (median per process), target <= {FIRST_CALL_TARGET_MS:g} ms; "
@@ -419,8 +428,10 @@ def import_lines(result: StartupResult) -> list[str]:
     compiled = (", ".join(imp.compiled) if imp.compiled else "none")
     return [
         f"- import numba_lse: {imp.import_s:.3f} s (target <= {IMPORT_TARGET_S:g} s: "
-        f"{verdict(imp.import_s <= IMPORT_TARGET_S)}); `import numba` alone "
-        f"{imp.numba_import_s:.3f} s; whole child process {imp.process_s:.3f} s",
+        f"{verdict(imp.import_s <= IMPORT_TARGET_S)}), Numba not imported: "
+        f"{'no, it was' if imp.numba_imported else 'yes, the first call imports it'}; "
+        f"`import numba` alone {imp.numba_import_s:.3f} s; whole child process "
+        f"{imp.process_s:.3f} s",
         f"- dispatchers with compiled signatures right after import: {compiled} "
         f"({imp.functions} compiled functions in the numba_lse modules, {imp.dispatchers} "
         f"of their Numba dispatchers made by the import, the others at their first use; "
@@ -467,8 +478,9 @@ def startup_summary(result: StartupResult) -> list[str]:
         worst = max(measured, key=lambda r: r.extra_ms)
         met = sum(r.meets_target for r in measured)
         lines += [
-            f"- Numba's own first-call init (first call of a trivial cached @njit and "
-            f"parallel=True function in a fresh process, paid by any Numba program): "
+            f"- Numba's own init (`import numba` and the first call of a trivial cached "
+            f"@njit and parallel=True function in a fresh process, paid by any Numba "
+            f"program): "
             f"{format_ms(min(r.numba_init_ms for r in measured))} to "
             f"{format_ms(max(r.numba_init_ms for r in measured))} ms",
             f"- numba_lse extra, warm on-disk cache ({SMALL_SHAPE[0]}x{SMALL_SHAPE[1]}; first "

@@ -329,6 +329,34 @@ def test_a_call_compiles_only_the_kernels_its_shape_takes(tmp_path):
     assert done.stdout.split() == ["1", "1", "0", "0", "0", "0"]
 
 
+def test_the_import_leaves_numba_to_the_first_call():
+    # ``import numba_lse`` imports no Numba (0.2-0.4 s): the first call does, and only one
+    # thread of many arriving at once imports the backend, the others waiting for all of it.
+    script = textwrap.dedent("""
+        import sys, threading, numpy as np, numba_lse as nl
+        print(sorted(m for m in sys.modules if m == "numba" or m.startswith(("numba.", "llvmlite"))
+                     or m == "numba_lse.cpu") or "none")
+        x = np.linspace(-800.0, 800.0, 1001)
+        results = [None] * 8
+        def call(i):
+            results[i] = nl.logsumexp(x), nl.softmax(x)[-1], nl.nll_loss(x[None], np.array([3]))
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        from scipy import special
+        want = special.logsumexp(x), special.softmax(x)[-1]
+        print(all(r == results[0] for r in results),
+              np.allclose(results[0][:2], want, rtol=1e-14, atol=0) and results[0][2] == -x[3],
+              "numba" in sys.modules, nl._dispatch.cpu() is sys.modules["numba_lse.cpu"])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["none", "True", "True", "True", "True"]
+
+
 def test_the_import_makes_no_dispatcher_and_a_call_those_of_its_kernels(tmp_path):
     # A Numba dispatcher costs ~0.5 ms to make; there are ~150, and a call needs the ones it
     # launches: a kernel loaded from the cache needs none of the functions compiled into it.

@@ -5,7 +5,11 @@ the reductions and the softmax family give the same bits, and the losses the sam
 to the rounding of the final sum (NumPy sums pairwise, compiled code in a loop).
 """
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -257,6 +261,31 @@ def _compile_error(function, *args):
     with pytest.raises(TypingError) as info:
         function(*args)
     return str(info.value)
+
+
+def test_a_users_function_finds_the_functions_before_any_call(tmp_path):
+    # ``import numba_lse`` imports no Numba, so it cannot register the overloads: Numba does,
+    # through the package's ``numba_extensions`` entry point, when it first compiles. That
+    # costs a plain Numba program next to nothing: the kernels' modules are imported only
+    # when a function that calls one of them is compiled.
+    script = textwrap.dedent("""
+        import sys, numpy as np, numba_lse as nl
+        from numba import njit
+        @njit
+        def plain(x):
+            return x + 1.0
+        plain(1.0)
+        print(sorted(m for m in sys.modules if m.startswith("numba_lse.cpu")) or "none")
+        @njit
+        def user(x):
+            return nl.logsumexp(x), nl.log_softmax(x)[0], nl.cross_entropy(x[None], np.array([1]))
+        x = np.array([1.0, 2.0, 3.0])
+        print(user(x) == (nl.logsumexp(x), nl.log_softmax(x)[0], nl.cross_entropy(x[None], np.array([1]))))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["none", "True"]
 
 
 def test_typing_errors_name_the_argument():

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 from numba.np.ufunc.parallel import _launch_threads
 
+from .. import _overloads  # noqa: F401  (the @njit overloads, where no entry point made them)
 from .._layout import canonical_view, kernel_input
 from .._outputs import empty
 from . import losses, partials, reduce, softmax
