@@ -21,7 +21,10 @@ Three figures, each from its own child processes, run one after another:
   and dtype, medians.  "numba_lse extra" = first - second call, both after Numba init: what
   numba_lse's first call pays for loading its own kernels.  "first call in a fresh process"
   = Numba init + numba_lse's first call (per child), the figure a user sees when numba_lse
-  is the first Numba code the process runs.
+  is the first Numba code the process runs.  The full collections of Python's garbage
+  collector that land in each first call are timed too (``gc.callbacks``): they cost what
+  every object in the process costs (Numba's ~90k: 40-55 ms here), and land wherever the
+  process's allocations set them off, not where the most is allocated.
 - cold: numba_lse's first call in a fresh process (no baseline call before it, so Numba
   init is included) with NUMBA_CACHE_DIR a fresh empty directory, so every kernel it needs
   is compiled: one child per op and dtype, all float64 first, no new one once
@@ -127,7 +130,7 @@ def parallel_sum(x):
 # called.  Then times the first and second call of the first pair and calls the others once
 # (one child fills the on-disk cache for every pair).
 FIRST_CALL_PROBE = """
-import json, sys, time
+import gc, json, math, sys, time
 import numpy as np
 import numba_lse
 
@@ -166,9 +169,18 @@ if baseline is not None:
                   baseline_cache_misses=sum(
                       sum(f.stats.cache_misses.values())
                       for f in (baseline.serial_sum, baseline.parallel_sum)))
+# Full collections of Python's garbage collector during the first call: their cost is that of
+# every object in the process (Numba's ~90k), and they land wherever allocations set them off.
+full_gc = []
+def on_gc(phase, info):
+    if info["generation"] == 2:
+        full_gc.append(time.perf_counter() if phase == "start" else -time.perf_counter())
+gc.callbacks.append(on_gc)
 t0 = time.perf_counter()
 calls[0]()
 t1 = time.perf_counter()
+gc.callbacks.remove(on_gc)
+result["first_gc_s"] = -sum(full_gc) if len(full_gc) % 2 == 0 else math.nan
 calls[0]()
 t2 = time.perf_counter()
 for call in calls[1:]:
@@ -202,6 +214,7 @@ class FirstCall:
     second_ms: float = math.nan  # median second-call time, same processes
     extra_ms: float = math.nan  # numba_lse extra: median of (first - second) per process
     fresh_first_ms: float = math.nan  # median of (numba init + first) per process
+    gc_ms: list[float] = field(default_factory=list)  # full GC collections in each first call
     baseline_compiled: int = 0  # children whose baseline missed the cache (should be 0)
     cold_s: float | None = None  # first call with an empty cache; None: not measured
     cold_note: str = ""  # why cold_s is missing
@@ -325,6 +338,7 @@ def measure_warm_first_call(op: str, dtype: str, runs: int, baseline_dir: str,
     row.fresh_first_ms = 1e3 * statistics.median(r["numba_init_s"] + r["first_s"]
                                                  for r in results)
     row.baseline_compiled = sum(r["baseline_cache_misses"] > 0 for r in results)
+    row.gc_ms = [1e3 * r["first_gc_s"] for r in results]
     return row
 
 
@@ -449,21 +463,31 @@ def format_seconds(value: float) -> str:
     return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
+def gc_cell(gc_ms: list[float]) -> str:
+    """In how many first calls a full collection of the garbage collector landed, and its
+    median time there."""
+    landed = [ms for ms in gc_ms if ms > 0]
+    if not landed:
+        return f"0 of {len(gc_ms)}"
+    return f"{len(landed)} of {len(gc_ms)} ({format_ms(statistics.median(landed))} ms)"
+
+
 def startup_table(result: StartupResult) -> list[str]:
     """The start-up section of results.md."""
     lines = ["### Start-up and first call (fresh processes)", ""]
     lines += [f"- {note}" for note in result.notes] + import_lines(result)
     header = ["op", "dtype", "Numba init ms", "first call ms (after init)", "second call ms",
               "numba_lse extra ms", f"numba_lse extra <= {FIRST_CALL_TARGET_MS:g} ms",
-              "first call in a fresh process ms (incl. Numba init)", "cold first call s"]
+              "first call in a fresh process ms (incl. Numba init)",
+              "first calls with a full GC collection in them", "cold first call s"]
     lines += ["", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in result.calls:
         if row.error is not None:
-            cells = ["error: " + row.error, "", "", "", "", ""]
+            cells = ["error: " + row.error, "", "", "", "", "", ""]
         else:
             cells = [format_ms(row.numba_init_ms), format_ms(row.first_ms),
                      format_ms(row.second_ms), format_ms(row.extra_ms), verdict(row.meets_target),
-                     format_ms(row.fresh_first_ms)]
+                     format_ms(row.fresh_first_ms), gc_cell(row.gc_ms)]
         cold = format_seconds(row.cold_s) if row.cold_s is not None else row.cold_note
         lines.append("| " + " | ".join([row.op, row.dtype] + cells + [cold]) + " |")
     return lines
@@ -490,7 +514,10 @@ def startup_summary(result: StartupResult) -> list[str]:
             f"{met} of {len(measured)} op/dtype pairs",
             f"- first call in a fresh process (incl. Numba init): "
             f"{format_ms(min(r.fresh_first_ms for r in measured))} to "
-            f"{format_ms(max(r.fresh_first_ms for r in measured))} ms"]
+            f"{format_ms(max(r.fresh_first_ms for r in measured))} ms",
+            f"- full collections of Python's garbage collector (their cost that of every "
+            f"object in the process, Numba's most) in the first calls above: "
+            f"{gc_cell([ms for r in measured for ms in r.gc_ms])}"]
     cold = [r.cold_s for r in result.calls if r.cold_s is not None]
     if cold:
         lines.append(f"- first call with nothing cached (compiling its kernels): "
