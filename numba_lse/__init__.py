@@ -10,8 +10,9 @@ from ._outputs import set_output_cache
 # implementations of the public functions (``_overloads``) are registered by Numba itself,
 # through the package's ``numba_extensions`` entry point, when it first compiles. Used from
 # a source tree (no entry point), they are registered here where Numba is already imported,
-# and by the first call otherwise.
-if "numba" in sys.modules:
+# and by the first call otherwise. (Not where another thread is importing them already: it
+# may be waiting for this package, and this import for it.)
+if "numba" in sys.modules and "numba_lse._overloads" not in sys.modules:
     from . import _overloads  # noqa: F401
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "log1m_softmax", "nll_loss", "cross_entropy",

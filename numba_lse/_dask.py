@@ -42,6 +42,13 @@ def _da():
     return da
 
 
+def _meta(ndim, dtype):
+    """An empty array that stands for a block of ``ndim`` dimensions and ``dtype`` (Dask's
+    ``meta``). Without it Dask calls the block's function on empty arrays to learn what it
+    returns, and so would import Numba and load (or compile) kernels as the graph is built."""
+    return np.empty((0,) * ndim, dtype=dtype)
+
+
 # --- partials ----------------------------------------------------------------------------
 
 
@@ -61,8 +68,13 @@ def _block_partials(a, b=None, *, axes):
 def _merge_blocks(p, axis, keepdims):
     """Partials concatenated along ``axis`` merged into one (dask.array.reduction's step)."""
     axes = tuple(sorted(ax % p.ndim for ax in (axis if isinstance(axis, tuple) else (axis,))))
-    merged = _dispatch.cpu().merge_partials(p["m"], p["c"], p["s"], axes)
-    out = _as_partial(*merged, axes)
+    if p.size == 0:
+        # The merge of no partials: (-inf, 0, 0), here, not in a kernel. (Dask's reduction
+        # calls this on empty arrays to learn what it returns, and takes no ``meta``.)
+        out = np.empty(tuple(1 if ax in axes else n for ax, n in enumerate(p.shape)), PARTIAL)
+        out["m"], out["c"], out["s"] = -np.inf, 0.0, 0.0
+    else:
+        out = _as_partial(*_dispatch.cpu().merge_partials(p["m"], p["c"], p["s"], axes), axes)
     return out if keepdims else np.squeeze(out, axes)
 
 
@@ -78,7 +90,7 @@ def _merged_partials(a, b, axes, block=_block_partials):
     da = _da()
     chunks = tuple((1,) * len(c) if ax in axes else c for ax, c in enumerate(a.chunks))
     arrays = (a,) + tuple(x for x in (b if isinstance(b, tuple) else (b,)) if x is not None)
-    meta = np.empty((0,) * a.ndim, dtype=PARTIAL)
+    meta = _meta(a.ndim, PARTIAL)
     partials = da.map_blocks(block, *arrays, axes=axes, chunks=chunks, dtype=PARTIAL,
                              meta=meta)
     return da.reduction(partials, _merge_blocks, _merge_blocks, combine=_merge_blocks,
@@ -157,7 +169,8 @@ def logsumexp(a, axis, b, keepdims, return_sign, where):
         kept = tuple(1 if ax in axes else size for ax, size in enumerate(a.shape))
         out, sign = da.full(kept, -np.inf, dtype=dtype), da.full(kept, -1.0, dtype=dtype)
     else:
-        finished = _merged_partials(a, b, axes).map_blocks(_finish_block, dtype=FINISHED)
+        finished = _merged_partials(a, b, axes).map_blocks(_finish_block, dtype=FINISHED,
+                                                           meta=_meta(a.ndim, FINISHED))
         out, sign = finished["lse"], finished["sign"]
         if not return_sign:
             out = da.where(sign < 0, np.nan, out)
@@ -217,18 +230,20 @@ def softmax_family(name, x, axis, where):
             f"axis={axis!r} (SciPy raises 'zero-size array to reduction operation maximum')"
         )
     function = getattr(_api, name)
+    like_x = dict(dtype=x.dtype, meta=_meta(x.ndim, x.dtype))
     if all(x.numblocks[ax] == 1 for ax in axes):
         if mask is None:
-            result = x.map_blocks(function, axis=axes, dtype=x.dtype)
+            result = x.map_blocks(function, axis=axes, **like_x)
         else:
             result = da.map_blocks(lambda xb, mb: function(xb, axis=axes, where=mb), x, mask,
-                                   dtype=x.dtype)
+                                   **like_x)
         return result.astype(dtype)
     p = _merged_partials(x, mask, axes)
     dominant = None
     if name == "log1m_softmax":
         below = _merged_partials(x, (p, mask), axes, block=_below_partials)
-        dominant = da.map_blocks(_dominant_block, p, below, dtype=np.float64)
+        dominant = da.map_blocks(_dominant_block, p, below, dtype=np.float64,
+                                 meta=_meta(p.ndim, np.float64))
     arrays = [x, mask, p, dominant]
     args = [a for a in arrays if a is not None]
     present = [a is not None for a in arrays]
@@ -238,7 +253,7 @@ def softmax_family(name, x, axis, where):
         full = [next(it) if here else None for here in present]
         return _apply_block(*full, name=name, axes=axes)
 
-    return da.map_blocks(apply, *args, dtype=x.dtype).astype(dtype)
+    return da.map_blocks(apply, *args, **like_x).astype(dtype)
 
 
 # --- losses ------------------------------------------------------------------------------
@@ -309,7 +324,8 @@ def _reduce(losses, weights, reduction, dtype, unbatched):
     total = losses.sum()
     if reduction == "sum":
         return total.astype(dtype)
-    return da.map_blocks(_divide, total, weights.sum(), dtype=np.float64).astype(dtype)
+    return da.map_blocks(_divide, total, weights.sum(), dtype=np.float64,
+                         meta=_meta(0, np.float64)).astype(dtype)
 
 
 def _indices(x, probability):
@@ -337,11 +353,12 @@ def cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothi
                            dtype=np.float64, concatenate=True)
     if not return_grad:
         losses = da.blockwise(_cross_entropy_block, sample, x, x_ind, t, t_ind, *_weight_arg(w),
-                              grad=False, **block)
+                              grad=False, meta=_meta(len(sample), np.float64), **block)
         return _reduce(losses, weights, reduction, dtype, unbatched)
     n_classes = x.shape[1]
     both = da.blockwise(_cross_entropy_block, x_ind, x, x_ind, t, t_ind, *_weight_arg(w),
-                        grad=True, adjust_chunks={"c": n_classes + 1}, **block)
+                        grad=True, adjust_chunks={"c": n_classes + 1},
+                        meta=_meta(len(x_ind), np.float64), **block)
     losses, grad = both[:, n_classes], both[:, :n_classes]
     if reduction == "mean":
         grad = grad * da.map_blocks(_reciprocal_or_zero, weights.sum(), dtype=np.float64)
@@ -355,7 +372,8 @@ def nll_loss(log_probs, target, weight, ignore_index, reduction):
         log_probs, target, weight, ignore_index, reduction, 0.0, False)
     x_ind, t_ind, sample = _indices(x, False)
     losses = da.blockwise(_nll_block, sample, x, x_ind, t, t_ind, *_weight_arg(w),
-                          ignore_index=ignore_index, dtype=np.float64, concatenate=True)
+                          ignore_index=ignore_index, dtype=np.float64, concatenate=True,
+                          meta=_meta(len(sample), np.float64))
     weights = da.blockwise(_sample_weights, sample, t, t_ind, *_weight_arg(w),
                            ignore_index=ignore_index, probability=False, dtype=np.float64,
                            concatenate=True)

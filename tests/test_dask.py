@@ -22,6 +22,9 @@ different order, so they may differ by rounding:
 Warnings are errors in this suite (pyproject.toml), Dask's PerformanceWarning included.
 """
 
+import subprocess
+import sys
+import textwrap
 import threading
 import zlib
 
@@ -255,6 +258,36 @@ def _lazy_cases():
 
 
 LAZY_CASES = _lazy_cases()
+
+
+def test_building_a_graph_imports_no_numba():
+    # Dask calls a block's function on empty arrays to learn what it returns, unless given
+    # ``meta``: that would import Numba and load (or compile) kernels as the graph is built,
+    # in a client that may never compute a block itself.
+    script = textwrap.dedent("""
+        import sys, numpy as np, dask, dask.array as da, numba_lse as nl
+        rng = np.random.default_rng(0)
+        x = da.from_array(rng.standard_normal((12, 10)), chunks=(4, 5))
+        mask = da.from_array(rng.random((12, 10)) < 0.8, chunks=(4, 10))
+        t = da.from_array(rng.integers(0, 10, 12), chunks=4)
+        graphs = [nl.logsumexp(x, axis=1), nl.logsumexp(x, return_sign=True)[1],
+                  nl.softmax(x.rechunk((4, 10)), axis=1),
+                  nl.log_softmax(x.rechunk((4, 10)), axis=1, where=mask),
+                  nl.softmax(x, axis=1), nl.log1m_softmax(x, axis=0),
+                  nl.cross_entropy(x, t), nl.cross_entropy(x, t, return_grad=True)[1],
+                  nl.nll_loss(x, t, reduction="none"), nl.nll_loss(x, t)]
+        print("numba" in sys.modules)
+        results = dask.compute(*graphs, scheduler="sync")
+        x, t = x.compute(), t.compute()
+        # (Within rounding: Dask merges the blocks' partials in another order.)
+        print(np.allclose(results[0], nl.logsumexp(x, axis=1), rtol=1e-14, atol=0),
+              np.allclose(results[-1], nl.nll_loss(x, t), rtol=1e-14, atol=0),
+              "numba" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True", "True"]
 
 
 @pytest.mark.parametrize("case", LAZY_CASES)

@@ -20,6 +20,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core import caching, cgutils
 from numba.core.compiler_lock import global_compiler_lock
+from numba.core.registry import cpu_target
 from numba.extending import intrinsic
 from numba.np.ufunc.parallel import _launch_threads
 
@@ -143,6 +144,11 @@ class Deferred:
     def dispatcher(self):
         """The Numba dispatcher, made at the first use."""
         if self._dispatcher is None:
+            # A dispatcher needs Numba's CPU context, whose lazy set-up takes the compiler
+            # lock under the context's own lock: set up first, not under the compiler lock
+            # (a thread decorating its first @njit function meanwhile would wait on the one
+            # lock while holding the other).
+            cpu_target.target_context
             with global_compiler_lock:
                 self._make()
                 _put_in_place()
