@@ -15,8 +15,9 @@ Three figures, each from its own child processes, run one after another:
   written into a temporary directory put on the child's sys.path: one ``@njit(cache=True)``
   sum loop and one ``@njit(cache=True, parallel=True)`` prange sum, imported, then called
   once each, timed together as "Numba init"; its first compile also loads numba_lse's
-  ``numba_extensions`` hook, ``numba_lse._overloads``, ~3 ms).  Then the first call of one op and dtype on a small input (64x100,
-  axis=-1; the losses with int64 targets, nll_loss on log-probabilities), and its second
+  ``numba_extensions`` hook, ``numba_lse._overloads``, ~3 ms).  Then the first call of one
+  op and dtype on a small input (64x100, axis=-1; the losses with int64 targets, nll_loss
+  on log-probabilities), and its second
   call.  One untimed child first makes every one of these calls, so the on-disk cache
   (``cache=True``) holds every kernel, the baseline's included; then RUNS children per op
   and dtype, medians.  "numba_lse extra" = first - second call, both after Numba init: what
