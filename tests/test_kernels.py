@@ -182,15 +182,17 @@ def test_partials_merged_and_finished_on_the_threads(threads):
 
 def _every_kernel_path(dtype):
     """One result per loop that takes tasks from a queue: short rows (tiles), rows in one
-    piece, rows in chunks, a vector, columns (axis 0, and a middle axis), the losses."""
+    piece, rows in chunks, a vector, columns (axis 0, and a middle axis; bands in pieces of
+    rows: (700, 600), (50000, 3), the losses' (1, 700, 200)), the losses."""
     rng = np.random.default_rng(7)
     results = []
     for shape, axis in [((3000, 10), 1), ((300, 700), 1), ((3, 3 * CHUNK + 5), 1),
-                        ((4 * CHUNK + 3,), None), ((700, 600), 0), ((40, 50, 30), 1)]:
+                        ((4 * CHUNK + 3,), None), ((700, 600), 0), ((40, 50, 30), 1),
+                        ((50_000, 3), 0)]:
         x = (rng.standard_normal(shape) * 4).astype(dtype)
         for op in (nl.logsumexp, nl.softmax, nl.log_softmax, nl.log1m_softmax):
             results.append(op(x, axis=axis))
-    for shape in [(20_000, 10), (600, 700), (3, 3 * CHUNK + 5), (300, 40, 20)]:
+    for shape in [(20_000, 10), (600, 700), (3, 3 * CHUNK + 5), (300, 40, 20), (1, 700, 200)]:
         x = (rng.standard_normal(shape) * 4).astype(dtype)
         target = rng.integers(0, shape[1], (shape[0],) + shape[2:])
         results.extend(nl.cross_entropy(x, target, reduction="none", return_grad=True))

@@ -604,6 +604,34 @@ class TestLargeAndExtreme:
         np.testing.assert_allclose(res, ref, rtol=8 * np.finfo(dtype).eps, atol=0,
                                    err_msg=f"long rows: case={case} dtype={_name(dtype)}")
 
+    @pytest.mark.parametrize("return_sign", [False, True])
+    @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=_name)
+    @pytest.mark.parametrize("weights", ["none", "signed"])
+    def test_tall_columns_in_pieces(self, weights, dtype, return_sign):
+        # Few columns over a long axis 0 are cut in pieces of rows, merged in order
+        # (``reduce.column_pieces``; float32 without weights keeps its certified bands,
+        # one piece): special values in some pieces and not others.
+        from numba_lse.cpu.reduce import column_pieces
+        rng = _rng("tall", weights, _name(dtype))
+        a = 3 * rng.standard_normal((40_000, 7))
+        a[35_000, 0] = np.nan                  # in the last piece only
+        a[20_000, 1] = np.inf                  # the third's first row
+        a[:, 2] = -np.inf                      # -inf in every piece
+        a[15_000, 3] = 1000.0                  # one dominant term
+        a[::9_000, 4] = 50.0                   # ties of the max in every piece
+        a[:, 5] -= 1000.0                      # every piece's terms underflow against ...
+        a[10, 5] = 0.0                         # ... the first piece's max
+        a[30_000, 6] = np.finfo(dtype).max
+        a = a.astype(dtype)
+        assert column_pieces.py_func(a[None]) == (4, 10_000)
+        b = None
+        if weights == "signed":
+            b = rng.uniform(-1, 2, a.shape).astype(dtype)
+            b[20_000, 1] = 0.0                 # a zero weight drops its +inf
+            b[30_000, 6] = -1.0
+        check_against_scipy(a, axis=0, b=b, return_sign=return_sign, mask_ill=True,
+                            ctx=f"tall columns {weights} {_name(dtype)}")
+
 
 # --------------------------------------------------------------------------- 6. bad input
 def _dtype_pattern(dtype):

@@ -694,7 +694,10 @@ class TestFusedGradientVsTorch:
     # 2^-29 of the magnitude of their two terms (``gradient_terms``), not of their own ulp.
     @pytest.mark.parametrize("target_kind", ["index", "probability"])
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-    @pytest.mark.parametrize("shape", [(700, 40), (7, 10_000), (20, 70_000), (5, 70_000)],
+    # (1, 700, 200): 200 samples of 700 classes along axis 1, their partials taken in
+    # pieces of classes and merged (``reduce.column_pieces``).
+    @pytest.mark.parametrize("shape", [(700, 40), (7, 10_000), (20, 70_000), (5, 70_000),
+                                       (1, 700, 200)],
                              ids=lambda s: "x".join(map(str, s)))
     def test_long_rows(self, shape, dtype, target_kind):
         rng = _rng("grad long rows", shape, _dtype_id(dtype), target_kind)
@@ -708,8 +711,16 @@ class TestFusedGradientVsTorch:
         loss, grad = cross_entropy(x, t, return_grad=True, **kwargs)
         assert same_bits(loss, cross_entropy(x, t, **kwargs))
         expected, grad_expected = torch_cross_entropy(x, t, **kwargs)
-        assert_close(loss, expected, dtype, atol=ATOL_UNIT * loss_scale(x, w, "mean", shape[0]))
-        cancelling = gradient_terms(x, t, w, 0.1) * (2.0 ** -29 if dtype == np.float32 else 0.0)
+        assert_close(loss, expected, dtype,
+                     atol=ATOL_UNIT * loss_scale(x, w, "mean", math.prod(_target_shape(shape))))
+        if x.ndim == 3:  # the terms of its (samples, classes) rows, moved back
+            rows = np.moveaxis(x, 1, -1).reshape(-1, shape[1])
+            t_rows = np.moveaxis(t, 1, -1).reshape(rows.shape) if t.ndim == 3 else t.reshape(-1)
+            terms = gradient_terms(rows, t_rows, w, 0.1).reshape(shape[0], shape[2], shape[1])
+            terms = np.moveaxis(terms, -1, 1)
+        else:
+            terms = gradient_terms(x, t, w, 0.1)
+        cancelling = terms * (2.0 ** -29 if dtype == np.float32 else 0.0)
         assert_close(grad, grad_expected, dtype, ulps=4, what="grad",
                      atol=ATOL_UNIT * grad_scale(grad_expected) + cancelling)
 

@@ -417,6 +417,54 @@ class TestLayouts:
                                       FUNCS[name](x[:2], axis=1, where=where[:2]))
 
     @pytest.mark.parametrize("name", FUNCS)
+    @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+    def test_tall_columns_in_pieces(self, name, dtype):
+        # Few columns over a long axis: their partials are taken in pieces of rows and
+        # merged (``reduce.column_pieces``): special values in some pieces and not others,
+        # a dominant entry (log1m_softmax's own pass), and a mask over a whole piece.
+        # softmax and log_softmax against SciPy in long double on the rows of the transposed
+        # copy (SciPy's own float64 sums down a strided axis run in sequence: 50 ulp here);
+        # all three against our rows of that copy (tested against mpmath), specials exactly.
+        from numba_lse.cpu.reduce import column_pieces
+        rng = _rng("tall columns", name, _name(dtype))
+        x = 3 * rng.standard_normal((2, 30_000, 7))
+        x[0, 25_000, 0] = np.nan
+        x[0, 12_000, 1] = np.inf
+        x[1, :, 2] = -np.inf
+        x[1, 15_000, 3] = 1000.0
+        x[1, ::7_000, 4] = 40.0
+        x[0, :, 5] -= 1000.0
+        x[0, 5, 5] = 0.0
+        x = x.astype(dtype)
+        assert column_pieces.py_func(x) == (3, 10_000)
+        ours = FUNCS[name](x, axis=1)
+        # The documented bound, 2 ulp * max(1, cond), with cond <= |x_i| + max |x_j| (module
+        # docstring); float32 within 1 ulp of the reference rounded; log_softmax absolute.
+        eps = np.finfo(dtype).eps
+        finite = np.abs(np.where(np.isfinite(x), x, 0.0))
+        scale = 1.0 + float(np.max(finite))
+        rtol = 2 * eps * (1.0 + finite + scale) if dtype == np.float64 else 2 * eps
+        atol = 4 * eps * scale if name == "log_softmax" else 4 * eps * float(np.finfo(dtype).tiny)
+        if name in SCIPY:
+            ref, _ = scipy_call(name, np.swapaxes(x, 1, 2).astype(np.longdouble), 2)
+            ref = np.swapaxes(ref, 1, 2).astype(dtype)
+            assert ours.dtype == ref.dtype and ours.shape == ref.shape
+            bad = value_mismatches(ours, ref, rtol=rtol, atol=atol)
+            assert not len(bad), describe(x, ours, ref, bad)
+        rows = FUNCS[name](np.ascontiguousarray(np.swapaxes(x, 1, 2)), axis=2)
+        expected = np.swapaxes(rows, 1, 2)
+        bad = value_mismatches(ours, expected, rtol=2 * rtol, atol=2 * atol)
+        assert not len(bad), describe(x, ours, expected, bad)
+        where = np.ones(x.shape, dtype=bool)
+        where[0, 10_000:20_000, :] = False     # the middle piece of every column of slice 0
+        masked = FUNCS[name](x, axis=1, where=where)
+        rows = FUNCS[name](np.ascontiguousarray(np.swapaxes(x, 1, 2)), axis=2,
+                           where=np.ascontiguousarray(np.swapaxes(where, 1, 2)))
+        expected = np.swapaxes(rows, 1, 2)
+        bad = value_mismatches(masked, expected, rtol=2 * rtol, atol=2 * atol)
+        assert not len(bad), describe(x, masked, expected, bad)
+
+    @pytest.mark.parametrize("name", FUNCS)
     def test_streamed_outputs_same_bits_as_stored(self, name):
         # Short rows of an output of STREAM_FROM bytes or more are written by streaming
         # stores, a block of 16 rows (whole cache lines) at a time; a smaller output by

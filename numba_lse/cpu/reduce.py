@@ -16,7 +16,9 @@ Two loop shapes, one mathematics (``partials.py``):
                certified sums: ``column_sums``), so every inner loop reads contiguous
                memory and vectorises. ``inner_partials`` does the same for the partials
                themselves (the softmax family's, cross-entropy's, and those of Dask
-               blocks).
+               blocks). Where the bands are too few to keep the threads busy (a tall
+               array's few columns), each is cut along n too, and the partials of its
+               pieces are merged in order (``column_pieces``).
 """
 
 import math
@@ -61,6 +63,11 @@ CHUNK = 64 * BLOCK
 # Columns per task of the column kernels (a row of a band: 2-4 KiB; the band's partials,
 # 12-16 KiB, stay in L1 while its rows stream through).
 INNER_BAND = 512
+# Where an array has fewer bands than this in all (outer times its bands: a tall array's
+# few columns, such as (4096, 256) or (10^6, 3) over axis 0, had one band, one task, one
+# thread), each band is cut along n too, into up to COLUMN_TASKS pieces of at least a
+# CHUNK of entries (``column_pieces``), whose partials are merged in order.
+COLUMN_TASKS = 8
 # Rows shorter than this are reduced a tile of TILE_ROWS rows at a time, transposed; a
 # log-sum-exp's, LSE_TILE_ROWS (a tile's values depend on its rows alone, not on the tile).
 # Measured on rows of 10, two threads, against tiles of 256: the softmax family and
@@ -430,30 +437,70 @@ def piece_at(task, pieces, size, piece):
     return o, lo, min(size, lo + piece)
 
 
+@inline
+def column_pieces(x):
+    """(pieces, rows): each band of columns of x (outer, n, inner) is reduced in ``pieces``
+    pieces of ``rows`` rows (the last of the rest): one piece of n rows where the array has
+    COLUMN_TASKS bands or more, else up to COLUMN_TASKS // bands pieces (rounded up) of at
+    least a CHUNK of entries. The shape alone decides, so a result has the same bits
+    whatever the number of threads."""
+    outer, n, inner = x.shape
+    bands = outer * -(-inner // INNER_BAND)
+    pieces = 1
+    if 0 < bands < COLUMN_TASKS:
+        pieces = max(1, min(-(-COLUMN_TASKS // bands), n * min(inner, INNER_BAND) // CHUNK))
+    rows = -(-n // pieces)
+    # No piece left empty: n = 2049 in 8 pieces of 257 rows is 8, in 4 of 513 is 4.
+    return (-(-n // rows) if rows else 1), rows
+
+
 @kernel
-def partials_run(x, w, m, c, s, for_outputs, first, end):
-    """Tasks first .. end - 1 of ``inner_partials``: bands of INNER_BAND columns."""
+def partials_run(x, w, m, c, s, for_outputs, rows, first, end):
+    """Tasks first .. end - 1 of ``inner_partials``: bands of INNER_BAND columns of a piece
+    of ``rows`` rows (``column_pieces``), task (o * pieces + p) * bands + b, whose partials
+    go to (m, c, s)[o, p]. A task's partials are taken in arrays of the thread's own, then
+    copied out: the pieces of narrow columns share cache lines in (m, c, s), which the
+    column kernels load and store at every step (two threads on (10^6, 3): 6.5x slower)."""
     n_bands = -(-x.shape[2] // INNER_BAND)
+    pieces = m.shape[1]
+    width = min(x.shape[2], INNER_BAND)
+    run_m, run_c, run_s = np.empty(width), np.empty(width), np.empty(width)
     for task in range(first, end):
-        o, j0, j1 = piece_at(task, n_bands, x.shape[2], INNER_BAND)
-        column_max(x, w, o, j0, m[o, j0:j1], x.shape[1])
-        column_terms(x, w, o, j0, m[o, j0:j1], c[o, j0:j1], s[o, j0:j1], for_outputs)
+        slab, j0, j1 = piece_at(task, n_bands, x.shape[2], INNER_BAND)
+        o, k0, k1 = piece_at(slab, pieces, x.shape[1], rows)
+        p = slab - o * pieces
+        k = j1 - j0
+        column_max(x, w, o, j0, run_m[:k], k1, k0)
+        column_terms(x, w, o, j0, run_m[:k], run_c[:k], run_s[:k], for_outputs, (k0, k1))
+        m[o, p, j0:j1] = run_m[:k]
+        c[o, p, j0:j1] = run_c[:k]
+        s[o, p, j0:j1] = run_s[:k]
 
 
 @kernel
 def inner_partials(x, w, for_outputs=None):
     """Partials (m, c, s), each (outer, inner), of x (outer, n, inner) reduced over axis 1
     (``partials.term_exp`` says what ``for_outputs`` changes): bands of INNER_BAND columns,
-    their maxima, then their terms (``column_max``, ``column_terms``, as ``lse_columns``)."""
+    their maxima, then their terms (``column_max``, ``column_terms``, as ``lse_columns``);
+    where the bands are few, in pieces of rows (``column_pieces``) merged in order
+    (``merge_partials``). Over axis 0, two threads, Zen 3, against one piece: float32
+    softmax of (4096, 256) 1.43x, (10^5, 10) 1.42x, (10^6, 3) 1.41x, (20000, 512) 1.61x,
+    log_softmax 1.5-1.8x; float64 logsumexp of (4096, 256) 1.5-1.9x, (10^6, 3) 1.9x;
+    (1024, 1024), two bands already, 0.94x (float64 logsumexp)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
-    m = np.empty((outer, inner))
-    c = np.empty((outer, inner))
-    s = np.empty((outer, inner))
-    run_tasks(partials_run, (x, w, m, c, s, for_outputs), outer * -(-inner // INNER_BAND),
-              n * min(inner, INNER_BAND))
+    pieces, rows = column_pieces(x)
+    m = np.empty((outer, pieces, inner))
+    c = np.empty((outer, pieces, inner))
+    s = np.empty((outer, pieces, inner))
+    run_tasks(partials_run, (x, w, m, c, s, for_outputs, rows),
+              outer * pieces * -(-inner // INNER_BAND), rows * min(inner, INNER_BAND))
+    if pieces == 1:
+        result = (m.reshape((outer, inner)), c.reshape((outer, inner)), s.reshape((outer, inner)))
+    else:
+        result = merge_partials(m, c, s)
     restore_threads(threads)
-    return m, c, s
+    return result
 
 
 # Columns longer than this take the full exp (the bound of a certified column's sums,
@@ -490,14 +537,14 @@ def column_sum_error(n):
 
 
 @kernel
-def column_max(x, w, o, j0, m, end):
-    """m[j] = the max of x[o, :end, j0 + j] over the entries of nonzero weight (weights w
+def column_max(x, w, o, j0, m, end, start=0):
+    """m[j] = the max of x[o, start:end, j0 + j] over the entries of nonzero weight (weights w
     like x, or None; -inf for none), walking the rows in x's dtype."""
     prefer_wide_vectors()
     width = m.shape[0]
     running = np.empty(width, x.dtype)
     running[:] = -np.inf
-    for k in range(end):
+    for k in range(start, end):
         xk = x[o, k, j0:j0 + width]
         wk = part_of(w, o, k, j0, j0 + width)
         for j in range(width):
@@ -507,10 +554,11 @@ def column_max(x, w, o, j0, m, end):
 
 
 @kernel
-def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
-    """c, s[j] = the ties' weights and the sum of the other terms of x[o, :, j0 + j] (weights
-    w like x, or None) for its max m[j] (``column_max``): the rest of its partial
-    (``partials.term_exp`` says what ``for_outputs`` changes).
+def column_terms(x, w, o, j0, m, c, s, for_outputs=None, rows=None):
+    """c, s[j] = the ties' weights and the sum of the other terms of x[o, :, j0 + j] (of its
+    rows k0 .. k1 - 1 where ``rows`` is (k0, k1)) (weights w like x, or None) for its max
+    m[j] (``column_max``): the rest of its partial (``partials.term_exp`` says what
+    ``for_outputs`` changes).
 
     COLUMN_STEP rows a step, so that each column's (c, s) is loaded and stored once per step;
     the terms of a step are added in pairs, then to s, compensated for float64 data
@@ -520,13 +568,14 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
     among others."""
     prefer_wide_vectors()
     width = m.shape[0]
-    n = x.shape[1]
+    k0, k1 = rows_or_all(x, rows)
+    n = k1 - k0
     short = n < SHORT_ROW
     e = np.zeros(width)
     c[:] = 0.0
     s[:] = 0.0
     full_steps = n - n % COLUMN_STEP
-    for k in range(0, full_steps, COLUMN_STEP):
+    for k in range(k0, k0 + full_steps, COLUMN_STEP):
         x0, x1, x2, x3 = step_rows(x, o, k, j0, width)
         w0, w1, w2, w3 = step_rows(w, o, k, j0, width)
         for j in range(width):
@@ -536,7 +585,7 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
             c3, s3 = column_term(x3[j], weight_at(w3, j), m[j], for_outputs)
             c[j] += (c0 + c1) + (c2 + c3)
             s[j], e[j] = add_to_column(s[j], e[j], (s0 + s1) + (s2 + s3), x0[j], short)
-    for k in range(full_steps, n):
+    for k in range(k0 + full_steps, k1):
         xk = x[o, k, j0:j0 + width]
         wk = part_of(w, o, k, j0, j0 + width)
         for j in range(width):
@@ -545,6 +594,18 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None):
             s[j], e[j] = add_to_column(s[j], e[j], sk, xk[j], short)
     for j in range(width):
         s[j] += e[j]
+
+
+def rows_or_all(x, rows):
+    """rows, a (k0, k1) pair, or (0, n) for all the rows of x (outer, n, inner) where rows is
+    None."""
+
+
+@overload(rows_or_all, inline="always")
+def _rows_or_all(x, rows):
+    if isinstance(rows, (types.NoneType, types.Omitted)):
+        return lambda x, rows: (0, x.shape[1])
+    return lambda x, rows: rows
 
 
 @inline_ir
@@ -785,14 +846,26 @@ def lse_columns(x, w, out, sign, cheap=None):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign, for x (outer, n,
     inner) and weights w like it, or None: bands of INNER_BAND columns in two passes, their
     maxima, then their terms for them, COLUMN_STEP rows a step (``lse_of_columns``; ``cheap``
-    as there: one pass). Against one pass with running partials, rescaled every 8 rows (an
-    exp per column) and loaded and stored per term: 4096x4096 over axis 0, 1.2x faster in
-    float64 (two threads), 1.3x in float32 with its certified exp (session 19; since
-    session 27 float32's certified bands take one pass against fixed shifts, 1.3-1.44x)."""
+    as there: one pass); where the bands are few (``column_pieces``; not for float32 data
+    without weights), the partials of their pieces (``inner_partials``), finished. Against one pass with running
+    partials, rescaled every 8 rows (an exp per column) and loaded and stored per term:
+    4096x4096 over axis 0, 1.2x faster in float64 (two threads), 1.3x in float32 with its
+    certified exp (session 19; since session 27 float32's certified bands take one pass
+    against fixed shifts, 1.3-1.44x)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
-    run_tasks(columns_run, (x, w, out, sign, cheap), outer * -(-inner // INNER_BAND),
-              n * min(inner, INNER_BAND))
+    if not is_present(certified_for(x, w)) and column_pieces(x)[0] > 1:
+        # Few bands: their partials in pieces, merged. Not float32 data without weights:
+        # its certified results are the bits of its full exp's bands (the uncertain columns
+        # summed again alone, ``lse_of_columns``), and its certified one pass on one thread
+        # measured as fast as two threads' two passes with the full exp, on two cores
+        # ((4096, 256): 1.14 ms, and 1.17-1.32).
+        m, c, s = inner_partials(x, w)
+        for o in range(outer):
+            finish_slices(m[o], c[o], s[o], out[o], row_of(sign, o))
+    else:
+        run_tasks(columns_run, (x, w, out, sign, cheap), outer * -(-inner // INNER_BAND),
+                  n * min(inner, INNER_BAND))
     restore_threads(threads)
 
 
