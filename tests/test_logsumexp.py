@@ -607,12 +607,16 @@ class TestLargeAndExtreme:
     @pytest.mark.parametrize("return_sign", [False, True])
     @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=_name)
     @pytest.mark.parametrize("weights", ["none", "signed"])
-    def test_tall_columns_in_pieces(self, weights, dtype, return_sign):
-        # Few columns over a long axis 0 are cut in pieces of rows, merged in order
-        # (``reduce.column_pieces``; float32 without weights keeps its certified bands,
-        # one piece): special values in some pieces and not others.
+    @pytest.mark.parametrize("layout", ["packed", "strided"])
+    def test_tall_columns_in_pieces(self, layout, weights, dtype, return_sign):
+        # Few columns over a long axis 0: packed, their partials are taken on a view of
+        # 18 rows a row and merged (``cpu._column_partials``: 40000 rows are 2222 such rows
+        # and 4 left over); strided, the band is cut in pieces of rows, merged in order
+        # (``reduce.column_pieces``; float32 without weights keeps its certified band, one
+        # piece). Special values in some pieces (and groups of rows) and not others.
+        from numba_lse import cpu
         from numba_lse.cpu.reduce import column_pieces
-        rng = _rng("tall", weights, _name(dtype))
+        rng = _rng("tall", layout, weights, _name(dtype))
         a = 3 * rng.standard_normal((40_000, 7))
         a[35_000, 0] = np.nan                  # in the last piece only
         a[20_000, 1] = np.inf                  # the third's first row
@@ -629,6 +633,11 @@ class TestLargeAndExtreme:
             b = rng.uniform(-1, 2, a.shape).astype(dtype)
             b[20_000, 1] = 0.0                 # a zero weight drops its +inf
             b[30_000, 6] = -1.0
+        if layout == "strided":
+            a = np.repeat(a, 2, axis=1)[:, ::2]
+            b = None if b is None else np.repeat(b, 2, axis=1)[:, ::2]
+        assert cpu._rows_per_wide_row(a[None], None if b is None else b[None]) == (
+            18 if layout == "packed" else 1)
         check_against_scipy(a, axis=0, b=b, return_sign=return_sign, mask_ill=True,
                             ctx=f"tall columns {weights} {_name(dtype)}")
 

@@ -418,15 +418,21 @@ class TestLayouts:
 
     @pytest.mark.parametrize("name", FUNCS)
     @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
-    def test_tall_columns_in_pieces(self, name, dtype):
-        # Few columns over a long axis: their partials are taken in pieces of rows and
-        # merged (``reduce.column_pieces``): special values in some pieces and not others,
-        # a dominant entry (log1m_softmax's own pass), and a mask over a whole piece.
+    @pytest.mark.parametrize("layout", ["packed", "strided"])
+    def test_tall_columns_in_pieces(self, layout, name, dtype):
+        # Few columns over a long axis. Packed, their partials and outputs are taken on a
+        # view of 18 rows a row, each wide column given its column's partial
+        # (``cpu._column_partials``: 30000 rows, 1666 such rows and 12 left over); strided,
+        # the band is cut in pieces of rows, their partials merged
+        # (``reduce.column_pieces``). Special values in some pieces (and groups of rows)
+        # and not others, a dominant entry (log1m_softmax's own pass), and a mask over a
+        # whole piece.
+        from numba_lse import cpu
         # softmax and log_softmax against SciPy in long double on the rows of the transposed
         # copy (SciPy's own float64 sums down a strided axis run in sequence: 50 ulp here);
         # all three against our rows of that copy (tested against mpmath), specials exactly.
         from numba_lse.cpu.reduce import column_pieces
-        rng = _rng("tall columns", name, _name(dtype))
+        rng = _rng("tall columns", layout, name, _name(dtype))
         x = 3 * rng.standard_normal((2, 30_000, 7))
         x[0, 25_000, 0] = np.nan
         x[0, 12_000, 1] = np.inf
@@ -437,6 +443,9 @@ class TestLayouts:
         x[0, 5, 5] = 0.0
         x = x.astype(dtype)
         assert column_pieces.py_func(x) == (3, 10_000)
+        if layout == "strided":
+            x = np.repeat(x, 2, axis=2)[:, :, ::2]
+        assert cpu._rows_per_wide_row(x) == (18 if layout == "packed" else 1)
         ours = FUNCS[name](x, axis=1)
         # The documented bound, 2 ulp * max(1, cond), with cond <= |x_i| + max |x_j| (module
         # docstring); float32 within 1 ulp of the reference rounded; log_softmax absolute.

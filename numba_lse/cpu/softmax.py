@@ -8,7 +8,8 @@ softmax and log1m_softmax take one exp per element, not two: the row's max first
 exps of its sum, kept (``partials.exps_and_sum``; a tile's in ``column_partials``) and
 scaled by the outputs.
 Strided axes are read three times: their partials take two passes over a band of columns
-(``reduce.inner_partials``), then the outputs one.
+(``reduce.inner_partials``), then the outputs one (narrow columns of packed rows through a
+wider view: ``cpu._column_partials``).
 From a row's partial (m, c, s) each function needs two constants, then one expression per
 element:
 
@@ -655,15 +656,23 @@ def dominants_run(op, x, w, m, c, s, dominant, first, end):
 
 
 @kernel
-def softmax_inner(op, x, w, out):
-    """out[o, k, j] = the op's value at x[o, k, j], along axis 1 of x (outer, n, inner)."""
+def dominants(op, x, w, m, c, s):
+    """dominant[o, j]: log1m_softmax's value at the dominant entry of the slice x[o, :, j]
+    (weights w like x, or None) whose partial is (m, c, s)[o, j], nan where it has none
+    (``dominant_of_slice``; all nan for the other ops)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
-    m, c, s = inner_partials(x, w, FOR_OUTPUTS)
     dominant = np.empty((outer, inner))
     run_tasks(dominants_run, (op, x, w, m, c, s, dominant), outer * inner, n)
-    apply_partials(op, x, w, out, m, c, s, dominant)
     restore_threads(threads)
+    return dominant
+
+
+@kernel
+def softmax_inner(op, x, w, out):
+    """out[o, k, j] = the op's value at x[o, k, j], along axis 1 of x (outer, n, inner)."""
+    m, c, s = inner_partials(x, w, FOR_OUTPUTS)
+    apply_partials(op, x, w, out, m, c, s, dominants(op, x, w, m, c, s))
 
 
 @kernel
