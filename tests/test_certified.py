@@ -146,7 +146,21 @@ def _columns():
         "a few columns far above their shift": shifted_columns(rng, {
             599.0: [3, 600], 640.0: [5, 700, 1000], 800.0: [7, 601], np.inf: [9, 1029]}),
         "a quarter far above their shift": shifted_columns(rng, {640.0: slice(0, None, 4)}),
+        "a tall band, in pieces": tall_band(rng),
     }
+
+
+def tall_band(rng):
+    """A band of 300 columns of 20000 rows: its sums are taken in 8 pieces of rows on the
+    threads (``reduce.certified_in_pieces``), a quarter of its columns far above their
+    shift, and -inf, +inf and nan in a few."""
+    x = rng.standard_normal((20_000, 300)) + 2
+    x[:reduce.SHIFT_ROWS, ::4] -= 640.0
+    x[5000, 7] = np.inf
+    x[:, 9] = -np.inf
+    x[7, 11] = np.nan
+    x[12_000:, 13] -= 50.0
+    return x
 
 
 def shifted_columns(rng, drops):
@@ -167,7 +181,9 @@ COLUMNS = _columns()
 @pytest.mark.parametrize("kernel, name", [("rows", name) for name in ROWS] +
                          [("columns", name) for name in COLUMNS])
 def test_certified_results_are_the_full_exps_bits(kernel, name):
-    """The kernel with and without CERTIFIED, and the public function (which certifies)."""
+    """The kernel with and without CERTIFIED, and the public function (which certifies).
+    Columns of few bands (``reduce.column_pieces``: "randn", "one band of full exps", "a
+    tall band, in pieces") take their certified sums in pieces of rows."""
     lse, x, axis = ((lse_rows, ROWS[name], -1) if kernel == "rows" else
                     (lse_columns, COLUMNS[name], 0 if COLUMNS[name].ndim == 2 else 1))
     x = np.asarray(x, dtype=np.float32)
@@ -176,6 +192,16 @@ def test_certified_results_are_the_full_exps_bits(kernel, name):
     np.testing.assert_array_equal(out, full_out)
     np.testing.assert_array_equal(sign, full_sign)
     np.testing.assert_array_equal(nl.logsumexp(x, axis=axis), out)
+
+
+def test_few_bands_are_summed_in_pieces():
+    """The column cases above that take ``reduce.certified_in_pieces`` (pieces of rows of
+    bands too few for the threads) and one that does not."""
+    pieces = {name: reduce.column_pieces.py_func(COLUMNS[name][None])[0]
+              for name in ("randn", "one band of full exps", "a tall band, in pieces",
+                           "three rows")}
+    assert pieces == {"randn": 3, "one band of full exps": 2, "a tall band, in pieces": 8,
+                      "three rows": 1}
 
 
 def lse_short(x, cheap=None):

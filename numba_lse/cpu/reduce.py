@@ -643,21 +643,21 @@ def add_to_column(s, e, v, x, short):
 
 
 @kernel
-def column_sums(x, o, j0, shift, m, s, end):
-    """s[j] = the sum of exp(x[o, k, j0 + j] - shift[j]) over k < end, with float32 data's
-    exp (``partials.exp_of_difference``), and m[j] = the column's max (as ``column_max``;
-    m None: the shifts are the maxima): the terms of a CERTIFIED band (``lse_of_columns``;
-    no weights), COLUMN_STEP rows a step as ``column_terms``, without the ties' compare,
-    selects and count. Where the max is the shift, each tie adds exp(0) = 1, exactly; above
-    it, ``one_tie_apart`` rescales."""
+def column_sums(x, o, j0, shift, m, s, end, start=0):
+    """s[j] = the sum of exp(x[o, k, j0 + j] - shift[j]) over start <= k < end, with float32
+    data's exp (``partials.exp_of_difference``), and m[j] = the max of those entries (as
+    ``column_max``; m None: the shifts are the maxima): the terms of a CERTIFIED band
+    (``lse_of_columns``; no weights), COLUMN_STEP rows a step as ``column_terms``, without
+    the ties' compare, selects and count. Where the max is the shift, each tie adds exp(0) =
+    1, exactly; above it, ``one_tie_apart`` rescales."""
     prefer_wide_vectors()
     width = s.shape[0]
-    n = end
+    n = end - start
     s[:] = 0.0
     for j in range(width):
         store(m, j, -np.inf)
     full_steps = n - n % COLUMN_STEP
-    for k in range(0, full_steps, COLUMN_STEP):
+    for k in range(start, start + full_steps, COLUMN_STEP):
         x0, x1, x2, x3 = step_rows(x, o, k, j0, width)
         for j in range(width):
             s[j] += ((exp_of_difference(x0[j], shift[j]) + exp_of_difference(x1[j], shift[j]))
@@ -665,7 +665,7 @@ def column_sums(x, o, j0, shift, m, s, end):
             step_max = maxnum(maxnum(np.float64(x0[j]), np.float64(x1[j])),
                               maxnum(np.float64(x2[j]), np.float64(x3[j])))
             store(m, j, maxnum(max_found(m, shift, j), step_max))
-    for k in range(full_steps, n):
+    for k in range(start + full_steps, end):
         xk = x[o, k, j0:j0 + width]
         for j in range(width):
             s[j] += exp_of_difference(xk[j], shift[j])
@@ -797,13 +797,23 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
     prefetch_after(tile_w, 0)
     if cheap_band:
         column_sums(x, o, j0, shift, found, s, x.shape[1])
-        one_tie_apart(shift, found, c, s)
     else:
         column_max(x, w, o, j0, m, x.shape[1])
         column_terms(x, w, o, j0, m, c, s, None)
     prefetch_after(tile, 1)
     prefetch_after(tile_w, 1)
+    finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_band)
+
+
+@inline_ir
+def finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_band):
+    """The end of ``lse_of_columns``: out[j], sign[j] from the band's maxima m and sums: of
+    its terms against their shifts (``column_sums``: s, and the maxima found, ``found``,
+    None where the shifts are the maxima) where ``cheap_band``, rescaled (``one_tie_apart``)
+    and certified, the uncertain columns summed again with the full exp; else (c, s), the
+    full exp's partials (``column_terms``)."""
     if cheap_band:
+        one_tie_apart(shift, found, c, s)
         error = column_sum_error(x.shape[1])
         again = finish_slices(m, c, s, out, sign, uncertain, error)
         # Needed, and after finish_slices: a column far above its shift may sum to inf,
@@ -842,24 +852,93 @@ def columns_run(x, w, out, sign, cheap, first, end):
 
 
 @kernel
+def band_sums_run(x, shift, cheap, m, s, rows, first, end):
+    """Tasks first .. end - 1 of ``certified_in_pieces``: a piece of ``rows`` rows of a band
+    whose results will likely be certified (cheap[o, b]), summed against its band's
+    ``shift`` (``column_sums``), to (m, s)[o, p]; task (o * pieces + p) * bands + b."""
+    n_bands = -(-x.shape[2] // INNER_BAND)
+    pieces = m.shape[1]
+    width = min(x.shape[2], INNER_BAND)
+    run_m, run_s = np.empty(width), np.empty(width)
+    for task in range(first, end):
+        slab, j0, j1 = piece_at(task, n_bands, x.shape[2], INNER_BAND)
+        o, k0, k1 = piece_at(slab, pieces, x.shape[1], rows)
+        if cheap[o, j0 // INNER_BAND]:
+            p = slab - o * pieces
+            k = j1 - j0
+            column_sums(x, o, j0, shift[o, j0:j1], run_m[:k], run_s[:k], k1, k0)
+            m[o, p, j0:j1] = run_m[:k]
+            s[o, p, j0:j1] = run_s[:k]
+
+
+@kernel
+def certified_in_pieces(x, out, sign, pieces, rows):
+    """``lse_columns`` of CERTIFIED data (float32, no weights) whose bands are few
+    (``column_pieces``): each band's shifts and whether its results will likely be
+    certified, as ``lse_of_columns`` finds them; then, on the threads, the sums of those
+    bands' pieces of ``rows`` rows, each against its band's shifts (``band_sums_run``);
+    then each band's sums added in order and its maxima taken (a term goes through fewer
+    additions in sequence than in one pass: ``column_sum_error`` bounds them still), and
+    the band finished (``finish_band``: certified, and the uncertain columns summed again
+    with the full exp, the bits of the full exp's bands). The other bands take the full
+    exp's two passes, on one thread, as before."""
+    outer, n, inner = x.shape
+    n_bands = -(-inner // INNER_BAND)
+    width = min(inner, INNER_BAND)
+    shift = np.empty((outer, inner))
+    cheap = np.zeros((outer, n_bands), np.bool_)
+    m, c, s = np.empty(width), np.empty(width), np.empty(width)
+    uncertain = np.empty(width, np.bool_)
+    first_rows = min(n, SHIFT_ROWS)
+    for slab in range(outer * n_bands):
+        o, j0, j1 = piece_at(slab, n_bands, inner, INNER_BAND)
+        column_max(x, None, o, j0, shift[o, j0:j1], first_rows)
+        cheap[o, j0 // INNER_BAND] = first_rows > 0 and likely_certified(
+            x, o, j0, shift[o, j0:j1], s[:j1 - j0], first_rows)
+    piece_m = np.empty((outer, pieces, inner))
+    piece_s = np.empty((outer, pieces, inner))
+    run_tasks(band_sums_run, (x, shift, cheap, piece_m, piece_s, rows),
+              outer * pieces * n_bands, rows * width)
+    for slab in range(outer * n_bands):
+        o, j0, j1 = piece_at(slab, n_bands, inner, INNER_BAND)
+        k = j1 - j0
+        band_m, band_c, band_s = m[:k], c[:k], s[:k]
+        if cheap[o, j0 // INNER_BAND]:
+            band_m[:] = -np.inf
+            band_s[:] = 0.0
+            for p in range(pieces):
+                for j in range(k):
+                    band_m[j] = maxnum(band_m[j], piece_m[o, p, j0 + j])
+                    band_s[j] += piece_s[o, p, j0 + j]
+        else:
+            column_max(x, None, o, j0, band_m, n)
+            column_terms(x, None, o, j0, band_m, band_c, band_s, None)
+        finish_band(x, None, o, j0, band_m, band_c, band_s, shift[o, j0:j1], band_m,
+                    uncertain[:k], out[o, j0:j1], rows_of(sign, o, j0, j1),
+                    cheap[o, j0 // INNER_BAND])
+
+
+@kernel
 def lse_columns(x, w, out, sign, cheap=None):
     """out[o, j], sign[o, j] = log|sum_k w exp(x[o, k, j])| and its sign, for x (outer, n,
     inner) and weights w like it, or None: bands of INNER_BAND columns in two passes, their
     maxima, then their terms for them, COLUMN_STEP rows a step (``lse_of_columns``; ``cheap``
-    as there: one pass); where the bands are few (``column_pieces``; not for float32 data
-    without weights), the partials of their pieces (``inner_partials``), finished. Against one pass with running
+    as there: one pass); where the bands are few (``column_pieces``), the sums of their
+    pieces (``certified_in_pieces``: ``cheap``'s) or their pieces' partials
+    (``inner_partials``: weighted or float64 data), finished. Against one pass with running
     partials, rescaled every 8 rows (an exp per column) and loaded and stored per term:
     4096x4096 over axis 0, 1.2x faster in float64 (two threads), 1.3x in float32 with its
     certified exp (session 19; since session 27 float32's certified bands take one pass
     against fixed shifts, 1.3-1.44x)."""
     outer, n, inner = x.shape
     threads = threads_for(x.size)
-    if not is_present(certified_for(x, w)) and column_pieces(x)[0] > 1:
-        # Few bands: their partials in pieces, merged. Not float32 data without weights:
-        # its certified results are the bits of its full exp's bands (the uncertain columns
-        # summed again alone, ``lse_of_columns``), and its certified one pass on one thread
-        # measured as fast as two threads' two passes with the full exp, on two cores
-        # ((4096, 256): 1.14 ms, and 1.17-1.32).
+    pieces, rows = column_pieces(x)
+    if is_present(cheap) and pieces > 1 and n <= CHEAP_COLUMN_ROWS:
+        certified_in_pieces(x, out, sign, pieces, rows)
+    elif not is_present(certified_for(x, w)) and pieces > 1:
+        # Few bands: their partials in pieces, merged. Not float32 data without weights,
+        # whose certified results must be the bits of its full exp's bands (its uncertain
+        # columns summed again alone, ``finish_band``).
         m, c, s = inner_partials(x, w)
         for o in range(outer):
             finish_slices(m[o], c[o], s[o], out[o], row_of(sign, o))
