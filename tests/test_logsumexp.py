@@ -612,8 +612,9 @@ class TestLargeAndExtreme:
         # Few columns over a long axis 0: packed, their partials are taken on a view of
         # 18 rows a row and merged (``cpu._column_partials``: 40000 rows are 2222 such rows
         # and 4 left over); strided, the band is cut in pieces of rows, merged in order
-        # (``reduce.column_pieces``; float32 without weights keeps its certified band, one
-        # piece). Special values in some pieces (and groups of rows) and not others.
+        # (``reduce.column_pieces``; float32 without weights: its certified sums, in
+        # ``reduce.certified_in_pieces``). Special values in some pieces (and groups of
+        # rows) and not others.
         from numba_lse import cpu
         from numba_lse.cpu.reduce import column_pieces
         rng = _rng("tall", layout, weights, _name(dtype))

@@ -802,16 +802,17 @@ def lse_of_columns(x, w, o, j0, m, c, s, shift, uncertain, out, sign, cheap, til
         column_terms(x, w, o, j0, m, c, s, None)
     prefetch_after(tile, 1)
     prefetch_after(tile_w, 1)
-    finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_band)
+    finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_band, None)
 
 
 @inline_ir
-def finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_band):
+def finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_band, rows):
     """The end of ``lse_of_columns``: out[j], sign[j] from the band's maxima m and sums: of
     its terms against their shifts (``column_sums``: s, and the maxima found, ``found``,
     None where the shifts are the maxima) where ``cheap_band``, rescaled (``one_tie_apart``)
-    and certified, the uncertain columns summed again with the full exp; else (c, s), the
-    full exp's partials (``column_terms``)."""
+    and certified, the uncertain columns summed again with the full exp as the full exp's
+    path sums them (``full_partials``: in one piece, or in pieces of ``rows`` rows); else
+    (c, s), the full exp's partials."""
     if cheap_band:
         one_tie_apart(shift, found, c, s)
         error = column_sum_error(x.shape[1])
@@ -823,14 +824,43 @@ def finish_band(x, w, o, j0, m, c, s, shift, found, uncertain, out, sign, cheap_
     else:
         again = finish_slices(m, c, s, out, sign)
     if again > m.shape[0] // 8:
-        column_terms(x, w, o, j0, m, c, s, None)
+        full_partials(x, w, o, j0, m, c, s, rows)
         finish_slices(m, c, s, out, sign)
     else:
         for j in range(m.shape[0] if again else 0):
             if uncertain[j]:
-                column_terms(x, w, o, j0 + j, m[j:j + 1], c[j:j + 1], s[j:j + 1], None)
+                full_partials(x, w, o, j0 + j, m[j:j + 1], c[j:j + 1], s[j:j + 1], rows)
                 out[j], sign_j = log_abs_sum(m[j], c[j], s[j])
                 store(sign, j, sign_j)
+
+
+def full_partials(x, w, o, j0, m, c, s, rows):
+    """(m, c, s)[j] = the full exp's partial of the column x[o, :, j0 + j], as the full
+    exp's path of ``lse_columns`` takes it: with ``rows`` None, in one piece, for its
+    maxima m (``column_terms``); else in pieces of ``rows`` rows (``column_pieces``), each
+    its max, then its terms, merged in order, the bits of ``inner_partials``."""
+
+
+@overload(full_partials, inline="always")
+def _full_partials(x, w, o, j0, m, c, s, rows):
+    if isinstance(rows, (types.NoneType, types.Omitted)):
+        def whole(x, w, o, j0, m, c, s, rows):
+            column_terms(x, w, o, j0, m, c, s, None)
+        return whole
+
+    def in_pieces(x, w, o, j0, m, c, s, rows):
+        width = m.shape[0]
+        piece_m, piece_c, piece_s = np.empty(width), np.empty(width), np.empty(width)
+        m[:] = -np.inf
+        c[:] = 0.0
+        s[:] = 0.0
+        for k0 in range(0, x.shape[1], rows):
+            k1 = min(x.shape[1], k0 + rows)
+            column_max(x, w, o, j0, piece_m, k1, k0)
+            column_terms(x, w, o, j0, piece_m, piece_c, piece_s, None, (k0, k1))
+            for j in range(width):
+                m[j], c[j], s[j] = merge(m[j], c[j], s[j], piece_m[j], piece_c[j], piece_s[j])
+    return in_pieces
 
 
 @kernel
@@ -852,23 +882,29 @@ def columns_run(x, w, out, sign, cheap, first, end):
 
 
 @kernel
-def band_sums_run(x, shift, cheap, m, s, rows, first, end):
-    """Tasks first .. end - 1 of ``certified_in_pieces``: a piece of ``rows`` rows of a band
-    whose results will likely be certified (cheap[o, b]), summed against its band's
-    ``shift`` (``column_sums``), to (m, s)[o, p]; task (o * pieces + p) * bands + b."""
+def band_sums_run(x, shift, cheap, m, c, s, rows, first, end):
+    """Tasks first .. end - 1 of ``certified_in_pieces``: a piece of ``rows`` rows of a band,
+    task (o * pieces + p) * bands + b, to (m, c, s)[o, p]: where its band's results will
+    likely be certified (cheap[o, b]), its sums against the band's ``shift`` and its maxima
+    (``column_sums``; c not written); else the full exp's partials of the piece (its maxima,
+    then its terms, as ``partials_run``)."""
     n_bands = -(-x.shape[2] // INNER_BAND)
     pieces = m.shape[1]
     width = min(x.shape[2], INNER_BAND)
-    run_m, run_s = np.empty(width), np.empty(width)
+    run_m, run_c, run_s = np.empty(width), np.empty(width), np.empty(width)
     for task in range(first, end):
         slab, j0, j1 = piece_at(task, n_bands, x.shape[2], INNER_BAND)
         o, k0, k1 = piece_at(slab, pieces, x.shape[1], rows)
+        p = slab - o * pieces
+        k = j1 - j0
         if cheap[o, j0 // INNER_BAND]:
-            p = slab - o * pieces
-            k = j1 - j0
             column_sums(x, o, j0, shift[o, j0:j1], run_m[:k], run_s[:k], k1, k0)
-            m[o, p, j0:j1] = run_m[:k]
-            s[o, p, j0:j1] = run_s[:k]
+        else:
+            column_max(x, None, o, j0, run_m[:k], k1, k0)
+            column_terms(x, None, o, j0, run_m[:k], run_c[:k], run_s[:k], None, (k0, k1))
+            c[o, p, j0:j1] = run_c[:k]
+        m[o, p, j0:j1] = run_m[:k]
+        s[o, p, j0:j1] = run_s[:k]
 
 
 @kernel
@@ -880,8 +916,9 @@ def certified_in_pieces(x, out, sign, pieces, rows):
     then each band's sums added in order and its maxima taken (a term goes through fewer
     additions in sequence than in one pass: ``column_sum_error`` bounds them still), and
     the band finished (``finish_band``: certified, and the uncertain columns summed again
-    with the full exp, the bits of the full exp's bands). The other bands take the full
-    exp's two passes, on one thread, as before."""
+    as the full exp's path sums them, in the same pieces, whose bits the results are).
+    The other bands' pieces take the full exp's partials on the threads, merged in order
+    (the bits of ``inner_partials``, the full exp's path)."""
     outer, n, inner = x.shape
     n_bands = -(-inner // INNER_BAND)
     width = min(inner, INNER_BAND)
@@ -896,26 +933,29 @@ def certified_in_pieces(x, out, sign, pieces, rows):
         cheap[o, j0 // INNER_BAND] = first_rows > 0 and likely_certified(
             x, o, j0, shift[o, j0:j1], s[:j1 - j0], first_rows)
     piece_m = np.empty((outer, pieces, inner))
+    piece_c = np.empty((outer, pieces, inner))
     piece_s = np.empty((outer, pieces, inner))
-    run_tasks(band_sums_run, (x, shift, cheap, piece_m, piece_s, rows),
+    run_tasks(band_sums_run, (x, shift, cheap, piece_m, piece_c, piece_s, rows),
               outer * pieces * n_bands, rows * width)
     for slab in range(outer * n_bands):
         o, j0, j1 = piece_at(slab, n_bands, inner, INNER_BAND)
         k = j1 - j0
         band_m, band_c, band_s = m[:k], c[:k], s[:k]
-        if cheap[o, j0 // INNER_BAND]:
-            band_m[:] = -np.inf
-            band_s[:] = 0.0
-            for p in range(pieces):
-                for j in range(k):
+        band_m[:] = -np.inf
+        band_c[:] = 0.0
+        band_s[:] = 0.0
+        certified = cheap[o, j0 // INNER_BAND]
+        for p in range(pieces):
+            for j in range(k):
+                if certified:
                     band_m[j] = maxnum(band_m[j], piece_m[o, p, j0 + j])
                     band_s[j] += piece_s[o, p, j0 + j]
-        else:
-            column_max(x, None, o, j0, band_m, n)
-            column_terms(x, None, o, j0, band_m, band_c, band_s, None)
+                else:
+                    band_m[j], band_c[j], band_s[j] = merge(
+                        band_m[j], band_c[j], band_s[j], piece_m[o, p, j0 + j],
+                        piece_c[o, p, j0 + j], piece_s[o, p, j0 + j])
         finish_band(x, None, o, j0, band_m, band_c, band_s, shift[o, j0:j1], band_m,
-                    uncertain[:k], out[o, j0:j1], rows_of(sign, o, j0, j1),
-                    cheap[o, j0 // INNER_BAND])
+                    uncertain[:k], out[o, j0:j1], rows_of(sign, o, j0, j1), certified, rows)
 
 
 @kernel
@@ -925,7 +965,7 @@ def lse_columns(x, w, out, sign, cheap=None):
     maxima, then their terms for them, COLUMN_STEP rows a step (``lse_of_columns``; ``cheap``
     as there: one pass); where the bands are few (``column_pieces``), the sums of their
     pieces (``certified_in_pieces``: ``cheap``'s) or their pieces' partials
-    (``inner_partials``: weighted or float64 data), finished. Against one pass with running
+    (``inner_partials``), finished. Against one pass with running
     partials, rescaled every 8 rows (an exp per column) and loaded and stored per term:
     4096x4096 over axis 0, 1.2x faster in float64 (two threads), 1.3x in float32 with its
     certified exp (session 19; since session 27 float32's certified bands take one pass
@@ -935,10 +975,9 @@ def lse_columns(x, w, out, sign, cheap=None):
     pieces, rows = column_pieces(x)
     if is_present(cheap) and pieces > 1 and n <= CHEAP_COLUMN_ROWS:
         certified_in_pieces(x, out, sign, pieces, rows)
-    elif not is_present(certified_for(x, w)) and pieces > 1:
-        # Few bands: their partials in pieces, merged. Not float32 data without weights,
-        # whose certified results must be the bits of its full exp's bands (its uncertain
-        # columns summed again alone, ``finish_band``).
+    elif pieces > 1:
+        # Few bands: their partials in pieces, merged (the full exp's path: what the
+        # certified pieces' uncertain columns are summed again as).
         m, c, s = inner_partials(x, w)
         for o in range(outer):
             finish_slices(m[o], c[o], s[o], out[o], row_of(sign, o))
