@@ -455,12 +455,16 @@ def column_pieces(x):
 
 
 @kernel
-def partials_run(x, w, m, c, s, for_outputs, rows, first, end):
+def partials_run(x, w, m, c, s, for_outputs, rows, shift, cheap, first, end):
     """Tasks first .. end - 1 of ``inner_partials``: bands of INNER_BAND columns of a piece
     of ``rows`` rows (``column_pieces``), task (o * pieces + p) * bands + b, whose partials
-    go to (m, c, s)[o, p]. A task's partials are taken in arrays of the thread's own, then
-    copied out: the pieces of narrow columns share cache lines in (m, c, s), which the
-    column kernels load and store at every step (two threads on (10^6, 3): 6.5x slower)."""
+    go to (m, c, s)[o, p]: the full exp's (``column_max``, ``column_terms``), or, for
+    ``certified_in_pieces``, where cheap[o, b] (its band's results will likely be
+    certified), the piece's sums against its band's ``shift`` and its maxima
+    (``column_sums``; c not written; shift and cheap None: none). A task's partials are
+    taken in arrays of the thread's own, then copied out: the pieces of narrow columns
+    share cache lines in (m, c, s), which the column kernels load and store at every step
+    (two threads on (10^6, 3): 6.5x slower)."""
     n_bands = -(-x.shape[2] // INNER_BAND)
     pieces = m.shape[1]
     width = min(x.shape[2], INNER_BAND)
@@ -470,11 +474,37 @@ def partials_run(x, w, m, c, s, for_outputs, rows, first, end):
         o, k0, k1 = piece_at(slab, pieces, x.shape[1], rows)
         p = slab - o * pieces
         k = j1 - j0
-        column_max(x, w, o, j0, run_m[:k], k1, k0)
-        column_terms(x, w, o, j0, run_m[:k], run_c[:k], run_s[:k], for_outputs, (k0, k1))
+        if not piece_partial(x, w, o, j0, k0, k1, run_m[:k], run_c[:k], run_s[:k],
+                             for_outputs, shift, cheap):
+            c[o, p, j0:j1] = run_c[:k]
         m[o, p, j0:j1] = run_m[:k]
-        c[o, p, j0:j1] = run_c[:k]
         s[o, p, j0:j1] = run_s[:k]
+
+
+def piece_partial(x, w, o, j0, k0, k1, m, c, s, for_outputs, shift, cheap):
+    """The partial of rows k0 .. k1 - 1 of a band's columns (``partials_run``), in the work
+    arrays m, c, s; returns whether it took the sums against the band's shift (c then not
+    written): where cheap is an array and cheap[o, band] (a compile-time choice between the
+    two ways where cheap is None)."""
+
+
+@overload(piece_partial, inline="always")
+def _piece_partial(x, w, o, j0, k0, k1, m, c, s, for_outputs, shift, cheap):
+    if isinstance(cheap, (types.NoneType, types.Omitted)):
+        def full(x, w, o, j0, k0, k1, m, c, s, for_outputs, shift, cheap):
+            column_max(x, w, o, j0, m, k1, k0)
+            column_terms(x, w, o, j0, m, c, s, for_outputs, (k0, k1))
+            return False
+        return full
+
+    def either(x, w, o, j0, k0, k1, m, c, s, for_outputs, shift, cheap):
+        if cheap[o, j0 // INNER_BAND]:
+            column_sums(x, o, j0, shift[o, j0:j0 + m.shape[0]], m, s, k1, k0)
+            return True
+        column_max(x, w, o, j0, m, k1, k0)
+        column_terms(x, w, o, j0, m, c, s, for_outputs, (k0, k1))
+        return False
+    return either
 
 
 @kernel
@@ -493,7 +523,7 @@ def inner_partials(x, w, for_outputs=None):
     m = np.empty((outer, pieces, inner))
     c = np.empty((outer, pieces, inner))
     s = np.empty((outer, pieces, inner))
-    run_tasks(partials_run, (x, w, m, c, s, for_outputs, rows),
+    run_tasks(partials_run, (x, w, m, c, s, for_outputs, rows, None, None),
               outer * pieces * -(-inner // INNER_BAND), rows * min(inner, INNER_BAND))
     if pieces == 1:
         result = (m.reshape((outer, inner)), c.reshape((outer, inner)), s.reshape((outer, inner)))
@@ -882,37 +912,11 @@ def columns_run(x, w, out, sign, cheap, first, end):
 
 
 @kernel
-def band_sums_run(x, shift, cheap, m, c, s, rows, first, end):
-    """Tasks first .. end - 1 of ``certified_in_pieces``: a piece of ``rows`` rows of a band,
-    task (o * pieces + p) * bands + b, to (m, c, s)[o, p]: where its band's results will
-    likely be certified (cheap[o, b]), its sums against the band's ``shift`` and its maxima
-    (``column_sums``; c not written); else the full exp's partials of the piece (its maxima,
-    then its terms, as ``partials_run``)."""
-    n_bands = -(-x.shape[2] // INNER_BAND)
-    pieces = m.shape[1]
-    width = min(x.shape[2], INNER_BAND)
-    run_m, run_c, run_s = np.empty(width), np.empty(width), np.empty(width)
-    for task in range(first, end):
-        slab, j0, j1 = piece_at(task, n_bands, x.shape[2], INNER_BAND)
-        o, k0, k1 = piece_at(slab, pieces, x.shape[1], rows)
-        p = slab - o * pieces
-        k = j1 - j0
-        if cheap[o, j0 // INNER_BAND]:
-            column_sums(x, o, j0, shift[o, j0:j1], run_m[:k], run_s[:k], k1, k0)
-        else:
-            column_max(x, None, o, j0, run_m[:k], k1, k0)
-            column_terms(x, None, o, j0, run_m[:k], run_c[:k], run_s[:k], None, (k0, k1))
-            c[o, p, j0:j1] = run_c[:k]
-        m[o, p, j0:j1] = run_m[:k]
-        s[o, p, j0:j1] = run_s[:k]
-
-
-@kernel
 def certified_in_pieces(x, out, sign, pieces, rows):
     """``lse_columns`` of CERTIFIED data (float32, no weights) whose bands are few
     (``column_pieces``): each band's shifts and whether its results will likely be
     certified, as ``lse_of_columns`` finds them; then, on the threads, the sums of those
-    bands' pieces of ``rows`` rows, each against its band's shifts (``band_sums_run``);
+    bands' pieces of ``rows`` rows, each against its band's shifts (``partials_run``);
     then each band's sums added in order and its maxima taken (a term goes through fewer
     additions in sequence than in one pass: ``column_sum_error`` bounds them still), and
     the band finished (``finish_band``: certified, and the uncertain columns summed again
@@ -935,7 +939,7 @@ def certified_in_pieces(x, out, sign, pieces, rows):
     piece_m = np.empty((outer, pieces, inner))
     piece_c = np.empty((outer, pieces, inner))
     piece_s = np.empty((outer, pieces, inner))
-    run_tasks(band_sums_run, (x, shift, cheap, piece_m, piece_c, piece_s, rows),
+    run_tasks(partials_run, (x, None, piece_m, piece_c, piece_s, None, rows, shift, cheap),
               outer * pieces * n_bands, rows * width)
     for slab in range(outer * n_bands):
         o, j0, j1 = piece_at(slab, n_bands, inner, INNER_BAND)
