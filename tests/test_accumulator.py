@@ -246,6 +246,19 @@ class TestAxes:
         assert_lse_close(res, exact_lse_axis0(x), dtype, scale=_finite_max(x, 0))
         assert_lse_close(res, scipy_ref(x, axis=0), dtype, scale=_finite_max(x, 0))
 
+    @pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+    def test_tall_narrow_chunks(self, dtype):
+        # Chunks of 5 columns and 2^15 entries or more: their partials are taken through
+        # a view of 25 rows a row, merged (``cpu._column_partials``), then across chunks.
+        from numba_lse import cpu
+        rng = _rng("tall narrow", _name(dtype))
+        x = (rng.standard_normal((40_000, 5)) * 30).astype(dtype)
+        x[30_000, 2] = 1000.0  # one dominant term, in the second chunk's widened rows
+        chunks = split(x, [12_345])
+        assert all(cpu._rows_per_wide_row(c[None]) == 25 for c in chunks)
+        res = accumulate(chunks, axis=0).result()
+        assert_lse_close(res, exact_lse_axis0(x), dtype, scale=_finite_max(x, 0))
+
     @pytest.mark.parametrize("axis", [1, -1])
     def test_last_axis_chunks(self, axis):
         rng = _rng("axis1", axis)

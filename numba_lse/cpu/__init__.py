@@ -71,10 +71,11 @@ def logsumexp(a, b, axes, signed=True):
         out = empty((layout.outer, layout.inner), dtype=a.dtype)
         sign = empty((layout.outer, layout.inner), dtype=a.dtype) if signed else None
         view, weights = layout.view(a), None if b is None else layout.view(b)
-        narrow = NARROW_CERTIFIED if cheap is not None else NARROW_COLUMNS
-        if _rows_per_wide_row(view, weights, narrow) > 1:
+        rows = _rows_per_wide_row(view, weights,
+                                  NARROW_CERTIFIED if cheap is not None else NARROW_COLUMNS)
+        if rows > 1:
             # Narrow columns: their partials widened (the full exp's), finished.
-            m, c, s = _column_partials(view, weights, narrow=narrow)
+            m, c, s = _column_partials(view, weights, None, rows)
             _launch(reduce.lse_of_partials, m.reshape(-1), c.reshape(-1), s.reshape(-1),
                     out.reshape(-1), None if sign is None else sign.reshape(-1))
         else:
@@ -126,11 +127,10 @@ def _wide(array, rows):
                       (array.strides[0], rows * array.strides[1], array.strides[2]))
 
 
-def _column_partials(view, weights=None, for_outputs=None, narrow=NARROW_COLUMNS):
+def _column_partials(view, weights, for_outputs, rows):
     """The partials (m, c, s), each (outer, inner), of the (outer, n, inner) view (weights
-    like it, or None) over axis 1 (``reduce.inner_partials``), its narrow columns widened
-    (``_rows_per_wide_row``)."""
-    rows = _rows_per_wide_row(view, weights, narrow)
+    like it, or None) over axis 1 (``reduce.inner_partials``), read ``rows`` rows a row
+    (``_rows_per_wide_row``; 1: as they are)."""
     if rows == 1:
         return _launch(reduce.inner_partials, view, weights, for_outputs)
     outer, n, inner = view.shape
@@ -173,7 +173,7 @@ def softmax_family(name, x, where, axes):
         else:
             # Narrow columns, widened (``_column_partials``): their outputs too, each wide
             # column given its column's partial (and dominant value).
-            partials_ = _column_partials(view, mask, partials.FOR_OUTPUTS)
+            partials_ = _column_partials(view, mask, partials.FOR_OUTPUTS, rows)
             dominant = _launch(softmax.dominants, _OPS[name], view, mask, *partials_)
             kept = [np.tile(p, (1, rows)) for p in (*partials_, dominant)]
             _launch(softmax.apply_partials, _OPS[name], _wide(view, rows), _wide(mask, rows),
@@ -228,7 +228,7 @@ def _partials(view, weights=None):
         short = view.shape[1] < reduce.SHORT_ROW
         kernel = reduce.short_row_partials if short else reduce.row_partials
         return tuple(p[:, None] for p in _launch(kernel, view[:, :, 0], w, None))
-    return _column_partials(view, weights)
+    return _column_partials(view, weights, None, _rows_per_wide_row(view, weights))
 
 
 def lse_partials(a, b, axes):
