@@ -180,6 +180,35 @@ def test_partials_merged_and_finished_on_the_threads(threads):
     np.testing.assert_array_equal(sign.reshape(-1).view(np.int64), finished[1].view(np.int64))
 
 
+@pytest.mark.parametrize("shape", [(9, 257, 37), (2, 300, 2100), (1, 70, 5000)])
+def test_softmax_keeping_exps_gives_the_bits_of_two_exps_where_a_band_is_one_piece(shape):
+    """float64 softmax along a strided axis keeps its exps in the output and divides them
+    after (``softmax_keeping_exps``): where each band of columns is one piece of rows, the
+    same bits as ``softmax_inner``'s, which takes them again (special values, a mask, a
+    column all -inf or masked out)."""
+    from numba_lse.cpu.reduce import column_pieces
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(shape) * 20
+    for value in (np.inf, -np.inf, np.nan, 800.0, -1e308):
+        x.flat[rng.integers(0, x.size, 5)] = value
+    x[0, :, 1] = -np.inf
+    where = rng.random(shape) < 0.9
+    where[-1, :, 2] = False
+    assert column_pieces.py_func(x)[0] == 1
+    for w in (None, where):
+        kept, twice = np.empty_like(x), np.empty_like(x)
+        softmax_kernels.softmax_keeping_exps(x, w, kept)
+        softmax_kernels.softmax_inner(softmax_kernels.SOFTMAX, x, w, twice)
+        # nan where the other's is (the sign of a nan aside), else the same bits.
+        np.testing.assert_array_equal(np.isnan(kept), np.isnan(twice))
+        numbers = ~np.isnan(kept)
+        np.testing.assert_array_equal(kept[numbers].view(np.int64), twice[numbers].view(np.int64))
+        shown = np.ones(shape, dtype=bool) if w is None else w
+        assert np.isnan(kept[0, :, 1][shown[0, :, 1]]).all()
+        assert (kept[~shown] == 0).all()
+
+
 def _every_kernel_path(dtype):
     """One result per loop that takes tasks from a queue: short rows (tiles), rows in one
     piece, rows in chunks, a vector, columns (axis 0, and a middle axis; bands in pieces of

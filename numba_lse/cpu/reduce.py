@@ -584,11 +584,12 @@ def column_max(x, w, o, j0, m, end, start=0):
 
 
 @kernel
-def column_terms(x, w, o, j0, m, c, s, for_outputs=None, rows=None):
+def column_terms(x, w, o, j0, m, c, s, for_outputs=None, rows=None, exps=None):
     """c, s[j] = the ties' weights and the sum of the other terms of x[o, :, j0 + j] (of its
     rows k0 .. k1 - 1 where ``rows`` is (k0, k1)) (weights w like x, or None) for its max
     m[j] (``column_max``): the rest of its partial (``partials.term_exp`` says what
-    ``for_outputs`` changes).
+    ``for_outputs`` changes). Each term's exp, exp(x[o, k, j0 + j] - m[j]) unweighted, is
+    kept in exps[o, k, j0 + j] where exps is an array like x (``softmax.softmax_keeping_exps``).
 
     COLUMN_STEP rows a step, so that each column's (c, s) is loaded and stored once per step;
     the terms of a step are added in pairs, then to s, compensated for float64 data
@@ -608,18 +609,25 @@ def column_terms(x, w, o, j0, m, c, s, for_outputs=None, rows=None):
     for k in range(k0, k0 + full_steps, COLUMN_STEP):
         x0, x1, x2, x3 = step_rows(x, o, k, j0, width)
         w0, w1, w2, w3 = step_rows(w, o, k, j0, width)
+        ex0, ex1, ex2, ex3 = step_rows(exps, o, k, j0, width)
         for j in range(width):
-            c0, s0 = column_term(x0[j], weight_at(w0, j), m[j], for_outputs)
-            c1, s1 = column_term(x1[j], weight_at(w1, j), m[j], for_outputs)
-            c2, s2 = column_term(x2[j], weight_at(w2, j), m[j], for_outputs)
-            c3, s3 = column_term(x3[j], weight_at(w3, j), m[j], for_outputs)
+            c0, s0, t0 = column_term(x0[j], weight_at(w0, j), m[j], for_outputs)
+            c1, s1, t1 = column_term(x1[j], weight_at(w1, j), m[j], for_outputs)
+            c2, s2, t2 = column_term(x2[j], weight_at(w2, j), m[j], for_outputs)
+            c3, s3, t3 = column_term(x3[j], weight_at(w3, j), m[j], for_outputs)
+            store(ex0, j, t0)
+            store(ex1, j, t1)
+            store(ex2, j, t2)
+            store(ex3, j, t3)
             c[j] += (c0 + c1) + (c2 + c3)
             s[j], e[j] = add_to_column(s[j], e[j], (s0 + s1) + (s2 + s3), x0[j], short)
     for k in range(k0 + full_steps, k1):
         xk = x[o, k, j0:j0 + width]
         wk = part_of(w, o, k, j0, j0 + width)
+        exk = part_of(exps, o, k, j0, j0 + width)
         for j in range(width):
-            ck, sk = column_term(xk[j], weight_at(wk, j), m[j], for_outputs)
+            ck, sk, tk = column_term(xk[j], weight_at(wk, j), m[j], for_outputs)
+            store(exk, j, tk)
             c[j] += ck
             s[j], e[j] = add_to_column(s[j], e[j], sk, xk[j], short)
     for j in range(width):
@@ -648,8 +656,10 @@ def step_rows(x, o, k, j0, width):
 
 @inline
 def column_term(x, w, m, for_outputs):
-    """``tie_or_term`` with the term's exp (``partials.term_exp``)."""
-    return tie_or_term(x, w, m, term_exp(x, m, for_outputs))
+    """``tie_or_term`` with the term's exp (``partials.term_exp``), and that exp."""
+    exp_x = term_exp(x, m, for_outputs)
+    c, s = tie_or_term(x, w, m, exp_x)
+    return c, s, exp_x
 
 
 @inline
