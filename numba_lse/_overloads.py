@@ -228,7 +228,7 @@ def _softmax_overload(name):
         _check_default(name, "where", where, None)
         dtype = as_dtype(x.dtype)
         # As the Python call chooses (``cpu.softmax_family``), so that the bits are its own.
-        keeps_exps = op == softmax.SOFTMAX and dtype == np.float64
+        keeps_exps = op != softmax.LOG_SOFTMAX and dtype == np.float64
 
         def impl(x, axis=None, where=None):
             threading_layer_on_load()
@@ -244,7 +244,7 @@ def _softmax_overload(name):
             if inner == 1:
                 softmax.softmax_of_rows(kind, c.reshape((outer, n)), None, out.reshape((outer, n)))
             elif keeps_exps:
-                softmax.softmax_keeping_exps(c.reshape((outer, n, inner)), None,
+                softmax.softmax_keeping_exps(kind, c.reshape((outer, n, inner)), None,
                                              out.reshape((outer, n, inner)))
             else:
                 softmax.softmax_inner(kind, c.reshape((outer, n, inner)), None,

@@ -1,6 +1,7 @@
 """Properties of the CPU kernels that no reference library can check: threads, size, layout."""
 
 import ctypes
+import itertools
 import mmap
 import pathlib
 import shutil
@@ -196,10 +197,11 @@ def test_softmax_keeping_exps_gives_the_bits_of_two_exps_where_a_band_is_one_pie
     where = rng.random(shape) < 0.9
     where[-1, :, 2] = False
     assert column_pieces.py_func(x)[0] == 1
-    for w in (None, where):
+    for op, w in itertools.product((softmax_kernels.SOFTMAX, softmax_kernels.LOG1M_SOFTMAX),
+                                   (None, where)):
         kept, twice = np.empty_like(x), np.empty_like(x)
-        softmax_kernels.softmax_keeping_exps(x, w, kept)
-        softmax_kernels.softmax_inner(softmax_kernels.SOFTMAX, x, w, twice)
+        softmax_kernels.softmax_keeping_exps(op, x, w, kept)
+        softmax_kernels.softmax_inner(op, x, w, twice)
         # nan where the other's is (the sign of a nan aside), else the same bits.
         np.testing.assert_array_equal(np.isnan(kept), np.isnan(twice))
         numbers = ~np.isnan(kept)

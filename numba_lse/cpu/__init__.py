@@ -168,8 +168,8 @@ def softmax_family(name, x, where, axes):
         out = empty((layout.outer, layout.n, layout.inner), dtype=x.dtype)
         view, mask = layout.view(x), None if where is None else layout.view(where)
         rows = _rows_per_wide_row(view, mask)
-        if name == "softmax" and x.dtype == np.float64:
-            _softmax_keeping_exps(view, mask, out, rows)
+        if name != "log_softmax" and x.dtype == np.float64:
+            _softmax_keeping_exps(_OPS[name], view, mask, out, rows)
         elif rows == 1:
             _launch(softmax.softmax_inner, _OPS[name], view, mask, out)
         else:
@@ -188,14 +188,14 @@ def softmax_family(name, x, where, axes):
     return layout.full(out)
 
 
-def _softmax_keeping_exps(view, mask, out, rows):
-    """softmax of float64 ``view`` (outer, n, inner) along axis 1 into ``out``, one exp per
-    entry (``softmax.softmax_keeping_exps``); where ``rows`` > 1, on its widened view (and
-    its rows left over), as ``_column_partials``: each column's max is that of its R wide
-    columns and the rest, its sums theirs, added in order."""
+def _softmax_keeping_exps(op, view, mask, out, rows):
+    """softmax or log1m_softmax (``op``) of float64 ``view`` (outer, n, inner) along axis 1
+    into ``out``, one exp per entry (``softmax.softmax_keeping_exps``); where ``rows`` > 1,
+    on its widened view (and its rows left over), as ``_column_partials``: each column's max
+    is that of its R wide columns and the rest, its sums theirs, added in order."""
     outer, n, inner = view.shape
     if rows == 1:
-        _launch(softmax.softmax_keeping_exps, view, mask, out)
+        _launch(softmax.softmax_keeping_exps, op, view, mask, out)
         return
     whole = n - n % rows
     parts = [(_wide(view, rows), _wide(mask, rows), _wide(out, rows), rows)]
@@ -210,8 +210,9 @@ def _softmax_keeping_exps(view, mask, out, rows):
     top = columns(_launch(softmax.column_maxima, v, w) for v, w, _, _ in parts).max(axis=1)
     sums = [_launch(softmax.kept_terms, v, w, o, np.tile(top, (1, r))) for v, w, o, r in parts]
     c, s = (columns(each).sum(axis=1) for each in zip(*sums))
+    kept = (top, c, s, _launch(softmax.dominants, op, view, mask, top, c, s))
     for v, w, o, r in parts:
-        _launch(softmax.scale_exps, w, o, *(np.tile(p, (1, r)) for p in (top, c, s)))
+        _launch(softmax.scale_exps, op, v, w, o, *(np.tile(p, (1, r)) for p in kept))
 
 
 def softmax_apply(name, x, where, axes, m, c, s, dominant=None):

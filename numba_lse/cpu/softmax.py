@@ -9,9 +9,9 @@ exps of its sum, kept (``partials.exps_and_sum``; a tile's in ``column_partials`
 scaled by the outputs.
 Strided axes are read three times: their partials take two passes over a band of columns
 (``reduce.inner_partials``), then the outputs one (narrow columns of packed rows through a
-wider view: ``cpu._column_partials``). float64 softmax there takes one exp per element: the
-maxima first, then the terms, their exps kept in the output, which a last pass divides by
-the sums (``softmax_keeping_exps``).
+wider view: ``cpu._column_partials``). float64 softmax and log1m_softmax there take one exp
+per element: the maxima first, then the terms, their exps kept in the output, from which a
+last pass makes the outputs (``softmax_keeping_exps``).
 From a row's partial (m, c, s) each function needs two constants, then one expression per
 element:
 
@@ -714,21 +714,29 @@ def kept_terms_run(x, w, out, m, c, s, rows, first, end):
 
 
 @kernel
-def scale_run(w, out, scale, first, end):
-    """out[o, k, j] = out[o, k, j] / scale[o, j], 0 where w[o, k, j] is 0 (w None: none):
-    blocks first .. end - 1 of WRITE_ROWS rows of ``softmax_keeping_exps``'s outputs (block
-    o * blocks + b), whose exps out holds."""
+def scale_run(op, x, w, out, shift, scale, dominant, first, end):
+    """The outputs of blocks first .. end - 1 of WRITE_ROWS rows of ``softmax_keeping_exps``
+    (block o * blocks + b), from the exps that out holds: for softmax each divided by its
+    column's scale (0 where w is 0; w like x, or None), for log1m_softmax log1p of minus
+    that (``element_of_exp``, given the column's constants)."""
     prefer_wide_vectors()
     n, inner = out.shape[1], out.shape[2]
     n_blocks = -(-n // WRITE_ROWS)
     for t in range(first, end):
         o, k0, k1 = piece_at(t, n_blocks, n, WRITE_ROWS)
-        scale_o = scale[o]
+        shift_o, scale_o, dominant_o = shift[o], scale[o], dominant[o]
         for k in range(k0, k1):
-            out_k = out[o, k]
+            xk = x[o, k]
             wk = part_of(w, o, k, 0, inner)
-            for j in range(inner):
-                out_k[j] = out_k[j] / scale_o[j] if weight_at(wk, j) != 0 else 0.0
+            out_k = out[o, k]
+            if op == SOFTMAX:
+                for j in range(inner):
+                    out_k[j] = out_k[j] / scale_o[j] if weight_at(wk, j) != 0 else 0.0
+            else:
+                for j in range(inner):
+                    out_k[j] = element_of_exp(LOG1M_SOFTMAX, xk[j], weight_at(wk, j), out_k[j],
+                                              shift_o[j], scale_o[j], 1.0 / scale_o[j],
+                                              dominant_o[j])
 
 
 @kernel
@@ -772,38 +780,41 @@ def kept_terms(x, w, out, top):
 
 
 @kernel
-def scale_exps(w, out, top, c, s):
-    """out = softmax along axis 1 of (outer, n, inner), from the exps that out holds
-    (``kept_terms``) and each column's partial (top, c, s), each (outer, inner): the exps
-    divided by their column's c + s, 0 where w is 0 (w like out, or None)."""
+def scale_exps(op, x, w, out, top, c, s, dominant):
+    """out = softmax or log1m_softmax (``op``) along axis 1 of x (outer, n, inner), from the
+    exps that out holds (``kept_terms``), each column's partial (top, c, s) and, for
+    log1m_softmax, its ``dominant`` value (nan where none; ``dominants``), each (outer,
+    inner): ``scale_run``."""
     outer, n, inner = out.shape
     threads = threads_for(out.size)
+    shift = np.empty((outer, inner))
     scale = np.empty((outer, inner))
     for o in range(outer):
         for j in range(inner):
-            scale[o, j] = row_constants(SOFTMAX, top[o, j], c[o, j], s[o, j])[1]
-    run_tasks(scale_run, (w, out, scale), outer * -(-n // WRITE_ROWS), WRITE_ROWS * inner)
+            shift[o, j], scale[o, j] = row_constants(op, top[o, j], c[o, j], s[o, j])
+    run_tasks(scale_run, (op, x, w, out, shift, scale, dominant), outer * -(-n // WRITE_ROWS),
+              WRITE_ROWS * inner)
     restore_threads(threads)
 
 
 @kernel
-def softmax_keeping_exps(x, w, out):
-    """out = softmax along axis 1 of float64 x (outer, n, inner) (weights w like x or None),
-    with one exp per entry where ``softmax_inner`` takes two: the columns' maxima first, over
-    every piece of rows (``column_maxima``), then each piece's terms against them, their
-    exps kept in out (``kept_terms``), then out divided by the sums (``scale_exps``). The
-    same outputs, bit for bit, where a band is one piece; where it is cut in pieces, their
-    sums are each against the column's max, added in order, where ``inner_partials`` takes
-    each against its piece's max and rescales them as it merges. Its divides read and write
-    out again, where the exps' pass costs more than that: float64 only (float32 data's
-    exps, 2^-34 apart, would round to float32 in a float32 output). Whole calls over axis
-    0, against ``softmax_inner``'s two exps, Zen 3, two threads (one): (4096, 4096) 1.30x
-    (1.47x), (4096, 256) 1.33x (1.46x), (20000, 512) 1.62x (1.60x), (1024, 1024) 1.11x
-    (1.46x); narrow columns widened (``cpu._softmax_keeping_exps``): (10^6, 3) 1.14x
-    (1.19x), (10^5, 10) 1.22x (1.21x)."""
+def softmax_keeping_exps(op, x, w, out):
+    """out = softmax or log1m_softmax (``op``) along axis 1 of float64 x (outer, n, inner)
+    (weights w like x or None), with one exp per entry where ``softmax_inner`` takes two:
+    the columns' maxima first, over every piece of rows (``column_maxima``), then each
+    piece's terms against them, their exps kept in out (``kept_terms``), then the outputs
+    from them (``scale_exps``). The same outputs, bit for bit, where a band is one piece;
+    where it is cut in pieces, their sums are each against the column's max, added in
+    order, where ``inner_partials`` takes each against its piece's max and rescales them as
+    it merges. Its last pass reads and writes out again, where the exps' pass costs more
+    than that: float64 only (float32 data's exps, 2^-34 apart, would round to float32 in a
+    float32 output). Whole calls over axis 0, against ``softmax_inner``'s two exps, Zen 3,
+    two threads: softmax of (4096, 4096) 1.40x, (4096, 256) 1.29x, (20000, 512) 1.51x,
+    (1024, 1024) 1.36x; narrow columns widened (``cpu._softmax_keeping_exps``): (10^6, 3)
+    1.08x, (10^5, 10) 1.18x; log1m_softmax 1.56x, 1.59x, 1.79x, 1.51x, 1.39x, 1.47x."""
     top = column_maxima(x, w)
     c, s = kept_terms(x, w, out, top)
-    scale_exps(w, out, top, c, s)
+    scale_exps(op, x, w, out, top, c, s, dominants(op, x, w, top, c, s))
 
 
 @kernel
