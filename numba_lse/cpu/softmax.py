@@ -789,9 +789,7 @@ def scale_exps(op, x, w, out, top, c, s, dominant):
     threads = threads_for(out.size)
     shift = np.empty((outer, inner))
     scale = np.empty((outer, inner))
-    for o in range(outer):
-        for j in range(inner):
-            shift[o, j], scale[o, j] = row_constants(op, top[o, j], c[o, j], s[o, j])
+    run_tasks(constants_run, (op, top, c, s, shift, scale), outer * inner, 1)
     run_tasks(scale_run, (op, x, w, out, shift, scale, dominant), outer * -(-n // WRITE_ROWS),
               WRITE_ROWS * inner)
     restore_threads(threads)
