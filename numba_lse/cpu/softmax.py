@@ -806,7 +806,7 @@ def softmax_keeping_exps(op, x, w, out):
     order, where ``inner_partials`` takes each against its piece's max and rescales them as
     it merges. Its last pass reads and writes out again, where the exps' pass costs more
     than that: float64 only (float32 data's exps, 2^-34 apart, would round to float32 in a
-    float32 output). Whole calls over axis 0, against ``softmax_inner``'s two exps, Zen 3,
+    float32 output). Whole calls over axis 0, against ``softmax_inner``'s two exps, Zen 2,
     two threads: softmax of (4096, 4096) 1.40x, (4096, 256) 1.29x, (20000, 512) 1.51x,
     (1024, 1024) 1.36x; narrow columns widened (``cpu._softmax_keeping_exps``): (10^6, 3)
     1.08x, (10^5, 10) 1.18x; log1m_softmax 1.56x, 1.59x, 1.79x, 1.51x, 1.39x, 1.47x."""
