@@ -183,10 +183,10 @@ def test_partials_merged_and_finished_on_the_threads(threads):
 
 @pytest.mark.parametrize("shape", [(9, 257, 37), (2, 300, 2100), (1, 70, 5000)])
 def test_softmax_keeping_exps_gives_the_bits_of_two_exps_where_a_band_is_one_piece(shape):
-    """float64 softmax along a strided axis keeps its exps in the output and divides them
-    after (``softmax_keeping_exps``): where each band of columns is one piece of rows, the
-    same bits as ``softmax_inner``'s, which takes them again (special values, a mask, a
-    column all -inf or masked out)."""
+    """float64 softmax and log1m_softmax along a strided axis keep their exps in the output
+    and make the outputs from them after (``softmax_keeping_exps``): where each band of
+    columns is one piece of rows, the same bits as ``softmax_inner``'s, which takes them
+    again (special values, dominant entries, a mask, a column all -inf or masked out)."""
     from numba_lse.cpu.reduce import column_pieces
 
     rng = np.random.default_rng(12)
